@@ -1,0 +1,1 @@
+//! serverlab's suites, sandbox (cgroups and namespaces), runner, results and report.

@@ -1,0 +1,1 @@
+//! serverlab's load generator (open and closed loop, HdrHistogram latencies).

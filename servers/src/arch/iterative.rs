@@ -1,0 +1,26 @@
+//! **Iterative**: one thread accepts a connection, serves it until it
+//! closes, then accepts the next.
+//!
+//! - Concurrency: none. Connections queue in the kernel's listen backlog
+//!   while the one in service is handled.
+//! - Cost: the lowest possible — no threads, no locks, no context switches.
+//! - What to look for: fine latency at one client; with more clients,
+//!   latency grows with the queue, and one slow or idle keep-alive client
+//!   stalls everyone behind it until the idle timeout closes it. Any
+//!   blocking wait (`io_ms`) is paid by every queued request in turn.
+
+use crate::conn::serve_blocking;
+use crate::handler::Handler;
+use crate::net::accept_loop;
+use crate::shutdown::Shutdown;
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// Serves `listener` one connection at a time until `shutdown`.
+pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
+    handler.stats().add_workers(1);
+    accept_loop(&listener, &shutdown, |stream| {
+        serve_blocking(stream, &handler, &shutdown)
+    })
+}

@@ -1,0 +1,58 @@
+//! Every architecture, selectable by name.
+//!
+//! Each one is a file in this folder with the same entry,
+//! `run(listener, handler, shutdown)`: it serves `listener` with `handler`
+//! until `shutdown` is triggered, then lets in-flight requests finish and
+//! returns. The handler carries the [`Config`](crate::Config). Adding an
+//! architecture means adding its file and one entry to [`ALL`].
+
+use crate::handler::Handler;
+use crate::shutdown::Shutdown;
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+pub mod iterative;
+
+/// The entry every architecture has.
+pub type RunFn = fn(TcpListener, Arc<Handler>, Shutdown) -> io::Result<()>;
+
+/// One architecture: its name, a line about it, and its entry.
+pub struct Arch {
+    /// The name used by `serve --arch` and suites.
+    pub name: &'static str,
+    /// One line: the model.
+    pub about: &'static str,
+    /// What `/stats` counts as workers: "threads" or "processes".
+    pub workers: &'static str,
+    /// Whether `--workers` sizes it (pools, loops, preforked children).
+    pub sized: bool,
+    /// Serves until shutdown.
+    pub run: RunFn,
+}
+
+/// Every architecture, in the order they are usually taught.
+pub const ALL: &[Arch] = &[Arch {
+    name: "iterative",
+    about: "one thread: accept a connection, serve it to its end, accept the next",
+    workers: "threads",
+    sized: false,
+    run: iterative::run,
+}];
+
+/// The architecture called `name`, or an error that lists the valid names.
+pub fn find(name: &str) -> Result<&'static Arch, UnknownArch> {
+    ALL.iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| UnknownArch(name.to_string()))
+}
+
+/// An architecture name that does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown architecture {name:?}; valid names: {valid}", name = .0, valid = names().join(", "))]
+pub struct UnknownArch(pub String);
+
+/// Every architecture's name.
+pub fn names() -> Vec<&'static str> {
+    ALL.iter().map(|a| a.name).collect()
+}

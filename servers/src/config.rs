@@ -1,0 +1,86 @@
+//! Settings shared by every architecture.
+
+use crate::codec::Limits;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a server is set up. Architectures read what applies to them.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The architecture's name, reported by `/stats`.
+    pub arch: String,
+    /// Worker threads, processes or loops, for architectures that have a
+    /// fixed number of them. Always at least 1.
+    pub workers: usize,
+    /// A connection with no complete request for this long is closed (a
+    /// request stalled mid-way is answered 408 first).
+    pub idle_timeout: Duration,
+    /// Request size bounds.
+    pub limits: Limits,
+    /// Where `/file/<name>` is served from; `None` answers 404.
+    pub docroot: Option<PathBuf>,
+    /// Event-driven servers only: run blocking steps inline, stalling the
+    /// loop (the classic single-threaded pitfall, kept for teaching).
+    pub blocking_io: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            arch: String::new(),
+            workers: 1,
+            idle_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+            docroot: None,
+            blocking_io: false,
+        }
+    }
+}
+
+/// Parses a duration as users write it: `250ms`, `10s`, `2m`, `1h`, `500us`,
+/// or a bare number of seconds (`1.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 500ms, 10s, 2m)"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use us, ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}
+
+/// The CPUs this process may actually use: its affinity mask, further
+/// bounded by a cgroup CPU quota (v1 or v2), as the standard library reads
+/// them. Pools and loops default to this, not to the host's core count.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

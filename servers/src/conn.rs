@@ -1,0 +1,194 @@
+//! Serving one connection, shared by every architecture.
+//!
+//! [`Conn`] is the I/O-free part: it holds the bytes read so far, turns them
+//! into plans and turns finished plans into response bytes, enforcing
+//! keep-alive, pipelining order and the idle timeout. [`serve_blocking`]
+//! drives a `Conn` over a blocking socket; the event-driven architectures
+//! drive it from their readiness loops.
+
+use crate::codec::{self, Response};
+use crate::handler::{Handler, Plan};
+use crate::shutdown::{Readiness, Shutdown};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// The protocol state of one connection, without the socket.
+pub struct Conn {
+    /// Bytes read and not yet parsed.
+    inbuf: Vec<u8>,
+    /// Response bytes not yet written.
+    pub out: Vec<u8>,
+    /// No more requests will be read: close once `out` is written.
+    pub closing: bool,
+    /// When the connection times out if no complete request arrives.
+    pub deadline: Instant,
+}
+
+/// What [`Conn::next_plan`] found in the buffered bytes.
+pub enum Next {
+    /// A request to execute. Answer it (with [`Conn::finish`]) before
+    /// asking for the next one, so pipelined responses stay in order.
+    Plan(Plan),
+    /// More bytes are needed.
+    NeedInput,
+    /// Nothing more will be read (an error was answered or the client asked
+    /// to close): write out `out` and close.
+    Close,
+}
+
+impl Conn {
+    /// A fresh connection, timing out `idle` from now.
+    pub fn new(idle: Duration) -> Conn {
+        Conn {
+            inbuf: Vec::with_capacity(4096),
+            out: Vec::with_capacity(4096),
+            closing: false,
+            deadline: Instant::now() + idle,
+        }
+    }
+
+    /// Appends bytes just read from the socket.
+    pub fn received(&mut self, bytes: &[u8]) {
+        self.inbuf.extend_from_slice(bytes);
+    }
+
+    /// The spare buffer to read into directly: returns a slice of at least
+    /// `min` free bytes; call [`Conn::filled`] with how many were read.
+    pub fn read_buf(&mut self, min: usize) -> &mut [u8] {
+        let len = self.inbuf.len();
+        self.inbuf.resize(len + min, 0);
+        &mut self.inbuf[len..]
+    }
+
+    /// Keeps `n` of the bytes offered by the last [`Conn::read_buf`].
+    pub fn filled(&mut self, offered: usize, n: usize) {
+        let len = self.inbuf.len();
+        self.inbuf.truncate(len - offered + n);
+    }
+
+    /// Whether part of a request has arrived but not all of it.
+    pub fn has_partial_request(&self) -> bool {
+        !self.inbuf.is_empty()
+    }
+
+    /// Parses the next buffered request into a plan.
+    pub fn next_plan(&mut self, handler: &Handler) -> Next {
+        if self.closing {
+            return Next::Close;
+        }
+        match codec::parse_request(&self.inbuf, &handler.config().limits) {
+            Ok(Some((req, used))) => {
+                self.inbuf.drain(..used);
+                Next::Plan(handler.plan(&req))
+            }
+            Ok(None) => Next::NeedInput,
+            Err(e) => {
+                self.error(handler, e.response());
+                Next::Close
+            }
+        }
+    }
+
+    /// Writes the response of a plan whose steps have all run, and decides
+    /// whether the connection stays open. `shutting_down` closes it after
+    /// this response, which is how in-flight requests finish on shutdown.
+    pub fn finish(&mut self, handler: &Handler, plan: &Plan, shutting_down: bool) {
+        let resp = plan.response();
+        let keep = plan.keep_alive && !resp.close && !shutting_down;
+        codec::write_response(&mut self.out, resp, keep, plan.head_only);
+        handler.stats().request_served();
+        if keep {
+            self.deadline = Instant::now() + handler.config().idle_timeout;
+        } else {
+            self.closing = true;
+        }
+    }
+
+    /// Answers with an error and stops reading.
+    pub fn error(&mut self, handler: &Handler, resp: Response) {
+        codec::write_response(&mut self.out, &resp, false, false);
+        handler.stats().request_served();
+        self.closing = true;
+    }
+
+    /// The deadline passed: a half-received request is answered 408, an
+    /// idle connection is just closed.
+    pub fn timed_out(&mut self, handler: &Handler) {
+        if self.has_partial_request() {
+            self.error(handler, Response::text(408, "request timeout").closing());
+        }
+        self.closing = true;
+    }
+}
+
+/// Serves one connection on the calling thread until it closes, times out,
+/// or shutdown is triggered (the request in progress is finished first).
+pub fn serve_blocking(mut stream: TcpStream, handler: &Handler, shutdown: &Shutdown) {
+    let _open = handler.stats().connection_opened();
+    let idle = handler.config().idle_timeout;
+    // A client that stops reading must not pin this thread forever either.
+    let _ = stream.set_write_timeout(Some(idle));
+    let _ = stream.set_nodelay(true);
+    let mut conn = Conn::new(idle);
+    loop {
+        // Answer every complete request already buffered (pipelining), then
+        // write all the responses at once.
+        while let Next::Plan(plan) = conn.next_plan(handler) {
+            let plan = plan.run_blocking();
+            conn.finish(handler, &plan, shutdown.is_triggered());
+        }
+        if !conn.out.is_empty() {
+            if stream.write_all(&conn.out).is_err() {
+                return;
+            }
+            conn.out.clear();
+        }
+        if conn.closing {
+            linger_close(stream, conn.has_partial_request());
+            return;
+        }
+        match shutdown.wait_readable(stream.as_raw_fd(), Some(conn.deadline)) {
+            Ok(Readiness::Ready) => {
+                let buf = conn.read_buf(16 * 1024);
+                match stream.read(buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => conn.filled(16 * 1024, n),
+                }
+            }
+            Ok(Readiness::TimedOut) => conn.timed_out(handler),
+            Ok(Readiness::Shutdown) | Err(_) => return,
+        }
+    }
+}
+
+/// Closes a connection so that a final error response still reaches the
+/// client: closing with unread input would make the kernel send a reset
+/// that can destroy the response before the client reads it. So: stop
+/// writing, then drain what the client still sends, for a bounded time.
+pub fn linger_close(mut stream: TcpStream, unread_input: bool) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    if !unread_input {
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 256 * 1024 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// Whether an I/O error means "try again later" on a non-blocking socket.
+pub fn would_block(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Whether an I/O error means "interrupted by a signal, retry now".
+pub fn interrupted(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::Interrupted
+}

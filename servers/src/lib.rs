@@ -1,0 +1,20 @@
+//! serverlab's servers: one HTTP/1.1 codec ([`codec`]), one handler that
+//! turns requests into plans of work ([`handler`]), and every architecture
+//! ([`arch`]), all sharing the same entry so they can be compared fairly.
+//!
+//! Linux-only system code lives in [`net`], [`shutdown`] and [`stats`], and
+//! in the process-based architectures.
+
+pub mod arch;
+pub mod codec;
+pub mod config;
+pub mod conn;
+pub mod handler;
+pub mod net;
+pub mod shutdown;
+pub mod stats;
+pub mod work;
+
+pub use config::Config;
+pub use handler::Handler;
+pub use shutdown::Shutdown;

@@ -1,0 +1,114 @@
+//! Server-wide counters for `/stats`, kept in shared memory so that the
+//! process-based architectures count the requests of every child.
+//!
+//! The counters live in an anonymous `MAP_SHARED` mapping made before any
+//! fork: threads and forked children all see the same atomics. (Atomics in
+//! shared memory are safe across processes on Linux for lock-free types.)
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+#[repr(C)]
+struct Counters {
+    requests: AtomicU64,
+    connections_total: AtomicU64,
+    connections_open: AtomicI64,
+    workers: AtomicI64,
+}
+
+/// A handle to the shared counters; cheap to share by reference.
+pub struct Stats {
+    counters: *const Counters,
+}
+
+// SAFETY: the mapping is only ever accessed through atomics and lives as long
+// as the `Stats` that owns it.
+unsafe impl Send for Stats {}
+unsafe impl Sync for Stats {}
+
+impl Stats {
+    /// Maps a fresh zeroed page of counters, shared with future children.
+    pub fn new() -> std::io::Result<Stats> {
+        let size = std::mem::size_of::<Counters>();
+        // SAFETY: a fresh anonymous mapping; zero bytes are valid atomics.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Stats {
+            counters: ptr.cast(),
+        })
+    }
+
+    fn c(&self) -> &Counters {
+        // SAFETY: see `new`; the pointer is valid while `self` lives.
+        unsafe { &*self.counters }
+    }
+
+    /// Counts one response sent.
+    pub fn request_served(&self) {
+        self.c().requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection opened; the guard counts it closed when dropped.
+    pub fn connection_opened(&self) -> ConnectionGuard<'_> {
+        self.c().connections_total.fetch_add(1, Ordering::Relaxed);
+        self.c().connections_open.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self)
+    }
+
+    /// Adds `delta` to the threads or processes in use.
+    pub fn add_workers(&self, delta: i64) {
+        self.c().workers.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A consistent-enough copy for reporting.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let c = self.c();
+        StatsSnapshot {
+            requests: c.requests.load(Ordering::Relaxed),
+            connections_total: c.connections_total.load(Ordering::Relaxed),
+            connections_open: c.connections_open.load(Ordering::Relaxed).max(0),
+            workers: c.workers.load(Ordering::Relaxed).max(0),
+        }
+    }
+}
+
+impl Drop for Stats {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `new` mapped, exactly once.
+        unsafe {
+            libc::munmap(self.counters as *mut _, std::mem::size_of::<Counters>());
+        }
+    }
+}
+
+/// Decrements the open-connection count when dropped.
+pub struct ConnectionGuard<'a>(&'a Stats);
+
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.c().connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The counters at one moment.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct StatsSnapshot {
+    /// Responses sent since start.
+    pub requests: u64,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// Connections open now.
+    pub connections_open: i64,
+    /// Threads or processes in use now (see the architecture's `workers` kind).
+    pub workers: i64,
+}

@@ -1,0 +1,69 @@
+//! Command-line parsing and dispatch. Each subcommand lives in its own
+//! module; the logic lives in the library crates.
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Measure which server architecture is most efficient, for which workload,
+/// under which resource limits.
+#[derive(Parser)]
+#[command(name = "serverlab", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one server architecture until SIGINT or SIGTERM.
+    Serve(serve::Args),
+}
+
+/// Runs the chosen subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings and errors).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Parses a duration argument (`500ms`, `10s`, `2m`).
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    servers::config::parse_duration(text)
+}
+
+/// Turns SIGINT and SIGTERM into a call of `on_signal` on a dedicated
+/// thread. Must be called before any other thread starts, so that every
+/// thread inherits the blocked mask and only this one receives them. A
+/// second signal exits at once, for when a clean stop hangs.
+pub fn on_termination(on_signal: impl Fn() + Send + 'static) -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block()?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut first = true;
+            while let Ok(sig) = set.wait() {
+                if !first {
+                    eprintln!("serverlab: second {sig}, exiting now");
+                    std::process::exit(130);
+                }
+                first = false;
+                on_signal();
+            }
+        })?;
+    Ok(())
+}

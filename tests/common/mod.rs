@@ -1,0 +1,191 @@
+//! Helpers shared by the integration tests: start `serverlab serve` on port
+//! 0, and a minimal HTTP client that reads real bytes off the wire.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `serverlab serve` child process, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub docroot: PathBuf,
+}
+
+impl Server {
+    /// Starts `arch` on 127.0.0.1:0 with a docroot holding `index.html`.
+    pub fn start(arch: &str, extra: &[&str]) -> Server {
+        let docroot = std::env::temp_dir().join(format!(
+            "serverlab-test-{}-{}-{}",
+            arch,
+            std::process::id(),
+            unique()
+        ));
+        std::fs::create_dir_all(&docroot).unwrap();
+        std::fs::write(docroot.join("index.html"), "<h1>serverlab</h1>\n").unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_serverlab"))
+            .args([
+                "serve",
+                "--arch",
+                arch,
+                "--listen",
+                "127.0.0.1:0",
+                "--docroot",
+            ])
+            .arg(&docroot)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start serverlab serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("{arch}: unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Server {
+            child,
+            addr,
+            docroot,
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns its status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() && self.stop().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.docroot);
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One response as read off the wire.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A client connection with a read timeout, so no test can hang.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        self.reader.get_mut().write_all(raw).unwrap();
+    }
+
+    /// Reads one response; `None` if the server closed first.
+    pub fn read(&mut self) -> Option<Resp> {
+        self.read_response(false)
+    }
+
+    /// Reads one response to a HEAD request (a head without a body).
+    pub fn read_head(&mut self) -> Option<Resp> {
+        self.read_response(true)
+    }
+
+    fn read_response(&mut self, head_only: bool) -> Option<Resp> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let status = line.split_whitespace().nth(1)?.parse().ok()?;
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            self.reader.read_line(&mut h).ok()?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (n, v) = h.split_once(':')?;
+            headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = vec![0; if head_only { 0 } else { len }];
+        self.reader.read_exact(&mut body).ok()?;
+        Some(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends a request and reads its response.
+    pub fn request(&mut self, raw: &[u8]) -> Resp {
+        self.send(raw);
+        self.read().expect("a response")
+    }
+
+    /// Whether the server has closed the connection (EOF within the timeout).
+    pub fn closed_by_server(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0))
+    }
+}
+
+/// GET `path` on a fresh `Connection: close` connection.
+pub fn get(addr: SocketAddr, path: &str) -> Resp {
+    Client::connect(addr)
+        .request(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+}

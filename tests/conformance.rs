@@ -1,0 +1,189 @@
+//! The conformance suite: the same real-bytes-on-the-wire checks against
+//! every architecture, each started through `serverlab serve` on port 0.
+//! Adding an architecture means adding one line to the `conformance!` list
+//! at the bottom.
+
+mod common;
+
+use common::{get, Client, Server};
+use std::time::Duration;
+
+pub fn routes(arch: &str) {
+    let s = Server::start(arch, &[]);
+    let r = get(s.addr, "/hello");
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, World!"));
+    assert_eq!(r.header("content-length"), Some("13"));
+
+    let r = get(s.addr, "/work?cpu=2&io_ms=5&bytes=1000");
+    assert_eq!((r.status, r.body.len()), (200, 1000));
+    assert_eq!(get(s.addr, "/work?cpu=999999").status, 400);
+
+    let r = get(s.addr, "/file/index.html");
+    assert_eq!((r.status, r.text().as_str()), (200, "<h1>serverlab</h1>\n"));
+    assert_eq!(get(s.addr, "/file/missing.html").status, 404);
+    assert_eq!(get(s.addr, "/file/../../../etc/passwd").status, 403);
+
+    assert_eq!(get(s.addr, "/health").status, 200);
+    let r = get(s.addr, "/stats");
+    assert_eq!(r.status, 200);
+    let stats: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(stats["arch"], arch);
+    assert!(stats["requests"].as_u64().unwrap() >= 7, "{stats}");
+    assert!(stats["workers"].as_i64().unwrap() >= 1, "{stats}");
+
+    assert_eq!(get(s.addr, "/nope").status, 404);
+    let mut c = Client::connect(s.addr);
+    let r = c.request(b"DELETE /hello HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    c.send(b"HEAD /hello HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\n\r\n");
+    let r = c.read_head().unwrap();
+    assert_eq!((r.status, r.header("content-length")), (200, Some("13")));
+    // The next response follows at once: no body was sent for HEAD.
+    assert_eq!(c.read().unwrap().text(), "ok");
+}
+
+pub fn keep_alive_and_close(arch: &str) {
+    let s = Server::start(arch, &[]);
+    let mut c = Client::connect(s.addr);
+    for _ in 0..5 {
+        let r = c.request(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("connection"), None);
+    }
+    let r = c.request(b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed_by_server());
+
+    // HTTP/1.0 closes unless asked to keep alive.
+    let mut c = Client::connect(s.addr);
+    let r = c.request(b"GET /hello HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(c.closed_by_server());
+    let mut c = Client::connect(s.addr);
+    c.request(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(
+        c.request(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .status,
+        200
+    );
+}
+
+pub fn pipelining(arch: &str) {
+    let s = Server::start(arch, &[]);
+    let mut c = Client::connect(s.addr);
+    // 16 requests in one write, mixing bodies and waits, answered in order.
+    let mut batch = Vec::new();
+    for i in 0..16 {
+        batch.extend_from_slice(
+            format!("GET /work?bytes={i}&io_ms={} HTTP/1.1\r\n\r\n", i % 3).as_bytes(),
+        );
+    }
+    c.send(&batch);
+    for i in 0..16 {
+        let r = c.read().expect("pipelined response");
+        assert_eq!(
+            (r.status, r.body.len()),
+            (200, i),
+            "response {i} out of order"
+        );
+    }
+}
+
+pub fn many_concurrent_clients(arch: &str) {
+    let s = Server::start(arch, &[]);
+    let addr = s.addr;
+    let clients: Vec<_> = (0..100)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for _ in 0..3 {
+                    let r = c.request(format!("GET /work?bytes={i} HTTP/1.1\r\n\r\n").as_bytes());
+                    assert_eq!((r.status, r.body.len()), (200, i));
+                }
+                c.request(b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
+                    .status
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+}
+
+pub fn bad_input_answered_and_server_survives(arch: &str) {
+    let s = Server::start(arch, &[]);
+    let cases: &[(&[u8], u16)] = &[
+        (b"\x16\x03\x01garbage that is not http\r\n\r\n", 400),
+        (
+            b"GET /hello HTTP/1.1\r\nContent-Length: banana\r\n\r\n",
+            400,
+        ),
+        (
+            b"POST /counter HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            501,
+        ),
+    ];
+    for (raw, status) in cases {
+        let mut c = Client::connect(s.addr);
+        let r = c.request(raw);
+        assert_eq!(r.status, *status, "for {:?}", String::from_utf8_lossy(raw));
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(c.closed_by_server());
+    }
+    let huge = format!(
+        "GET /hello HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let mut c = Client::connect(s.addr);
+    assert_eq!(c.request(huge.as_bytes()).status, 431);
+
+    // A client that disconnects mid-request, and one that resets.
+    let mut c = Client::connect(s.addr);
+    c.send(b"GET /hel");
+    drop(c);
+    let stream = std::net::TcpStream::connect(s.addr).unwrap();
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+
+    assert_eq!(get(s.addr, "/hello").status, 200);
+}
+
+pub fn stalled_client_times_out(arch: &str) {
+    let s = Server::start(arch, &["--idle-timeout", "300ms"]);
+    let mut c = Client::connect(s.addr);
+    c.send(b"GET /hello HTTP/1.1\r\nHost:");
+    let r = c.read().expect("a 408");
+    assert_eq!(r.status, 408);
+    assert!(c.closed_by_server());
+    let mut idle = Client::connect(s.addr);
+    assert!(idle.closed_by_server());
+    assert_eq!(get(s.addr, "/hello").status, 200);
+}
+
+pub fn clean_shutdown(arch: &str) {
+    let mut s = Server::start(arch, &[]);
+    assert_eq!(get(s.addr, "/hello").status, 200);
+    let status = s.stop().expect("server stops within 15 s of SIGTERM");
+    assert!(status.success(), "{arch} exited with {status}");
+}
+
+macro_rules! conformance {
+    ($($module:ident => $name:literal,)*) => {$(
+        mod $module {
+            #[test] fn routes() { super::routes($name) }
+            #[test] fn keep_alive_and_close() { super::keep_alive_and_close($name) }
+            #[test] fn pipelining() { super::pipelining($name) }
+            #[test] fn many_concurrent_clients() { super::many_concurrent_clients($name) }
+            #[test] fn bad_input_answered_and_server_survives() { super::bad_input_answered_and_server_survives($name) }
+            #[test] fn stalled_client_times_out() { super::stalled_client_times_out($name) }
+            #[test] fn clean_shutdown() { super::clean_shutdown($name) }
+        }
+    )*};
+}
+
+conformance! {
+    iterative => "iterative",
+}
