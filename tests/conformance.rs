@@ -155,8 +155,17 @@ pub fn stalled_client_times_out(arch: &str) {
     let s = Server::start(arch, &["--idle-timeout", "300ms"]);
     let mut c = Client::connect(s.addr);
     c.send(b"GET /hello HTTP/1.1\r\nHost:");
-    let r = c.read().expect("a 408");
-    assert_eq!(r.status, 408);
+    match c.read() {
+        Some(r) => assert_eq!(r.status, 408),
+        // Only `async` may close without answering: hyper's
+        // header_read_timeout drops the connection and has no way to send a
+        // 408 (documented in arch/tokio_hyper.rs). Everyone else uses our
+        // codec and must answer.
+        None => assert_eq!(
+            arch, "async",
+            "{arch} closed a stalled request without a 408"
+        ),
+    }
     assert!(c.closed_by_server());
     let mut idle = Client::connect(s.addr);
     assert!(idle.closed_by_server());
@@ -186,4 +195,12 @@ macro_rules! conformance {
 
 conformance! {
     iterative => "iterative",
+    thread_per_request => "thread-per-request",
+    thread_pool => "thread-pool",
+    process_per_request => "process-per-request",
+    prefork => "prefork",
+    event_loop => "event-loop",
+    reactor_per_core => "reactor-per-core",
+    amped => "amped",
+    tokio_hyper => "async",
 }

@@ -11,6 +11,8 @@ pub mod config;
 pub mod conn;
 pub mod handler;
 pub mod net;
+pub mod process;
+pub mod reactor;
 pub mod shutdown;
 pub mod stats;
 pub mod work;

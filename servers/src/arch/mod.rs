@@ -12,7 +12,11 @@ use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
 
+pub mod amped;
+pub mod event_loop;
 pub mod iterative;
+pub mod reactor_per_core;
+pub mod tokio_hyper;
 
 /// The entry every architecture has.
 pub type RunFn = fn(TcpListener, Arc<Handler>, Shutdown) -> io::Result<()>;
@@ -32,13 +36,44 @@ pub struct Arch {
 }
 
 /// Every architecture, in the order they are usually taught.
-pub const ALL: &[Arch] = &[Arch {
-    name: "iterative",
-    about: "one thread: accept a connection, serve it to its end, accept the next",
-    workers: "threads",
-    sized: false,
-    run: iterative::run,
-}];
+pub const ALL: &[Arch] = &[
+    Arch {
+        name: "iterative",
+        about: "one thread: accept a connection, serve it to its end, accept the next",
+        workers: "threads",
+        sized: false,
+        run: iterative::run,
+    },
+    Arch {
+        name: "event-loop",
+        about: "one thread, non-blocking sockets, one mio readiness loop (SPED)",
+        workers: "threads",
+        sized: false,
+        run: event_loop::run,
+    },
+    Arch {
+        name: "reactor-per-core",
+        about: "one mio loop per CPU, each with its own SO_REUSEPORT listener (nginx-style)",
+        workers: "threads",
+        sized: true,
+        run: reactor_per_core::run,
+    },
+    Arch {
+        name: "amped",
+        about: "one mio loop plus helper threads for blocking steps (Flash's AMPED)",
+        workers: "threads",
+        sized: false,
+        run: amped::run,
+    },
+    Arch {
+        name: "async",
+        about:
+            "tokio multi-thread runtime with hyper: a task per connection, work-stealing threads",
+        workers: "threads",
+        sized: true,
+        run: tokio_hyper::run,
+    },
+];
 
 /// The architecture called `name`, or an error that lists the valid names.
 pub fn find(name: &str) -> Result<&'static Arch, UnknownArch> {

@@ -1,0 +1,75 @@
+//! **Process-per-request**: the parent accepts; for each connection it
+//! `fork()`s a child that serves the connection to its end and exits. The
+//! parent closes its copy of the socket and a reaper thread collects each
+//! child as it exits, so none is left a zombie (the classic Unix server,
+//! and inetd's `nowait`, minus the `exec`).
+//!
+//! - Concurrency: one process per open connection, scheduled by the
+//!   kernel, each in its own address space: a crash or a leak in one
+//!   cannot touch the others.
+//! - Cost: a `fork()` (copying page tables; memory is shared copy-on-write)
+//!   and a process exit per connection — the most expensive way to start
+//!   serving a connection here. The counters of `/stats` live in shared
+//!   memory so they count across processes; anything else a child changes
+//!   is lost when it exits (see the state modes for sessions).
+//! - Failure: if `fork()` fails (`EAGAIN` under a pids limit), the
+//!   connection is answered 503 and the server keeps serving.
+//! - What to look for: with `Connection: close` traffic, the fork cost
+//!   dominates requests per CPU-second and shows as system time; keep-alive
+//!   amortises it. Peak tasks in the sandbox accounting grow with open
+//!   connections. `/stats` `workers` counts the live children.
+
+use super::thread_per_request::refuse;
+use crate::conn::serve_blocking;
+use crate::handler::Handler;
+use crate::net::accept_loop;
+use crate::process::Children;
+use crate::shutdown::Shutdown;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long shutdown waits for children to finish their in-flight request
+/// before forcing them (the longest request, `io_ms=10000`, fits in it).
+const GRACE: Duration = Duration::from_secs(15);
+
+/// Serves `listener`, one child process per connection, until `shutdown`;
+/// then waits (bounded) for the children and reaps them all.
+pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
+    let children = Children::new(handler.clone());
+    let reaper = children.start_reaper(move |pid, status| {
+        if !status.success() {
+            tracing::warn!("child {pid} ended abnormally: {status}");
+        }
+    })?;
+    // Build the shared `/work` body here, once: a child would otherwise
+    // build its own 1 MiB copy for every connection that asks for a body.
+    crate::work::body(0);
+    let listener_fd = listener.as_raw_fd();
+    let served = accept_loop(&listener, &shutdown, |stream| {
+        let mut stream = Some(stream);
+        let forked = children.spawn(|| {
+            // In the child. The listening socket is the parent's business;
+            // closing this copy means a long keep-alive child does not keep
+            // the port bound after the parent has gone.
+            // SAFETY: the fd is valid; the child exits without ever
+            // dropping its copy of the `TcpListener`, so it is closed once.
+            unsafe { libc::close(listener_fd) };
+            if let Some(stream) = stream.take() {
+                serve_blocking(stream, &handler, &shutdown);
+            }
+        });
+        // In the parent (the child never returns here): on success, dropping
+        // `stream` closes the parent's copy; the child owns the connection.
+        if let Err(e) = forked {
+            tracing::warn!("fork failed: {e}; answering 503");
+            if let Some(stream) = stream.take() {
+                refuse(stream, &handler);
+            }
+        }
+    });
+    children.stop(reaper, GRACE);
+    served
+}

@@ -1,0 +1,97 @@
+//! **Reactor per core** (nginx-style): N independent single-threaded mio
+//! loops ([`crate::reactor`]), one per CPU, each with its own
+//! `SO_REUSEPORT` listener on the same address.
+//!
+//! - Concurrency: N event loops in parallel, sharing nothing. The kernel
+//!   spreads new connections over the N listening sockets by a hash of the
+//!   connection's addresses, so there is no shared accept queue, no lock
+//!   and no thundering herd; a connection stays on the loop that accepted
+//!   it for its whole life. N is `--workers` (default: the CPUs this
+//!   process may use).
+//! - Cost: N threads and N listening sockets; nothing else is shared but
+//!   the handler's counters.
+//! - What to look for: `event-loop` throughput times the number of cores
+//!   on `/hello` and `cpu=` work. Imbalance: the hash ignores load, so with
+//!   few connections one loop may carry more of them while another idles
+//!   (compare per-core CPU); and each loop still stalls on a blocking step,
+//!   which under `--blocking-io` stalls every connection of that loop.
+//!
+//! If the listener handed in was bound without `SO_REUSEPORT` (say, passed
+//! by a super server), siblings cannot bind; the loops then share that one
+//! listener (each polls a duplicate of it), and a warning says so.
+
+use crate::handler::Handler;
+use crate::net;
+use crate::reactor::Reactor;
+use crate::shutdown::Shutdown;
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// Serves `listener` from `config.workers` loops on as many threads until
+/// `shutdown`.
+pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
+    let loops = handler.config().workers.max(1);
+    let listeners = siblings(listener, loops)?;
+    handler.stats().add_workers(loops as i64);
+    let handler = &*handler;
+    let shutdown = &shutdown;
+    std::thread::scope(|scope| {
+        let mut threads = Vec::with_capacity(loops);
+        let mut result = Ok(());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let spawned = std::thread::Builder::new()
+                .name(format!("reactor-{i}"))
+                .spawn_scoped(scope, move || {
+                    let r = Reactor::new(listener, handler, shutdown).and_then(Reactor::run);
+                    if r.is_err() {
+                        // One loop failed: stop its siblings too, so the
+                        // failure is reported rather than half a server.
+                        shutdown.trigger();
+                    }
+                    r
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    shutdown.trigger();
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        for t in threads {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a reactor thread panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+/// `listener` plus `n - 1` siblings bound to the same address.
+fn siblings(listener: TcpListener, n: usize) -> io::Result<Vec<TcpListener>> {
+    let addr = listener.local_addr()?;
+    let mut all = Vec::with_capacity(n);
+    for _ in 1..n {
+        match net::listen(addr) {
+            Ok(l) => all.push(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                tracing::warn!(
+                    "{addr} was not bound with SO_REUSEPORT; {n} loops will share one listener"
+                );
+                all.clear();
+                for _ in 1..n {
+                    all.push(listener.try_clone()?);
+                }
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    all.insert(0, listener);
+    Ok(all)
+}

@@ -1,0 +1,139 @@
+//! **Thread-per-request**: the accepting thread spawns a new OS thread for
+//! every connection; that thread serves the connection to its end (one
+//! request when the client sends `Connection: close`) and exits.
+//!
+//! - Concurrency: one kernel thread per open connection, scheduled by the
+//!   kernel. Blocking waits (`io_ms`) cost nothing but a sleeping thread.
+//! - Cost: a `clone()` plus a stack mapping and teardown per connection, and
+//!   memory and scheduler load that grow with the number of open
+//!   connections — nothing bounds them but the kernel (a pids or memory
+//!   limit). When a thread cannot be created (`EAGAIN` under a pids limit)
+//!   the connection is answered 503 and the server keeps going.
+//! - What to look for: good latency while connections are few and short;
+//!   with `Connection: close` traffic the spawn cost shows in requests per
+//!   CPU-second; under a pids limit or thousands of idle keep-alive
+//!   clients, 503s and memory growth. `/stats` `workers` counts the
+//!   connection threads alive now (the accepting thread is not counted).
+
+use crate::codec::{self, Response};
+use crate::conn::{linger_close, serve_blocking};
+use crate::handler::Handler;
+use crate::net::accept_loop;
+use crate::shutdown::Shutdown;
+use std::io::{self, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long shutdown waits for connection threads to finish their
+/// in-flight request (the longest request, `io_ms=10000`, fits in it).
+const DRAIN: Duration = Duration::from_secs(15);
+
+/// Serves `listener`, one new thread per connection, until `shutdown`;
+/// then waits (bounded) for the connection threads to finish.
+pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
+    let live = Arc::new(Live::default());
+    accept_loop(&listener, &shutdown, |stream| {
+        spawn_for(stream, &handler, &shutdown, &live)
+    })?;
+    if !live.wait_zero(Instant::now() + DRAIN) {
+        tracing::warn!("connection threads still busy after {DRAIN:?}; exiting anyway");
+    }
+    Ok(())
+}
+
+/// Starts a thread that serves `stream`; answers 503 if none can be made.
+fn spawn_for(stream: TcpStream, handler: &Arc<Handler>, shutdown: &Shutdown, live: &Arc<Live>) {
+    // The thread receives the socket as a bare fd so that, if the thread
+    // cannot be created, the socket is still ours to answer: the closure
+    // (holding only an integer) is dropped unrun, and exactly one side ever
+    // turns the fd back into a `TcpStream`.
+    let fd = stream.into_raw_fd();
+    let (h, s, l) = (handler.clone(), shutdown.clone(), live.clone());
+    handler.stats().add_workers(1);
+    live.add();
+    let spawned = std::thread::Builder::new()
+        .name("conn".into())
+        .spawn(move || {
+            // Counted out even if serving panics.
+            let _alive = Alive(&h, &l);
+            // SAFETY: the fd came from `into_raw_fd` above and, the spawn
+            // having succeeded, nobody else will use or close it.
+            let stream = unsafe { TcpStream::from_raw_fd(fd) };
+            serve_blocking(stream, &h, &s);
+        });
+    if let Err(e) = spawned {
+        handler.stats().add_workers(-1);
+        live.done();
+        tracing::warn!("cannot start a thread for a connection: {e}; answering 503");
+        // SAFETY: the spawn failed, so the closure never ran and the fd is
+        // still owned here alone.
+        let stream = unsafe { TcpStream::from_raw_fd(fd) };
+        refuse(stream, handler);
+    }
+}
+
+/// Answers `503 Service Unavailable` and closes: the server is out of
+/// workers right now, the client may retry.
+pub(crate) fn refuse(mut stream: TcpStream, handler: &Handler) {
+    let mut out = Vec::with_capacity(128);
+    let resp = Response::text(503, "server busy: no worker available").closing();
+    codec::write_response(&mut out, &resp, false, false);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(&out).is_ok() {
+        handler.stats().request_served();
+    }
+    // The client's request is unread: linger so the 503 is not lost to a reset.
+    linger_close(stream, true);
+}
+
+/// Counts one connection thread out when dropped.
+struct Alive<'a>(&'a Handler, &'a Live);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.stats().add_workers(-1);
+        self.1.done();
+    }
+}
+
+/// Counts the connection threads alive, so shutdown can wait for them
+/// without keeping a join handle per connection ever served.
+#[derive(Default)]
+struct Live {
+    n: Mutex<usize>,
+    zero: Condvar,
+}
+
+impl Live {
+    fn add(&self) {
+        *self.n.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    fn done(&self) {
+        let mut n = self.n.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            self.zero.notify_all();
+        }
+    }
+
+    /// Waits until no thread is alive or `deadline` passes; returns whether
+    /// all finished.
+    fn wait_zero(&self, deadline: Instant) -> bool {
+        let mut n = self.n.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            n = self
+                .zero
+                .wait_timeout(n, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}

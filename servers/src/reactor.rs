@@ -1,0 +1,648 @@
+//! The readiness loop shared by the event-driven architectures
+//! (`event-loop`, `reactor-per-core`, `amped`).
+//!
+//! One [`Reactor`] is one thread's mio loop: a non-blocking listener, the
+//! shutdown fd, a waker, and every connection it accepted, each a
+//! [`Conn`](crate::conn::Conn) (the I/O-free protocol state machine) beside
+//! its socket. The loop never blocks except in `poll`, whose timeout is the
+//! next deadline in a timer heap. A plan's steps run the event-loop way:
+//!
+//! - `Compute` runs inline: the loop is busy, as it would be in any server.
+//! - `Wait` arms a timer and parks the connection until it fires; requests
+//!   pipelined behind it stay buffered, so answers keep their order. With
+//!   `--blocking-io` it is a `thread::sleep` instead, stalling every
+//!   connection of the loop: the classic pitfall, kept to be measured.
+//! - `ReadFile` runs inline: this is the step that blocks on the disk, the
+//!   one AMPED takes off the loop.
+//!
+//! An architecture may [`offload`](Reactor::offload_to) the blocking steps
+//! (`Wait`, `ReadFile`): the loop hands each as a [`Job`] to an [`Offload`]
+//! and parks the connection; whoever runs the job sends a [`Done`] back
+//! through a [`Poster`], which wakes the loop with a mio `Waker`.
+//!
+//! The same timer heap holds idle deadlines (no complete request for
+//! `--idle-timeout`: closed, or answered 408 if half a request arrived),
+//! stalled writers (no write progress for the idle timeout: closed) and
+//! lingering closes. Shutdown stops accepting, closes idle connections,
+//! lets plans in flight finish and flush, then returns.
+
+use crate::conn::{interrupted, would_block, Conn, Next};
+use crate::handler::{Handler, Plan, Step};
+use crate::net::{is_resource_exhaustion, is_transient_accept_error};
+use crate::shutdown::Shutdown;
+use crate::stats::ConnectionGuard;
+use crate::work;
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(0);
+const SHUTDOWN: Token = Token(1);
+const WAKER: Token = Token(2);
+/// Connection tokens are slot numbers offset by this.
+const FIRST_CONN: usize = 3;
+
+/// Bytes offered to each `read`.
+const READ_CHUNK: usize = 16 * 1024;
+/// Stop reading and parsing while this much output waits for the client:
+/// a client that sends without reading must not grow our buffers forever.
+const OUT_HIGH_WATER: usize = 256 * 1024;
+/// How long, and how much, a closing connection's input is drained so that
+/// a final error response is not destroyed by a reset (see
+/// [`linger_close`](crate::conn::linger_close), the blocking version).
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_MAX_BYTES: usize = 256 * 1024;
+/// Pause accepting for this long when out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Names one connection of one loop, also after its slot is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    slot: usize,
+    gen: u64,
+}
+
+/// A blocking step taken off the loop, with the plan it belongs to.
+pub struct Job {
+    key: Key,
+    step: Step,
+    plan: Plan,
+}
+
+impl Job {
+    /// Runs the step on the calling thread (blocking) and returns the plan,
+    /// ready to go back to its loop.
+    pub fn run(mut self) -> Done {
+        match self.step {
+            Step::Wait(d) => std::thread::sleep(d),
+            Step::ReadFile(f) => {
+                let result = f.read();
+                self.plan.file_read(result);
+            }
+            Step::Compute(units) => {
+                work::compute(units);
+            }
+        }
+        Done {
+            key: self.key,
+            plan: self.plan,
+        }
+    }
+}
+
+/// A finished [`Job`]: the plan goes back to its connection.
+pub struct Done {
+    key: Key,
+    plan: Plan,
+}
+
+/// Runs blocking steps somewhere other than the loop thread.
+pub trait Offload {
+    /// Takes a job; must eventually [`post`](Poster::post) its [`Done`].
+    fn submit(&mut self, job: Job);
+}
+
+/// Sends finished jobs back to their loop and wakes it. Cheap to clone.
+#[derive(Clone)]
+pub struct Poster {
+    tx: Sender<Done>,
+    waker: Arc<Waker>,
+}
+
+impl Poster {
+    /// Hands `done` to the loop. If the loop has already exited, the plan
+    /// is dropped (its connection is gone anyway).
+    pub fn post(&self, done: Done) {
+        if self.tx.send(done).is_ok() {
+            if let Err(e) = self.waker.wake() {
+                tracing::warn!("waking the loop: {e}");
+            }
+        }
+    }
+}
+
+/// What a connection is doing.
+enum Stage {
+    /// Reading requests and answering them.
+    Serving,
+    /// A plan is parked on the timer heap until `until`.
+    Waiting { plan: Plan, until: Instant },
+    /// A plan's blocking step is with the [`Offload`].
+    Offloaded,
+    /// Write side shut; draining input until EOF, a byte cap or `until`.
+    Lingering { until: Instant, drained: usize },
+}
+
+struct Entry<'h> {
+    stream: TcpStream,
+    conn: Conn,
+    gen: u64,
+    stage: Stage,
+    interest: Interest,
+    /// Output is waiting for the client to read.
+    write_pending: bool,
+    /// A client that makes us wait this long for write progress is dropped.
+    write_deadline: Instant,
+    /// The earliest idle-kind timer this entry has in the heap.
+    idle_armed: Option<Instant>,
+    _open: ConnectionGuard<'h>,
+}
+
+/// What a heap timer is for. `Wait` entries are exact (one per parked plan);
+/// `Idle` entries are lazy: when one fires, the connection's current
+/// deadline is checked and the timer re-armed if it moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Wait,
+    Idle,
+}
+
+type Timer = Reverse<(Instant, usize, u64, Kind)>;
+
+/// One thread's event loop. See the module doc.
+pub struct Reactor<'h> {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    handler: &'h Handler,
+    shutdown: &'h Shutdown,
+    stopping: bool,
+    conns: Vec<Option<Entry<'h>>>,
+    free: Vec<usize>,
+    next_gen: u64,
+    timers: BinaryHeap<Timer>,
+    accept_paused_until: Option<Instant>,
+    offload: Option<Box<dyn Offload + 'h>>,
+    done_tx: Sender<Done>,
+    done_rx: Receiver<Done>,
+    waker: Option<Arc<Waker>>,
+}
+
+impl<'h> Reactor<'h> {
+    /// A loop serving `listener` until `shutdown`.
+    pub fn new(
+        listener: std::net::TcpListener,
+        handler: &'h Handler,
+        shutdown: &'h Shutdown,
+    ) -> io::Result<Reactor<'h>> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut SourceFd(&shutdown.fd()), SHUTDOWN, Interest::READABLE)?;
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        Ok(Reactor {
+            poll,
+            listener: Some(listener),
+            handler,
+            shutdown,
+            stopping: false,
+            conns: Vec::new(),
+            free: Vec::new(),
+            next_gen: 0,
+            timers: BinaryHeap::new(),
+            accept_paused_until: None,
+            offload: None,
+            done_tx,
+            done_rx,
+            waker: None,
+        })
+    }
+
+    /// A handle through which other threads return finished jobs.
+    pub fn poster(&mut self) -> io::Result<Poster> {
+        let waker = match &self.waker {
+            Some(w) => w.clone(),
+            None => {
+                let w = Arc::new(Waker::new(self.poll.registry(), WAKER)?);
+                self.waker = Some(w.clone());
+                w
+            }
+        };
+        Ok(Poster {
+            tx: self.done_tx.clone(),
+            waker,
+        })
+    }
+
+    /// From now on, `Wait` and `ReadFile` steps go to `offload` instead of
+    /// a timer and an inline read (unless `--blocking-io` keeps waits inline).
+    pub fn offload_to(&mut self, offload: Box<dyn Offload + 'h>) {
+        self.offload = Some(offload);
+    }
+
+    /// Runs the loop until shutdown has been triggered and every
+    /// connection has finished. Only listener failures are errors.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if self.shutdown.is_triggered() && !self.stopping {
+                self.begin_shutdown();
+            }
+            if self.stopping && self.conns.len() == self.free.len() {
+                return Ok(());
+            }
+            let timeout = self.next_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if interrupted(&e) {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => {
+                        if self.accept_paused_until.is_none() {
+                            self.accept_all()?;
+                        }
+                    }
+                    SHUTDOWN => self.begin_shutdown(),
+                    WAKER => self.take_completions(),
+                    Token(t) => self.drive(t - FIRST_CONN),
+                }
+            }
+            if self
+                .accept_paused_until
+                .is_some_and(|t| t <= Instant::now())
+            {
+                self.accept_paused_until = None;
+                self.accept_all()?;
+            }
+            self.fire_timers();
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        let timer = self.timers.peek().map(|Reverse(t)| t.0);
+        let next = match (timer, self.accept_paused_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    /// Accepts until the backlog is empty (the listener is edge-triggered).
+    fn accept_all(&mut self) -> io::Result<()> {
+        loop {
+            let Some(listener) = &self.listener else {
+                return Ok(());
+            };
+            match listener.accept() {
+                Ok((stream, _)) => self.add(stream),
+                Err(e) if would_block(&e) => return Ok(()),
+                Err(e) if is_transient_accept_error(&e) => continue,
+                Err(e) if is_resource_exhaustion(&e) => {
+                    // Connections will close and free descriptors; until
+                    // then, leave the rest in the backlog.
+                    tracing::warn!("accept: {e}; backing off");
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn add(&mut self, mut stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, Token(slot + FIRST_CONN), Interest::READABLE)
+        {
+            tracing::warn!("registering a connection: {e}");
+            self.free.push(slot);
+            return;
+        }
+        self.next_gen += 1;
+        let idle = self.handler.config().idle_timeout;
+        self.conns[slot] = Some(Entry {
+            stream,
+            conn: Conn::new(idle),
+            gen: self.next_gen,
+            stage: Stage::Serving,
+            interest: Interest::READABLE,
+            write_pending: false,
+            write_deadline: Instant::now() + idle,
+            idle_armed: None,
+            _open: self.handler.stats().connection_opened(),
+        });
+        self.arm_idle(slot);
+    }
+
+    fn entry(&mut self, slot: usize) -> Option<&mut Entry<'h>> {
+        self.conns.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    fn close(&mut self, slot: usize) {
+        // Dropping the socket closes it, which also removes it from epoll.
+        if let Some(e) = self.conns.get_mut(slot).and_then(Option::take) {
+            drop(e);
+            self.free.push(slot);
+        }
+    }
+
+    /// Does everything a connection is ready for: answer buffered requests,
+    /// write, read more. Called on readiness and whenever a parked plan
+    /// resumes (edge-triggered readiness is not repeated, so every path
+    /// back to "may read" must try reading).
+    fn drive(&mut self, slot: usize) {
+        let Some(e) = self.entry(slot) else { return };
+        if matches!(e.stage, Stage::Lingering { .. }) {
+            self.drain_linger(slot);
+            return;
+        }
+        loop {
+            self.answer_buffered(slot);
+            if !self.flush(slot) {
+                return;
+            }
+            let Some(e) = self.entry(slot) else { return };
+            let wants_read = matches!(e.stage, Stage::Serving)
+                && !e.conn.closing
+                && e.conn.out.len() < OUT_HIGH_WATER;
+            if !wants_read {
+                break;
+            }
+            let buf = e.conn.read_buf(READ_CHUNK);
+            match e.stream.read(buf) {
+                // The client is gone (or half-closed): stop, as the blocking
+                // servers do.
+                Ok(0) => return self.close(slot),
+                Ok(n) => e.conn.filled(READ_CHUNK, n),
+                Err(err) => {
+                    e.conn.filled(READ_CHUNK, 0);
+                    if would_block(&err) {
+                        break;
+                    }
+                    if !interrupted(&err) {
+                        return self.close(slot);
+                    }
+                }
+            }
+        }
+        self.update_interest(slot);
+        self.arm_idle(slot);
+    }
+
+    /// Answers every complete buffered request until one parks.
+    fn answer_buffered(&mut self, slot: usize) {
+        loop {
+            let handler = self.handler;
+            let Some(e) = self.entry(slot) else { return };
+            if !matches!(e.stage, Stage::Serving) || e.conn.out.len() >= OUT_HIGH_WATER {
+                return;
+            }
+            match e.conn.next_plan(handler) {
+                Next::Plan(plan) => self.execute(slot, plan),
+                Next::NeedInput | Next::Close => return,
+            }
+        }
+    }
+
+    /// Runs a plan's remaining steps; a wait or an offloaded step parks it,
+    /// otherwise its response is written.
+    fn execute(&mut self, slot: usize, mut plan: Plan) {
+        let blocking_io = self.handler.config().blocking_io;
+        let Some(e) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let key = Key { slot, gen: e.gen };
+        while let Some(step) = plan.next_step() {
+            match (step, &mut self.offload) {
+                (Step::Compute(units), _) => {
+                    work::compute(units);
+                }
+                // The pitfall: every other connection of this loop waits too.
+                (Step::Wait(d), _) if blocking_io => std::thread::sleep(d),
+                (Step::Wait(d), None) => {
+                    let until = Instant::now() + d;
+                    self.timers
+                        .push(Reverse((until, slot, key.gen, Kind::Wait)));
+                    e.stage = Stage::Waiting { plan, until };
+                    return;
+                }
+                // Inline: the loop blocks on the disk for as long as it takes.
+                (Step::ReadFile(f), None) => {
+                    let result = f.read();
+                    plan.file_read(result);
+                }
+                (step, Some(offload)) => {
+                    e.stage = Stage::Offloaded;
+                    offload.submit(Job { key, step, plan });
+                    return;
+                }
+            }
+        }
+        e.conn
+            .finish(self.handler, &plan, self.shutdown.is_triggered());
+    }
+
+    /// Continues a parked plan and then the connection.
+    fn resume(&mut self, key: Key, plan: Plan) {
+        match self.entry(key.slot) {
+            Some(e) if e.gen == key.gen => e.stage = Stage::Serving,
+            _ => return, // closed meanwhile (client reset): drop the plan
+        }
+        self.execute(key.slot, plan);
+        self.drive(key.slot);
+    }
+
+    fn take_completions(&mut self) {
+        while let Ok(done) = self.done_rx.try_recv() {
+            self.resume(done.key, done.plan);
+        }
+    }
+
+    /// Writes what the client will take. Returns false if the connection
+    /// was closed. Starts closing once everything is written, if asked to.
+    fn flush(&mut self, slot: usize) -> bool {
+        let idle = self.handler.config().idle_timeout;
+        let Some(e) = self.entry(slot) else {
+            return false;
+        };
+        let mut progressed = false;
+        while !e.conn.out.is_empty() {
+            match e.stream.write(&e.conn.out) {
+                Ok(0) => break,
+                Ok(n) => {
+                    e.conn.out.drain(..n);
+                    progressed = true;
+                }
+                Err(err) if would_block(&err) => break,
+                Err(err) if interrupted(&err) => continue,
+                Err(_) => {
+                    self.close(slot);
+                    return false;
+                }
+            }
+        }
+        if progressed || !e.write_pending {
+            e.write_deadline = Instant::now() + idle;
+        }
+        e.write_pending = !e.conn.out.is_empty();
+        if e.write_pending || !e.conn.closing || !matches!(e.stage, Stage::Serving) {
+            return true;
+        }
+        // All written and nothing more to read: end the stream so the client
+        // sees the end of the last response.
+        let _ = e.stream.shutdown(std::net::Shutdown::Write);
+        if !e.conn.has_partial_request() {
+            self.close(slot);
+            return false;
+        }
+        e.stage = Stage::Lingering {
+            until: Instant::now() + LINGER,
+            drained: 0,
+        };
+        self.arm_idle(slot);
+        self.drain_linger(slot);
+        false
+    }
+
+    /// Reads and discards what a closing client still sends.
+    fn drain_linger(&mut self, slot: usize) {
+        let Some(e) = self.entry(slot) else { return };
+        let Stage::Lingering { drained, .. } = &mut e.stage else {
+            return;
+        };
+        let mut sink = [0u8; 4096];
+        loop {
+            match e.stream.read(&mut sink) {
+                Ok(n) if n > 0 && *drained + n < LINGER_MAX_BYTES => *drained += n,
+                Err(err) if would_block(&err) => break,
+                Err(err) if interrupted(&err) => continue,
+                _ => return self.close(slot), // EOF, cap or error: done
+            }
+        }
+        self.update_interest(slot);
+    }
+
+    /// Readable always (edge-triggered, so asking costs nothing while we
+    /// do not want to read); writable only while output is pending, or
+    /// every writable socket would wake the loop for nothing.
+    fn update_interest(&mut self, slot: usize) {
+        let registry = self.poll.registry();
+        let Some(e) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let want = if e.write_pending {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if want != e.interest {
+            let token = Token(slot + FIRST_CONN);
+            if registry.reregister(&mut e.stream, token, want).is_ok() {
+                e.interest = want;
+            }
+        }
+    }
+
+    /// When this connection next needs attention from the clock, if ever.
+    fn idle_due(e: &Entry) -> Option<Instant> {
+        match e.stage {
+            Stage::Serving if e.write_pending => Some(e.write_deadline),
+            Stage::Serving => Some(e.conn.deadline),
+            Stage::Lingering { until, .. } => Some(until),
+            // The server is busy on the client's behalf: no idle timeout.
+            Stage::Waiting { .. } | Stage::Offloaded => None,
+        }
+    }
+
+    /// Makes sure an idle-kind timer fires no later than the connection's
+    /// deadline. Deadlines mostly move later, so usually nothing is pushed.
+    fn arm_idle(&mut self, slot: usize) {
+        let Some(e) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(due) = Self::idle_due(e) {
+            let earlier = match e.idle_armed {
+                Some(armed) => due < armed,
+                None => true,
+            };
+            if earlier {
+                e.idle_armed = Some(due);
+                self.timers.push(Reverse((due, slot, e.gen, Kind::Idle)));
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((at, slot, gen, kind))) = self.timers.peek() {
+            if at > now {
+                return;
+            }
+            self.timers.pop();
+            let Some(e) = self.entry(slot).filter(|e| e.gen == gen) else {
+                continue; // a timer of a connection that is gone
+            };
+            match kind {
+                Kind::Wait => {
+                    if matches!(e.stage, Stage::Waiting { until, .. } if until == at) {
+                        if let Stage::Waiting { plan, .. } =
+                            std::mem::replace(&mut e.stage, Stage::Serving)
+                        {
+                            self.resume(Key { slot, gen }, plan);
+                        }
+                    }
+                }
+                Kind::Idle => {
+                    if e.idle_armed == Some(at) {
+                        e.idle_armed = None;
+                    }
+                    match Self::idle_due(e) {
+                        Some(due) if due <= now => self.expire(slot),
+                        _ => self.arm_idle(slot),
+                    }
+                }
+            }
+        }
+    }
+
+    /// A deadline passed: drop a stalled writer or a lingering close; time
+    /// out an idle connection (408 if half a request is buffered).
+    fn expire(&mut self, slot: usize) {
+        let handler = self.handler;
+        let Some(e) = self.entry(slot) else { return };
+        if e.write_pending || matches!(e.stage, Stage::Lingering { .. }) {
+            return self.close(slot);
+        }
+        e.conn.timed_out(handler);
+        self.drive(slot);
+    }
+
+    /// Stops accepting, closes connections that have nothing in progress,
+    /// and lets the others finish their current request and close.
+    fn begin_shutdown(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.accept_paused_until = None;
+        for slot in 0..self.conns.len() {
+            let Some(e) = self.entry(slot) else { continue };
+            match e.stage {
+                Stage::Serving if !e.write_pending => self.close(slot),
+                Stage::Serving => e.conn.closing = true,
+                // finish() sees the trigger and closes after this response.
+                Stage::Waiting { .. } | Stage::Offloaded | Stage::Lingering { .. } => {}
+            }
+        }
+    }
+}

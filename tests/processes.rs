@@ -1,0 +1,236 @@
+//! Behaviour of the process-based architectures that the conformance suite
+//! cannot see from the wire alone: no zombie is left behind, a killed
+//! prefork child is replaced while service continues, shutdown reaps every
+//! child, and in-flight requests finish on shutdown (checked for every
+//! blocking architecture). Children are found by scanning `/proc`.
+
+mod common;
+
+use common::{get, Client, Server};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The children of `parent` as (pid, state letter), from `/proc/*/stat`.
+fn children_of(parent: u32) -> Vec<(u32, char)> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // A process may vanish between listing and reading: skip it.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent {
+            found.push((pid, state));
+        }
+    }
+    found
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+#[test]
+fn process_per_request_leaves_no_zombie() {
+    let s = Server::start("process-per-request", &[]);
+    let pid = s.child.id();
+    for i in 0..200 {
+        let r = get(s.addr, "/hello");
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    // Every child has exited by now or is about to: once the reaper has
+    // collected them the server has no child at all, zombie or not.
+    let clean = wait_for(Duration::from_secs(10), || children_of(pid).is_empty());
+    assert!(clean, "children left behind: {:?}", children_of(pid));
+    // And the server still serves (the check above saw a live server).
+    assert_eq!(get(s.addr, "/hello").status, 200);
+}
+
+/// One `Connection: close` request with timeouts; `Err` on any failure.
+fn try_hello(addr: SocketAddr) -> Result<(), String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("read: {e}"))?;
+    if answer.starts_with(b"HTTP/1.1 200") && answer.ends_with(b"Hello, World!") {
+        Ok(())
+    } else {
+        Err(format!("bad answer {:?}", String::from_utf8_lossy(&answer)))
+    }
+}
+
+#[test]
+fn prefork_replaces_a_killed_child_under_load() {
+    let s = Server::start("prefork", &["--workers", "3"]);
+    let pid = s.child.id();
+    assert!(
+        wait_for(Duration::from_secs(10), || children_of(pid).len() == 3),
+        "expected 3 children, found {:?}",
+        children_of(pid)
+    );
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Four clients, each bounded in requests and in time.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (ok, errors, stop, addr) = (ok.clone(), errors.clone(), stop.clone(), s.addr);
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                for _ in 0..5_000 {
+                    if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                        break;
+                    }
+                    match try_hello(addr) {
+                        Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
+                        Err(e) => {
+                            eprintln!("request failed: {e}");
+                            errors.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    assert!(
+        wait_for(Duration::from_secs(20), || ok.load(Ordering::SeqCst) >= 50),
+        "no load before the kill"
+    );
+    let before: Vec<u32> = children_of(pid).iter().map(|c| c.0).collect();
+    let victim = before[0];
+    // SAFETY: killing a child of the server this test started.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    let ok_at_kill = ok.load(Ordering::SeqCst);
+
+    let replaced = wait_for(Duration::from_secs(10), || {
+        let now: Vec<u32> = children_of(pid).iter().map(|c| c.0).collect();
+        now.len() == 3 && !now.contains(&victim)
+    });
+    // Service continues: plenty of answers after the kill.
+    let served_after = wait_for(Duration::from_secs(20), || {
+        ok.load(Ordering::SeqCst) >= ok_at_kill + 200
+    });
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (ok, errors) = (ok.load(Ordering::SeqCst), errors.load(Ordering::SeqCst));
+    eprintln!("prefork under kill -9: {ok} answered, {errors} errors");
+    assert!(replaced, "child not replaced: {:?}", children_of(pid));
+    assert!(served_after, "service did not continue: {ok} ok at most");
+    // Only the killed child's connection can fail; leave a wide margin.
+    assert!(errors <= 10, "{errors} errors");
+    // The shared counters agree: three workers again.
+    let stats = get(s.addr, "/stats");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    assert_eq!(stats["workers"], 3, "{stats}");
+}
+
+/// Shutdown with idle keep-alive clients connected: every child stops and
+/// is reaped, and the server exits cleanly.
+fn shutdown_reaps_children(arch: &str) {
+    let mut s = Server::start(arch, &["--workers", "3"]);
+    let pid = s.child.id();
+    let mut idle: Vec<Client> = (0..3).map(|_| Client::connect(s.addr)).collect();
+    for c in &mut idle {
+        assert_eq!(c.request(b"GET /hello HTTP/1.1\r\n\r\n").status, 200);
+    }
+    let kids: Vec<u32> = children_of(pid).iter().map(|c| c.0).collect();
+    assert!(kids.len() >= 3, "{arch}: children {kids:?}");
+    let status = s.stop().expect("stops within 15 s");
+    assert!(status.success(), "{arch} exited with {status}");
+    for kid in kids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{kid}")).exists(),
+            "{arch}: child {kid} survived the server"
+        );
+    }
+}
+
+#[test]
+fn process_per_request_shutdown_reaps_children() {
+    shutdown_reaps_children("process-per-request");
+}
+
+#[test]
+fn prefork_shutdown_reaps_children() {
+    shutdown_reaps_children("prefork");
+}
+
+/// A request in progress when SIGTERM arrives is answered before exit.
+fn in_flight_request_finishes(arch: &str) {
+    let mut s = Server::start(arch, &[]);
+    let mut c = Client::connect(s.addr);
+    c.send(b"GET /work?io_ms=1000&bytes=7 HTTP/1.1\r\n\r\n");
+    // Make sure the server has the request before stopping it: /stats
+    // counts the connection once it is being served.
+    assert!(wait_for(Duration::from_secs(10), || {
+        let r = get(s.addr, "/stats");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["connections_open"].as_i64().unwrap_or(0) >= 2
+    }));
+    // SAFETY: signalling the server this test started.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    let r = c.read().expect("the in-flight request is answered");
+    assert_eq!((r.status, r.body.len()), (200, 7), "{arch}");
+    assert_eq!(r.header("connection"), Some("close"), "{arch}");
+    // Not `stop()`: a second SIGTERM means "exit now" (status 130).
+    let mut status = None;
+    wait_for(Duration::from_secs(15), || {
+        status = s.child.try_wait().unwrap();
+        status.is_some()
+    });
+    let status = status.expect("exits within 15 s of SIGTERM");
+    assert!(status.success(), "{arch} exited with {status}");
+}
+
+#[test]
+fn in_flight_request_finishes_thread_per_request() {
+    in_flight_request_finishes("thread-per-request");
+}
+
+#[test]
+fn in_flight_request_finishes_thread_pool() {
+    in_flight_request_finishes("thread-pool");
+}
+
+#[test]
+fn in_flight_request_finishes_process_per_request() {
+    in_flight_request_finishes("process-per-request");
+}
+
+#[test]
+fn in_flight_request_finishes_prefork() {
+    in_flight_request_finishes("prefork");
+}
