@@ -21,13 +21,14 @@
 //! ```
 //!
 //! Modules, by responsibility: [`config`] (options, URL and mix parsing),
-//! [`schedule`] (open-loop arrivals), `engine` (per-thread event loops and
-//! connections), [`response`] (the response parser), [`flow`] (session
+//! [`schedule`] (open-loop arrivals), `engine`, `worker` and `conn` (per-thread
+//! event loops and connections), [`response`] (the response parser), [`flow`] (session
 //! flows against `/counter`), [`hist`] (histograms, merging, intervals),
 //! [`output`] (text, JSON, `.hgrm`, interval log), [`cpu`] (the generator's
 //! own CPU use) and [`report`] (what a run returns).
 
 pub mod config;
+mod conn;
 pub mod cpu;
 mod engine;
 pub mod flow;
@@ -36,8 +37,8 @@ pub mod output;
 pub mod report;
 pub mod response;
 pub mod schedule;
-#[allow(dead_code)] // used by the engine, in progress
 mod timer;
+mod worker;
 
 pub use config::{Arrivals, Flow, LoadConfig, MixEntry, StateMode, Target};
 pub use report::{CpuReport, Errors, IntervalSummary, Latency, LoadReport, Statuses};

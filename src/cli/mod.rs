@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Each subcommand lives in its own
 //! module; the logic lives in the library crates.
 
+mod load;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -18,12 +19,15 @@ pub struct Cli {
 enum Command {
     /// Run one server architecture until SIGINT or SIGTERM.
     Serve(serve::Args),
+    /// Drive a server with HTTP load; report latency (HdrHistogram) and throughput.
+    Load(load::Args),
 }
 
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Load(args) => load::run(args),
     }
 }
 

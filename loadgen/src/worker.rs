@@ -1,0 +1,659 @@
+//! One engine thread: a mio event loop driving its share of the
+//! connections, as wrk does. Requests come pre-serialised from the
+//! [`Plan`]; each response ends its request with exactly one outcome (a
+//! status or an error), whose latency is recorded either way.
+
+use crate::conn::{Conn, Pending, ReadEnd, State};
+use crate::cpu::CpuTime;
+use crate::flow::{CounterSession, Outcome};
+use crate::hist::{new_histogram, Recorder};
+use crate::response::{Response, Step};
+use crate::schedule::{Rng, Schedule};
+use crate::timer::Timer;
+use crate::{Errors, Statuses};
+use hdrhistogram::Histogram;
+use mio::{Events, Poll, Token};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+const TIMER: Token = Token(usize::MAX);
+/// How often in-flight requests are checked for timeouts. Timeouts are
+/// seconds long; 10 ms of slack is immaterial and keeps the check cheap.
+const SWEEP: Duration = Duration::from_millis(10);
+
+/// What every worker shares, fixed before the first request.
+pub struct Plan<'a> {
+    pub addr: std::net::SocketAddr,
+    pub host: String,
+    /// The serialised request for each path of the mix.
+    pub requests: Vec<Vec<u8>>,
+    /// Running sums of the mix weights.
+    pub cumulative: Vec<u64>,
+    pub flow: Option<crate::StateMode>,
+    pub keepalive: bool,
+    pub pipeline: usize,
+    pub timeout: Duration,
+    /// Open loop: requests per second for each connection.
+    pub conn_rate: Option<f64>,
+    pub arrivals: crate::Arrivals,
+    pub start: Instant,
+    pub measure_start: Instant,
+    /// End of the measurement; `None` with `--requests`.
+    pub end: Option<Instant>,
+    /// `--requests`: measured requests still to send.
+    pub tickets: Option<AtomicU64>,
+    pub stop: &'a AtomicBool,
+    pub interval: Duration,
+}
+
+impl Plan<'_> {
+    fn take_ticket(&self) -> bool {
+        match &self.tickets {
+            None => true,
+            Some(t) => t
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+        }
+    }
+
+    fn tickets_left(&self) -> bool {
+        self.tickets
+            .as_ref()
+            .map_or(true, |t| t.load(Ordering::Relaxed) > 0)
+    }
+}
+
+/// One interval's worth of a thread's corrected latencies.
+pub struct IntervalMsg {
+    pub index: u64,
+    pub hist: Histogram<u64>,
+    pub requests: u64,
+    pub errors: u64,
+}
+
+/// Counters of one thread (or, merged, of the run).
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub requests: u64,
+    pub responses: u64,
+    pub statuses: Statuses,
+    pub errors: Errors,
+    pub connects: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub sessions: u64,
+    pub restores: u64,
+    pub in_flight_at_end: u64,
+    pub behind_schedule_at_end: u64,
+}
+
+/// What a thread hands back when it ends.
+pub struct WorkerResult {
+    pub rec: Recorder,
+    pub counters: Counters,
+    pub cpu: CpuTime,
+    /// Wall time from the measurement start to the thread's end.
+    pub wall: Duration,
+    /// When the thread stopped measuring.
+    pub ended: Instant,
+}
+
+/// A request's outcome when it is not a plain success.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Read,
+    Write,
+    Timeout,
+    Parse,
+    State,
+    Status4xx,
+    Status5xx,
+}
+
+/// The recorder, counters and current interval of one thread.
+struct Tally {
+    rec: Recorder,
+    c: Counters,
+    index: u64,
+    interval_requests: u64,
+    interval_errors: u64,
+    tx: Sender<IntervalMsg>,
+}
+
+impl Tally {
+    /// Sends every interval that has ended by `now` to the collector.
+    fn tick(&mut self, plan: &Plan, now: Instant) {
+        let Some(since) = now.checked_duration_since(plan.measure_start) else {
+            return;
+        };
+        let current = (since.as_nanos() / plan.interval.as_nanos()) as u64;
+        while self.index < current {
+            self.send_interval();
+        }
+    }
+
+    fn send_interval(&mut self) {
+        let msg = IntervalMsg {
+            index: self.index,
+            hist: std::mem::replace(&mut self.rec.interval, new_histogram()),
+            requests: std::mem::take(&mut self.interval_requests),
+            errors: std::mem::take(&mut self.interval_errors),
+        };
+        // The collector outlives the workers; a send cannot fail meanwhile.
+        let _ = self.tx.send(msg);
+        self.index += 1;
+    }
+
+    /// Ends request `p` at `now` with `failure` (or success).
+    fn finish(&mut self, plan: &Plan, p: Pending, now: Instant, failure: Option<Failure>) {
+        if !p.measured {
+            return;
+        }
+        self.tick(plan, now);
+        let us = |d: Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.rec.request(
+            us(now - p.intended),
+            us(now.saturating_duration_since(p.sent)),
+        );
+        self.interval_requests += 1;
+        let Some(f) = failure else { return };
+        self.interval_errors += 1;
+        let e = &mut self.c.errors;
+        match f {
+            Failure::Read => e.read += 1,
+            Failure::Write => e.write += 1,
+            Failure::Timeout => e.timeout += 1,
+            Failure::Parse => e.parse += 1,
+            Failure::State => e.state += 1,
+            Failure::Status4xx => e.status_4xx += 1,
+            Failure::Status5xx => e.status_5xx += 1,
+        }
+    }
+
+    fn status(&mut self, status: u16) {
+        let s = &mut self.c.statuses;
+        match status {
+            100..=199 => s.s1xx += 1,
+            200..=299 => s.s2xx += 1,
+            300..=399 => s.s3xx += 1,
+            400..=499 => s.s4xx += 1,
+            _ => s.s5xx += 1,
+        }
+    }
+}
+
+/// One thread's event loop and connections.
+pub struct Worker<'a> {
+    plan: &'a Plan<'a>,
+    poll: Poll,
+    timer: Timer,
+    conns: Vec<Conn>,
+    /// Open loop: (intended send time, connection), earliest first.
+    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    tally: Tally,
+    rng: Rng,
+}
+
+impl<'a> Worker<'a> {
+    /// A worker for `connections` connections; `seed` varies per thread.
+    pub fn new(
+        plan: &'a Plan<'a>,
+        connections: usize,
+        seed: u64,
+        tx: Sender<IntervalMsg>,
+    ) -> std::io::Result<Self> {
+        let poll = Poll::new()?;
+        let timer = Timer::new(poll.registry(), TIMER)?;
+        let mut rng = Rng::new(seed);
+        let conns = (0..connections)
+            .map(|i| {
+                let mut c = Conn::new(Token(i), plan.start, plan.flow.is_some());
+                c.schedule = plan
+                    .conn_rate
+                    .map(|rate| Schedule::new(plan.arrivals, rate, plan.start, rng.next_u64()));
+                c.session = plan.flow.map(CounterSession::new);
+                c
+            })
+            .collect();
+        Ok(Worker {
+            plan,
+            poll,
+            timer,
+            conns,
+            heap: BinaryHeap::new(),
+            tally: Tally {
+                rec: Recorder::default(),
+                c: Counters::default(),
+                index: 0,
+                interval_requests: 0,
+                interval_errors: 0,
+                tx,
+            },
+            rng,
+        })
+    }
+
+    /// Runs until the end, the stop flag, or the last ticketed request.
+    pub fn run(mut self) -> std::io::Result<WorkerResult> {
+        let plan = self.plan;
+        let mut events = Events::with_capacity(1024);
+        let mut measuring = false;
+        let mut cpu_start = CpuTime::this_thread();
+        let mut next_sweep = Instant::now() + SWEEP;
+        for i in 0..self.conns.len() {
+            self.fill(i, Instant::now());
+        }
+        let ended = loop {
+            let now = Instant::now();
+            if !measuring && now >= plan.measure_start {
+                // The warmup is over: forget it.
+                measuring = true;
+                cpu_start = CpuTime::this_thread();
+                self.tally.rec.reset();
+                self.tally.c = Counters::default();
+            }
+            if let Some(end) = plan.end.filter(|&e| now >= e) {
+                break end;
+            }
+            if plan.stop.load(Ordering::Relaxed) || self.finished() {
+                break now;
+            }
+            self.tally.tick(plan, now);
+            if now >= next_sweep {
+                self.sweep(now);
+                next_sweep = now + SWEEP;
+            }
+            self.run_due(now);
+            // Wake for the earliest schedule entry or the end via the fine
+            // timer; the sweep period bounds the wait otherwise.
+            let wake = self
+                .heap
+                .peek()
+                .map(|Reverse((t, _))| *t)
+                .into_iter()
+                .chain(plan.end)
+                .min();
+            if let Some(at) = wake {
+                self.timer.arm(at)?;
+            }
+            let wait = next_sweep.saturating_duration_since(now);
+            match self.poll.poll(&mut events, Some(wait)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                if event.token() == TIMER {
+                    self.timer.acknowledge();
+                    continue;
+                }
+                let i = event.token().0;
+                if event.is_writable() || event.is_error() {
+                    self.on_writable(i, now);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.on_readable(i, now);
+                }
+                self.fill(i, now);
+            }
+        };
+        let cpu = CpuTime::this_thread().since(cpu_start);
+        self.account_unfinished(ended);
+        Ok(WorkerResult {
+            wall: ended.saturating_duration_since(plan.measure_start),
+            rec: self.tally.rec,
+            counters: self.tally.c,
+            cpu: if measuring { cpu } else { CpuTime::default() },
+            ended,
+        })
+    }
+
+    /// With `--requests`: every ticket is spent and every answer is in.
+    fn finished(&self) -> bool {
+        !self.plan.tickets_left()
+            && self
+                .conns
+                .iter()
+                .all(|c| c.inflight.iter().all(|p| !p.measured) && !c.restore_pending)
+    }
+
+    /// Counts what is left at the end, then flushes the last interval.
+    fn account_unfinished(&mut self, ended: Instant) {
+        for c in &self.conns {
+            self.tally.c.in_flight_at_end +=
+                c.inflight.iter().filter(|p| p.measured).count() as u64;
+            if let Some(s) = &c.schedule {
+                // Only the measured part of the backlog counts.
+                let due = s.behind(ended);
+                let before = if s.next() < self.plan.measure_start {
+                    s.behind(self.plan.measure_start)
+                } else {
+                    0
+                };
+                self.tally.c.behind_schedule_at_end += due.saturating_sub(before);
+            }
+        }
+        if ended >= self.plan.measure_start {
+            self.tally.tick(self.plan, ended);
+            // The interval the run ended in, unless it ended exactly on its
+            // start (then it is empty and would be reported at full length).
+            let start = self.plan.measure_start + self.plan.interval * self.tally.index as u32;
+            if ended > start {
+                self.tally.send_interval();
+            }
+        }
+    }
+
+    /// Serves schedule entries whose time has come.
+    fn run_due(&mut self, now: Instant) {
+        while let Some(&Reverse((at, i))) = self.heap.peek() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            if self.conns[i].queued_at == Some(at) {
+                self.conns[i].queued_at = None;
+                self.fill(i, now);
+            }
+        }
+    }
+
+    /// Times out requests and connects that waited too long.
+    fn sweep(&mut self, now: Instant) {
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            let expired = match c.state {
+                State::Connecting { since } => now >= since + self.plan.timeout,
+                State::Open => c
+                    .inflight
+                    .front()
+                    .is_some_and(|p| now >= p.sent + self.plan.timeout),
+                State::Closed { .. } => false,
+            };
+            if !expired {
+                continue;
+            }
+            if let State::Connecting { .. } = c.state {
+                self.connect_failed(i, now);
+            } else {
+                // The connection is reset; everything on it timed out.
+                self.fail_all(i, now, Failure::Timeout);
+            }
+            self.fill(i, now);
+        }
+    }
+
+    fn connect_failed(&mut self, i: usize, now: Instant) {
+        self.tally.c.errors.connect += u64::from(now >= self.plan.measure_start);
+        let c = &mut self.conns[i];
+        c.failures += 1;
+        let retry = now + c.backoff();
+        c.close(self.poll.registry(), retry);
+        self.queue(i, retry);
+    }
+
+    /// Ends every request in flight on connection `i` with `f` and closes it.
+    fn fail_all(&mut self, i: usize, now: Instant, f: Failure) {
+        let c = &mut self.conns[i];
+        for p in c.inflight.drain(..) {
+            self.tally.finish(self.plan, p, now, Some(f));
+        }
+        c.close(self.poll.registry(), now);
+    }
+
+    /// Makes the loop come back to connection `i` at `at`.
+    fn queue(&mut self, i: usize, at: Instant) {
+        let c = &mut self.conns[i];
+        if c.queued_at.map_or(true, |q| at < q) {
+            c.queued_at = Some(at);
+            self.heap.push(Reverse((at, i)));
+        }
+    }
+
+    fn on_writable(&mut self, i: usize, now: Instant) {
+        if let State::Connecting { since } = self.conns[i].state {
+            match self.conns[i].finish_connect() {
+                Ok(true) => {
+                    if now >= self.plan.measure_start {
+                        self.tally.c.connects += 1;
+                        self.tally
+                            .rec
+                            .connect
+                            .saturating_record((now - since).as_micros() as u64);
+                    }
+                }
+                Ok(false) => return,
+                Err(_) => return self.connect_failed(i, now),
+            }
+        }
+        self.flush(i, now);
+    }
+
+    fn flush(&mut self, i: usize, now: Instant) {
+        match self.conns[i].flush() {
+            Ok(n) => self.tally.c.bytes_written += n as u64,
+            Err(_) => self.fail_all(i, now, Failure::Write),
+        }
+    }
+
+    fn on_readable(&mut self, i: usize, now: Instant) {
+        loop {
+            if self.conns[i].state != State::Open {
+                return;
+            }
+            match self.conns[i].read_some() {
+                Ok(n) => {
+                    self.tally.c.bytes_read += n as u64;
+                    if !self.parse(i, now) {
+                        return;
+                    }
+                }
+                Err(ReadEnd::WouldBlock) => return,
+                Err(ReadEnd::Eof) => return self.on_eof(i, now),
+                Err(ReadEnd::Error(e)) => {
+                    tracing::debug!("read: {e}");
+                    return self.fail_all(i, now, Failure::Read);
+                }
+            }
+        }
+    }
+
+    /// Parses every complete response in the buffer. Returns false if the
+    /// connection was closed meanwhile.
+    fn parse(&mut self, i: usize, now: Instant) -> bool {
+        let mut pos = 0;
+        loop {
+            let c = &mut self.conns[i];
+            match c.parser.advance(&c.inbuf[pos..c.in_len]) {
+                Ok(Step::More { consumed }) => {
+                    pos += consumed;
+                    c.consume(pos);
+                    return true;
+                }
+                Ok(Step::Done { consumed, response }) => {
+                    pos += consumed;
+                    if !self.on_response(i, response, now) {
+                        return false;
+                    }
+                }
+                Err(_) => {
+                    self.fail_all(i, now, Failure::Parse);
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn on_eof(&mut self, i: usize, now: Instant) {
+        match self.conns[i].parser.eof() {
+            Ok(Some(response)) => {
+                if self.on_response(i, response, now) {
+                    self.close_and_reconnect(i, now);
+                }
+            }
+            // Closed between responses: an idle keep-alive connection timing
+            // out, or the server stopping. Whatever was in flight is lost.
+            Ok(None) => self.fail_all(i, now, Failure::Read),
+            Err(_) => self.fail_all(i, now, Failure::Read),
+        }
+    }
+
+    fn close_and_reconnect(&mut self, i: usize, now: Instant) {
+        // Requests pipelined behind a closing response are lost.
+        self.fail_all(i, now, Failure::Read);
+    }
+
+    /// Ends the oldest request with `r`. Returns false if the connection
+    /// was closed (the server said so, or the response had no request).
+    fn on_response(&mut self, i: usize, r: Response, now: Instant) -> bool {
+        let plan = self.plan;
+        let c = &mut self.conns[i];
+        let Some(p) = c.inflight.pop_front() else {
+            // An answer nobody asked for: the stream is out of step.
+            self.tally.c.errors.parse += 1;
+            self.fail_all(i, now, Failure::Parse);
+            return false;
+        };
+        let failure = match c.session.as_mut().map(|s| s.on_response(&r)) {
+            None => match r.status {
+                400..=499 => Some(Failure::Status4xx),
+                500..=599 => Some(Failure::Status5xx),
+                _ => None,
+            },
+            Some(Outcome::Ok) => None,
+            Some(Outcome::NewSession) => {
+                self.tally.c.sessions += u64::from(p.measured);
+                None
+            }
+            Some(Outcome::Restore) => {
+                self.tally.c.restores += u64::from(p.measured);
+                c.restore_pending = true;
+                None
+            }
+            Some(Outcome::StateError) => Some(Failure::State),
+            Some(Outcome::Status4xx) => Some(Failure::Status4xx),
+            Some(Outcome::Status5xx) => Some(Failure::Status5xx),
+        };
+        if p.measured {
+            self.tally.c.responses += 1;
+            self.tally.status(r.status);
+        }
+        self.tally.finish(plan, p, now, failure);
+        if r.close || !plan.keepalive {
+            self.close_and_reconnect(i, now);
+            return false;
+        }
+        true
+    }
+
+    /// Connects, or sends as many requests as the schedule, the pipeline
+    /// depth and the tickets allow on connection `i`.
+    fn fill(&mut self, i: usize, now: Instant) {
+        let plan = self.plan;
+        if plan.end.is_some_and(|e| now >= e) || plan.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.conns[i].state {
+            State::Connecting { .. } => return,
+            State::Closed { retry_at } => {
+                if retry_at > now {
+                    return self.queue(i, retry_at);
+                }
+                // Without keep-alive, connect only when a request is due, so
+                // the connect is part of its (corrected) latency.
+                if !plan.keepalive {
+                    if let Some(next) = self.conns[i].schedule.as_ref().map(|s| s.next()) {
+                        if next > now {
+                            return self.queue(i, next);
+                        }
+                    }
+                }
+                if !plan.tickets_left()
+                    && !self.conns[i].restore_pending
+                    && now >= plan.measure_start
+                {
+                    return;
+                }
+                if self.conns[i]
+                    .connect(self.poll.registry(), plan.addr, now)
+                    .is_err()
+                {
+                    self.connect_failed(i, now);
+                }
+                return;
+            }
+            State::Open => {}
+        }
+        let mut wrote = false;
+        loop {
+            let c = &mut self.conns[i];
+            if c.inflight.len() >= plan.pipeline || (!plan.keepalive && c.sent_on_socket > 0) {
+                break;
+            }
+            // A soft-mode restore goes out at once, outside the schedule.
+            let restore = c.restore_pending;
+            let intended = if restore {
+                now
+            } else if let Some(s) = &c.schedule {
+                let next = s.next();
+                if next > now {
+                    self.queue(i, next);
+                    break;
+                }
+                next
+            } else if !plan.keepalive {
+                c.connect_began
+            } else {
+                now
+            };
+            let measured = intended >= plan.measure_start;
+            if measured && !restore && !plan.take_ticket() {
+                break;
+            }
+            let c = &mut self.conns[i];
+            if restore {
+                c.restore_pending = false;
+            } else if let Some(s) = &mut c.schedule {
+                s.advance();
+            }
+            match &c.session {
+                Some(session) => session.write_request(&plan.host, !plan.keepalive, &mut c.out),
+                None => {
+                    let k = pick(&plan.cumulative, &mut self.rng);
+                    c.out.extend_from_slice(&plan.requests[k]);
+                }
+            }
+            c.inflight.push_back(Pending {
+                intended,
+                sent: now,
+                measured,
+            });
+            c.sent_on_socket += 1;
+            wrote = true;
+            if measured {
+                self.tally.c.requests += 1;
+                self.tally
+                    .rec
+                    .send_lag
+                    .saturating_record((now - intended).as_micros() as u64);
+            }
+        }
+        if wrote {
+            self.flush(i, now);
+        }
+    }
+}
+
+/// Picks a path index by weight.
+fn pick(cumulative: &[u64], rng: &mut Rng) -> usize {
+    if cumulative.len() == 1 {
+        return 0;
+    }
+    let total = *cumulative.last().unwrap_or(&1);
+    let r = rng.next_u64() % total;
+    cumulative.partition_point(|&c| c <= r)
+}

@@ -1,0 +1,147 @@
+//! `serverlab load URL`: drive a server and report latency and throughput.
+
+use anyhow::Context;
+use loadgen::output::Which;
+use loadgen::{Arrivals, Flow, LoadConfig, StateMode};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Target, `http://host[:port][/path]`.
+    url: String,
+    /// Connections kept open, in total.
+    #[arg(short, long, default_value_t = 10)]
+    connections: usize,
+    /// Threads, one event loop each.
+    #[arg(short, long, default_value_t = 2)]
+    threads: usize,
+    /// How long to measure (after the warmup).
+    #[arg(short, long, default_value = "10s", value_parser = super::duration)]
+    duration: Duration,
+    /// Send exactly this many measured requests instead of running for --duration.
+    #[arg(short = 'n', long)]
+    requests: Option<u64>,
+    /// Run this long first and discard the results.
+    #[arg(long, default_value = "0s", value_parser = super::duration)]
+    warmup: Duration,
+    /// Open loop at this many requests per second in total (default: closed loop).
+    #[arg(short = 'R', long)]
+    rate: Option<f64>,
+    /// Open-loop spacing of requests.
+    #[arg(long, value_enum, default_value = "uniform")]
+    arrivals: ArrivalsArg,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// A new connection for every request (sent with `Connection: close`).
+    #[arg(long)]
+    no_keepalive: bool,
+    /// A request without a complete answer after this long is a timeout error.
+    #[arg(long, default_value = "2s", value_parser = super::duration)]
+    timeout: Duration,
+    /// Weighted request paths, e.g. '/=8,/work?cpu=1ms=2' (default: the URL's path).
+    #[arg(long)]
+    mix: Option<String>,
+    /// A session flow instead of plain GETs: `counter` (POST /counter, checked).
+    #[arg(long, value_enum)]
+    flow: Option<FlowArg>,
+    /// The server's state mode, for --flow counter.
+    #[arg(long, value_enum, default_value = "stateful")]
+    state: StateArg,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Write the corrected latency distribution (.hgrm, ms) here; with --rate,
+    /// the uncorrected one goes beside it as NAME.uncorrected.hgrm.
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+    /// Write an HdrHistogram interval log (one histogram per second) here.
+    #[arg(long)]
+    log: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ArrivalsArg {
+    Uniform,
+    Poisson,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FlowArg {
+    Counter,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StateArg {
+    Stateless,
+    Stateful,
+    Soft,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Ctrl-C ends the run early; the results so far are still printed.
+    super::on_termination(move || flag.store(true, Ordering::SeqCst))?;
+    let config = LoadConfig {
+        url: args.url,
+        connections: args.connections,
+        threads: args.threads,
+        duration: args.duration,
+        requests: args.requests,
+        warmup: args.warmup,
+        rate: args.rate,
+        arrivals: match args.arrivals {
+            ArrivalsArg::Uniform => Arrivals::Uniform,
+            ArrivalsArg::Poisson => Arrivals::Poisson,
+        },
+        pipeline: args.pipeline,
+        keepalive: !args.no_keepalive,
+        timeout: args.timeout,
+        mix: match &args.mix {
+            Some(m) => loadgen::config::parse_mix(m)?,
+            None => Vec::new(),
+        },
+        flow: args.flow.map(|FlowArg::Counter| {
+            Flow::Counter(match args.state {
+                StateArg::Stateless => StateMode::Stateless,
+                StateArg::Stateful => StateMode::Stateful,
+                StateArg::Soft => StateMode::Soft,
+            })
+        }),
+        log: args.log,
+        ..Default::default()
+    };
+    let report = loadgen::run(&config, &stop)?;
+    if let Some(path) = &args.hgrm {
+        write_file(path, |w| report.write_hgrm(w, Which::Corrected))?;
+        if config.rate.is_some() {
+            let other = path.with_extension("uncorrected.hgrm");
+            write_file(&other, |w| report.write_hgrm(w, Which::Uncorrected))?;
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        report.write_json(&mut out)?;
+    } else {
+        report.write_text(&mut out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn write_file(
+    path: &Path,
+    f: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    f(&mut w)
+        .and_then(|()| w.flush())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
