@@ -15,7 +15,11 @@ use std::sync::Arc;
 pub mod amped;
 pub mod event_loop;
 pub mod iterative;
+pub mod prefork;
+pub mod process_per_request;
 pub mod reactor_per_core;
+pub mod thread_per_request;
+pub mod thread_pool;
 pub mod tokio_hyper;
 
 /// The entry every architecture has.
@@ -43,6 +47,34 @@ pub const ALL: &[Arch] = &[
         workers: "threads",
         sized: false,
         run: iterative::run,
+    },
+    Arch {
+        name: "thread-per-request",
+        about: "a new thread for each accepted connection, serving it to its end",
+        workers: "threads",
+        sized: false,
+        run: thread_per_request::run,
+    },
+    Arch {
+        name: "thread-pool",
+        about: "N pre-spawned threads fed connections by a bounded channel (Apache worker)",
+        workers: "threads",
+        sized: true,
+        run: thread_pool::run,
+    },
+    Arch {
+        name: "process-per-request",
+        about: "fork() per connection; the child serves it and exits, the parent reaps",
+        workers: "processes",
+        sized: false,
+        run: process_per_request::run,
+    },
+    Arch {
+        name: "prefork",
+        about: "N pre-forked processes, each accepting and serving one connection at a time",
+        workers: "processes",
+        sized: true,
+        run: prefork::run,
     },
     Arch {
         name: "event-loop",
