@@ -1,6 +1,7 @@
 //! Settings shared by every architecture.
 
 use crate::codec::Limits;
+use crate::state::StateConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ pub struct Config {
     /// Event-driven servers only: run blocking steps inline, stalling the
     /// loop (the classic single-threaded pitfall, kept for teaching).
     pub blocking_io: bool,
+    /// How `POST /counter` keeps state (`--state`, `--ttl`, ...).
+    pub state: StateConfig,
 }
 
 impl Default for Config {
@@ -33,6 +36,7 @@ impl Default for Config {
             limits: Limits::default(),
             docroot: None,
             blocking_io: false,
+            state: StateConfig::default(),
         }
     }
 }
@@ -63,6 +67,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{text:?}: {e}"))
 }
 
+/// The CPUs this process may actually use: its affinity mask, further
+/// bounded by a cgroup CPU quota (v1 or v2), as the standard library reads
+/// them. Pools and loops default to this, not to the host's core count.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,11 +87,4 @@ mod tests {
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5 parsecs").is_err());
     }
-}
-
-/// The CPUs this process may actually use: its affinity mask, further
-/// bounded by a cgroup CPU quota (v1 or v2), as the standard library reads
-/// them. Pools and loops default to this, not to the host's core count.
-pub fn available_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -12,10 +12,13 @@
 //!   then an M ms blocking wait standing for disk or database I/O, then a
 //!   B-byte body. Out-of-range or unknown parameters answer 400.
 //! - `GET /file/<name>`: a file under the docroot; nothing outside it.
+//! - `POST /counter`: a per-client counter kept as `--state` says
+//!   ([`crate::state`]).
 //! - `GET /health`, `GET /stats` (JSON counters).
 
 use crate::codec::{Method, Request, Response};
 use crate::config::Config;
+use crate::state::State;
 use crate::stats::Stats;
 use crate::work;
 use std::collections::VecDeque;
@@ -132,11 +135,12 @@ pub struct Handler {
     config: Config,
     docroot: Option<Arc<Path>>,
     stats: Stats,
+    state: State,
 }
 
 impl Handler {
-    /// A handler for `config`. Fails if the docroot does not exist or the
-    /// shared counters cannot be mapped.
+    /// A handler for `config`. Fails if the docroot does not exist, the
+    /// state settings are invalid, or shared memory cannot be mapped.
     pub fn new(config: Config) -> io::Result<Handler> {
         let docroot = match &config.docroot {
             Some(dir) => Some(Arc::from(dir.canonicalize().map_err(|e| {
@@ -144,10 +148,13 @@ impl Handler {
             })?)),
             None => None,
         };
+        // Made here, before any fork: the session table is a shared mapping.
+        let state = State::new(&config.state)?;
         Ok(Handler {
             config,
             docroot,
             stats: Stats::new()?,
+            state,
         })
     }
 
@@ -173,6 +180,8 @@ impl Handler {
         };
         match path {
             "/hello" | "/work" | "/health" | "/stats" if !read_only => route_allows("GET, HEAD"),
+            "/counter" if req.method != Method::Post => route_allows("POST"),
+            "/counter" => Plan::respond(req, self.state.counter(req)),
             "/hello" => Plan::respond(req, Response::text(200, "Hello, World!")),
             "/health" => Plan::respond(req, Response::text(200, "ok")),
             "/stats" => Plan::respond(req, self.stats_response()),
@@ -223,6 +232,7 @@ impl Handler {
 
     fn stats_response(&self) -> Response {
         let s = self.stats.snapshot();
+        let st = self.state.stats();
         let body = serde_json::json!({
             "arch": self.config.arch,
             "pid": std::process::id(),
@@ -231,6 +241,10 @@ impl Handler {
             "connections_total": s.connections_total,
             "workers": s.workers,
             "configured_workers": self.config.workers,
+            "state": st.mode,
+            "sessions": st.table.map_or(0, |t| t.sessions),
+            "session_bytes": st.table.map_or(0, |t| t.bytes),
+            "session_table": st.table,
         });
         Response::json(200, body.to_string())
     }

@@ -14,6 +14,7 @@ pub mod net;
 pub mod process;
 pub mod reactor;
 pub mod shutdown;
+pub mod state;
 pub mod stats;
 pub mod work;
 

@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context};
 use servers::arch;
+use servers::state::{StateConfig, StateKey, StateMode};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +34,26 @@ pub struct Args {
     /// List the architectures and exit.
     #[arg(long)]
     list: bool,
+    /// Where POST /counter keeps per-client state: stateless (an HMAC token
+    /// the client carries), stateful (a shared session table) or soft
+    /// (sessions that may expire or be evicted; clients restore them).
+    #[arg(long, default_value = "stateful", value_parser = ["stateless", "stateful", "soft"])]
+    state: String,
+    /// Soft state: a session unused for this long is dropped.
+    #[arg(long, default_value = "60s", value_parser = super::duration)]
+    ttl: Duration,
+    /// Stateful and soft: most sessions held at once (the table's memory is
+    /// reserved for this many up front).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    max_sessions: u64,
+    /// Stateless: the token MAC key, as text (its bytes are the key).
+    /// Replicas that must accept each other's tokens need the same key.
+    #[arg(long, conflicts_with = "state_key_file")]
+    state_key: Option<String>,
+    /// Stateless: read the MAC key from this file (one trailing newline is
+    /// ignored).
+    #[arg(long)]
+    state_key_file: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -47,12 +68,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--workers must be at least 1");
     }
     let workers = args.workers.unwrap_or_else(servers::config::available_cpus);
+    let state = state_config(&args)?;
     let config = servers::Config {
         arch: arch.name.to_string(),
         workers,
         idle_timeout: args.idle_timeout,
         docroot: args.docroot,
         blocking_io: args.blocking_io,
+        state,
         ..Default::default()
     };
     let shutdown = servers::Shutdown::new()?;
@@ -66,4 +89,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;
     (arch.run)(listener, handler, shutdown).with_context(|| format!("{} server failed", arch.name))
+}
+
+/// The state settings from the flags; reads the key file.
+fn state_config(args: &Args) -> anyhow::Result<StateConfig> {
+    let mode: StateMode = args.state.parse().map_err(anyhow::Error::msg)?;
+    let key = match (&args.state_key, &args.state_key_file) {
+        (Some(text), _) => Some(text.as_bytes().to_vec()),
+        (None, Some(path)) => {
+            let mut bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read --state-key-file {}", path.display()))?;
+            // `echo secret > key` and `--state-key secret` give the same key.
+            if bytes.ends_with(b"\n") {
+                bytes.pop();
+                if bytes.ends_with(b"\r") {
+                    bytes.pop();
+                }
+            }
+            Some(bytes)
+        }
+        (None, None) => None,
+    };
+    if key.as_ref().is_some_and(Vec::is_empty) {
+        bail!("the state key is empty");
+    }
+    if mode == StateMode::Stateless && key.is_none() {
+        eprintln!(
+            "serverlab: warning: no --state-key or --state-key-file: using a random key; \
+             replicas will not accept each other's tokens, and tokens die with this server"
+        );
+    }
+    Ok(StateConfig {
+        mode,
+        ttl: args.ttl,
+        max_sessions: usize::try_from(args.max_sessions).context("--max-sessions too large")?,
+        key: key.map(StateKey),
+    })
 }

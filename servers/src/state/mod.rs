@@ -1,0 +1,256 @@
+//! State modes: where a client's state lives between its requests, shown on
+//! the simplest possible state — a counter behind `POST /counter`.
+//!
+//! - **stateless**: the client carries the counter in a MAC'd token
+//!   ([`token`]); the server keeps nothing, so any replica can answer.
+//! - **stateful**: the server keeps the counter in a session table
+//!   ([`table`]) behind a random 128-bit id ([`sid`]) sent as a cookie. The
+//!   table lives in shared memory ([`shm`]), so forked workers share it.
+//!   An unknown id is answered `410` + `X-Session: unknown`, never silently
+//!   reset; a full table refuses new sessions with `503`.
+//! - **soft**: stateful, but the state may be dropped (time-to-live,
+//!   eviction when full, restart): a client told its session is unknown
+//!   re-sends its last value in `X-Counter-Restore` and carries on. The
+//!   server trusts that value — soft state trades integrity for recovery.
+//!
+//! The exact wire protocol is in the README ("State modes").
+
+pub mod shm;
+pub mod sid;
+pub mod table;
+pub mod token;
+
+use crate::codec::{Request, Response};
+use sid::SessionId;
+use std::io;
+use std::str::FromStr;
+use std::time::Duration;
+use table::{Policy, SessionTable};
+use token::TokenKey;
+
+/// Where per-client state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateMode {
+    /// In a token the client carries.
+    Stateless,
+    /// In the server's session table, for good.
+    #[default]
+    Stateful,
+    /// In the session table until expiry or eviction; clients rebuild it.
+    Soft,
+}
+
+impl StateMode {
+    /// The name used on the command line and in `/stats`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateMode::Stateless => "stateless",
+            StateMode::Stateful => "stateful",
+            StateMode::Soft => "soft",
+        }
+    }
+}
+
+impl std::fmt::Display for StateMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StateMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<StateMode, String> {
+        match s {
+            "stateless" => Ok(StateMode::Stateless),
+            "stateful" => Ok(StateMode::Stateful),
+            "soft" => Ok(StateMode::Soft),
+            _ => Err(format!(
+                "unknown state mode {s:?} (use stateless, stateful or soft)"
+            )),
+        }
+    }
+}
+
+/// Secret key bytes for stateless tokens; never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StateKey(pub Vec<u8>);
+
+impl std::fmt::Debug for StateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StateKey({} bytes)", self.0.len())
+    }
+}
+
+/// How the state modes are set up (part of [`crate::Config`]).
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// The mode `POST /counter` runs in.
+    pub mode: StateMode,
+    /// Soft: a session unused for this long is gone.
+    pub ttl: Duration,
+    /// Stateful and soft: most sessions held at once (at least 1).
+    pub max_sessions: usize,
+    /// Stateless: the MAC key; `None` picks a random one at start, which
+    /// replicas do not share.
+    pub key: Option<StateKey>,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            mode: StateMode::Stateful,
+            ttl: Duration::from_secs(60),
+            max_sessions: 100_000,
+            key: None,
+        }
+    }
+}
+
+/// What `/stats` reports about state.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct StateStats {
+    /// The mode's name.
+    pub mode: &'static str,
+    /// The session table's counters; `None` when stateless.
+    pub table: Option<table::TableStats>,
+}
+
+/// The state of one server: the table or the key its mode needs.
+pub struct State {
+    mode: StateMode,
+    table: Option<SessionTable>,
+    key: Option<TokenKey>,
+}
+
+/// Values restored from a client are kept below this, so increments can
+/// never overflow.
+const MAX_RESTORE: u64 = 1 << 62;
+
+impl State {
+    /// Sets up `config.mode`: maps the shared table (call before forking)
+    /// or keys the MAC.
+    pub fn new(config: &StateConfig) -> io::Result<State> {
+        let invalid = |msg: &str| io::Error::new(io::ErrorKind::InvalidInput, msg.to_string());
+        let (table, key) = match config.mode {
+            StateMode::Stateless => {
+                let key = match &config.key {
+                    Some(k) => TokenKey::new(&k.0).map_err(|e| invalid(&e.to_string()))?,
+                    None => TokenKey::random().map_err(|e| io::Error::other(e.to_string()))?,
+                };
+                (None, Some(key))
+            }
+            mode => {
+                if config.max_sessions == 0 {
+                    return Err(invalid("--max-sessions must be at least 1"));
+                }
+                let policy = if mode == StateMode::Soft {
+                    if config.ttl.is_zero() {
+                        return Err(invalid("--ttl must be more than 0"));
+                    }
+                    Policy::Evict { ttl: config.ttl }
+                } else {
+                    Policy::Refuse
+                };
+                (Some(SessionTable::new(config.max_sessions, policy)?), None)
+            }
+        };
+        Ok(State {
+            mode: config.mode,
+            table,
+            key,
+        })
+    }
+
+    /// The mode in use.
+    pub fn mode(&self) -> StateMode {
+        self.mode
+    }
+
+    /// Answers `POST /counter` (the caller has checked the method).
+    pub fn counter(&self, req: &Request) -> Response {
+        let restore = req.header("x-counter-restore");
+        if restore.is_some() && self.mode != StateMode::Soft {
+            return Response::text(400, "X-Counter-Restore is accepted in soft mode only");
+        }
+        if let (Some(key), StateMode::Stateless) = (&self.key, self.mode) {
+            return stateless(key, req.header("x-state-token"));
+        }
+        let Some(table) = &self.table else {
+            return Response::text(500, "no session table");
+        };
+        if let Some(text) = restore {
+            return match text.trim().parse::<u64>() {
+                Ok(v) if v < MAX_RESTORE => {
+                    // The old session, if still held, is replaced, not kept
+                    // as an orphan.
+                    if let Some(old) = sid_cookie(req).and_then(SessionId::parse) {
+                        table.remove(old);
+                    }
+                    new_session(table, v + 1)
+                }
+                _ => Response::text(
+                    400,
+                    format!("X-Counter-Restore must be a whole number below {MAX_RESTORE}"),
+                ),
+            };
+        }
+        match sid_cookie(req) {
+            None => new_session(table, 1),
+            Some(text) => match SessionId::parse(text).and_then(|sid| table.increment(sid)) {
+                Some(v) => Response::text(200, v.to_string()),
+                // Malformed, never issued, expired, evicted, or lost in a
+                // restart: the client is told, never silently reset.
+                None => Response::text(410, "unknown session").with_header("X-Session", "unknown"),
+            },
+        }
+    }
+
+    /// Counters for `/stats`.
+    pub fn stats(&self) -> StateStats {
+        StateStats {
+            mode: self.mode.as_str(),
+            table: self.table.as_ref().map(SessionTable::stats),
+        }
+    }
+}
+
+fn stateless(key: &TokenKey, token: Option<&str>) -> Response {
+    let n = match token {
+        None => 0,
+        Some(t) => match key.verify(t.trim()) {
+            Ok(n) => n,
+            Err(_) => return Response::text(403, "invalid token"),
+        },
+    };
+    match n.checked_add(1) {
+        Some(next) => {
+            Response::text(200, next.to_string()).with_header("X-State-Token", key.mint(next))
+        }
+        None => Response::text(400, "counter overflow"),
+    }
+}
+
+fn new_session(table: &SessionTable, value: u64) -> Response {
+    let sid = match SessionId::generate() {
+        Ok(sid) => sid,
+        Err(_) => return Response::text(500, "random generator unavailable"),
+    };
+    match table.insert(sid, value) {
+        Ok(()) => Response::text(200, value.to_string())
+            .with_header("Set-Cookie", format!("sid={sid}; Path=/; HttpOnly")),
+        Err(table::TableFull) => Response::text(503, "session table full"),
+    }
+}
+
+/// The value of the first `sid` cookie in any `Cookie` header.
+fn sid_cookie(req: &Request) -> Option<&str> {
+    req.headers
+        .iter()
+        .filter(|(name, _)| name == "cookie")
+        .flat_map(|(_, value)| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix("sid="))
+}
+
+#[cfg(test)]
+#[path = "mod_tests.rs"]
+mod tests;

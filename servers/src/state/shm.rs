@@ -1,0 +1,76 @@
+//! A zeroed anonymous `MAP_SHARED` mapping: memory that a process and every
+//! child it forks afterwards see as the same bytes.
+//!
+//! This is how the session table survives `fork()`: `process-per-request`
+//! and `prefork` children inherit the mapping, so an increment made by one
+//! child is seen by the next. Only lock-free atomics are placed in it, and
+//! those work across processes on Linux (`std::sync::Mutex` would not: it is
+//! not process-shared). The pages are allocated by the kernel on first touch,
+//! so a large, mostly empty table costs address space, not memory.
+
+use std::io;
+use std::ptr::NonNull;
+
+/// An anonymous shared mapping of a fixed size, unmapped on drop.
+pub struct SharedRegion {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the region is plain memory; what is stored in it (atomics only)
+// decides what sharing is sound, and its users hand out only atomic access.
+unsafe impl Send for SharedRegion {}
+unsafe impl Sync for SharedRegion {}
+
+impl SharedRegion {
+    /// Maps `len` zeroed bytes, rounded up to whole pages, readable and
+    /// writable, shared with children forked after this call.
+    pub fn new(len: usize) -> io::Result<SharedRegion> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = len
+            .max(1)
+            .checked_next_multiple_of(page)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "mapping too large"))?;
+        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(SharedRegion { ptr, len })
+    }
+
+    /// The start of the region; page-aligned, so aligned for any type.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The size in bytes, as mapped (whole pages).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region is empty (never: at least one byte is mapped).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for SharedRegion {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped, once.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! The session table: one fixed-size hash table in shared memory, used by
+//! every architecture — threads, event loops and forked processes alike.
+//!
+//! Layout: a small header of counters, then `slots` fixed 40-byte slots
+//! (state word, 16-byte id, counter, last-used time), all atomics, in one
+//! [`SharedRegion`] mapped before any fork. Open addressing with linear
+//! probing inside a bounded window of [`WINDOW`] slots from the id's home.
+//!
+//! Locking is per slot: bit 31 of the state word is a spin lock taken with
+//! a compare-and-swap, which works across processes because the word lives
+//! in shared memory (a `std::sync::Mutex` would not). A critical section is
+//! a handful of loads and stores, so a waiter spins briefly, then yields.
+//! Teaching simplification: a process killed (SIGKILL) inside those few
+//! instructions would leave that one slot locked; a production table would
+//! record the owner's pid and recover.
+//!
+//! Capacity: `max_sessions` live sessions, counted in the header; the table
+//! has twice as many slots so probe windows stay short (fill at most 50%).
+//! A slot is empty, occupied, or a tombstone (once occupied). Slots never
+//! become empty again, so a lookup may stop at the first empty slot: every
+//! id was placed before any empty slot on its path.
+//!
+//! When full, [`Policy::Refuse`] (stateful) refuses new sessions and leaves
+//! old ones alone; [`Policy::Evict`] (soft) removes the least-recently-used
+//! session of the probed window (an expired one is always older than any
+//! live one, so expired sessions go first). Soft sessions also expire
+//! `ttl` after their last use; expired slots are reclaimed lazily, when a
+//! lookup or an insert meets them.
+
+use super::shm::SharedRegion;
+use super::sid::SessionId;
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Most slots a lookup or insert probes from an id's home slot.
+pub const WINDOW: usize = 64;
+/// Bytes per slot.
+pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+const HEADER_BYTES: usize = 64;
+
+const EMPTY: u32 = 0;
+const OCCUPIED: u32 = 1;
+const TOMBSTONE: u32 = 2;
+const STATE_MASK: u32 = 3;
+const LOCKED: u32 = 1 << 31;
+
+/// What the table does when it is full.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Policy {
+    /// Stateful: refuse new sessions; existing ones are never touched.
+    Refuse,
+    /// Soft: sessions expire `ttl` after last use; when full, evict.
+    Evict {
+        /// Idle time after which a session is gone.
+        ttl: Duration,
+    },
+}
+
+/// The table has no room for a new session (only with [`Policy::Refuse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("session table full")]
+pub struct TableFull;
+
+#[repr(C)]
+struct Header {
+    sessions: AtomicU64,
+    evicted: AtomicU64,
+    expired: AtomicU64,
+    refused: AtomicU64,
+}
+
+#[repr(C)]
+struct Slot {
+    word: AtomicU32,
+    _spare: AtomicU32,
+    sid: [AtomicU64; 2],
+    counter: AtomicU64,
+    last_used_ns: AtomicU64,
+}
+
+/// Holds a slot's lock; writes `state` back and unlocks on drop.
+struct Locked<'a> {
+    slot: &'a Slot,
+    state: u32,
+}
+
+impl Slot {
+    fn state(&self) -> u32 {
+        self.word.load(Ordering::Acquire) & STATE_MASK
+    }
+
+    fn sid(&self) -> [u64; 2] {
+        [
+            self.sid[0].load(Ordering::Relaxed),
+            self.sid[1].load(Ordering::Relaxed),
+        ]
+    }
+
+    fn lock(&self) -> Locked<'_> {
+        let mut spins = 0u32;
+        loop {
+            let cur = self.word.load(Ordering::Relaxed);
+            if cur & LOCKED == 0
+                && self
+                    .word
+                    .compare_exchange_weak(cur, cur | LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Locked {
+                    slot: self,
+                    state: cur & STATE_MASK,
+                };
+            }
+            // The holder may be another process descheduled mid-section:
+            // spin a little, then give the CPU away.
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn fill(&self, sid: SessionId, value: u64, now: u64) {
+        self.sid[0].store(sid.0[0], Ordering::Relaxed);
+        self.sid[1].store(sid.0[1], Ordering::Relaxed);
+        self.counter.store(value, Ordering::Relaxed);
+        self.last_used_ns.store(now, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.slot.word.store(self.state, Ordering::Release);
+    }
+}
+
+/// Counters of a table, for `/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TableStats {
+    /// Sessions held now (soft: including expired ones not yet reclaimed).
+    pub sessions: u64,
+    /// Most sessions held at once (`--max-sessions`).
+    pub capacity: u64,
+    /// Bytes of the shared mapping (reserved up front; the kernel backs
+    /// pages on first touch).
+    pub bytes: u64,
+    /// Sessions removed to make room (soft).
+    pub evicted: u64,
+    /// Sessions removed because their time-to-live passed (soft).
+    pub expired: u64,
+    /// New sessions refused because the table was full (stateful).
+    pub refused: u64,
+}
+
+/// The shared session table. Create it before forking; share it by
+/// reference between threads.
+pub struct SessionTable {
+    region: SharedRegion,
+    slots: usize,
+    window: usize,
+    max_sessions: u64,
+    policy: Policy,
+    /// Times are nanoseconds since this instant. Forked children inherit
+    /// the same value, and the monotonic clock is system-wide, so every
+    /// process measures on the same scale.
+    epoch: Instant,
+}
+
+impl SessionTable {
+    /// A table for at most `max_sessions` sessions (at least 1).
+    pub fn new(max_sessions: usize, policy: Policy) -> io::Result<SessionTable> {
+        let max = max_sessions.max(1);
+        let slots = max.checked_mul(2).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "--max-sessions too large")
+        })?;
+        SessionTable::with_geometry(max, slots, WINDOW.min(slots), policy)
+    }
+
+    fn with_geometry(
+        max: usize,
+        slots: usize,
+        window: usize,
+        policy: Policy,
+    ) -> io::Result<SessionTable> {
+        let bytes = slots
+            .checked_mul(SLOT_BYTES)
+            .and_then(|b| b.checked_add(HEADER_BYTES))
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "--max-sessions too large")
+            })?;
+        Ok(SessionTable {
+            region: SharedRegion::new(bytes)?,
+            slots,
+            window,
+            max_sessions: max as u64,
+            policy,
+            epoch: Instant::now(),
+        })
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the region is at least HEADER_BYTES, page-aligned, zeroed
+        // at creation (valid atomics), and lives as long as `self`.
+        unsafe { &*self.region.as_ptr().cast::<Header>() }
+    }
+
+    fn slot(&self, index: usize) -> &Slot {
+        let i = index % self.slots;
+        // SAFETY: slot `i < slots` lies inside the region (see
+        // `with_geometry`), 8-aligned after the 64-byte header, zero-valid.
+        unsafe { &*self.region.as_ptr().add(HEADER_BYTES).cast::<Slot>().add(i) }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn expired(&self, slot: &Slot, now: u64) -> bool {
+        match self.policy {
+            Policy::Refuse => false,
+            Policy::Evict { ttl } => {
+                let last = slot.last_used_ns.load(Ordering::Relaxed);
+                u128::from(now.saturating_sub(last)) > ttl.as_nanos()
+            }
+        }
+    }
+
+    /// Adds one to the session's counter and returns the new value, or
+    /// `None` if the id is unknown (never issued, expired or evicted).
+    pub fn increment(&self, sid: SessionId) -> Option<u64> {
+        self.increment_at(sid, self.now())
+    }
+
+    fn increment_at(&self, sid: SessionId, now: u64) -> Option<u64> {
+        self.with_session(sid, now, |g| {
+            g.slot.last_used_ns.store(now, Ordering::Relaxed);
+            g.slot
+                .counter
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_add(1)
+        })
+    }
+
+    /// Forgets a session; whether it was there.
+    pub fn remove(&self, sid: SessionId) -> bool {
+        self.with_session(sid, self.now(), |g| {
+            g.state = TOMBSTONE;
+            self.header().sessions.fetch_sub(1, Ordering::Relaxed);
+        })
+        .is_some()
+    }
+
+    /// Runs `f` on the session's slot under its lock; `None` if unknown.
+    /// An expired session met here is reclaimed and reported unknown.
+    fn with_session<R>(
+        &self,
+        sid: SessionId,
+        now: u64,
+        f: impl FnOnce(&mut Locked<'_>) -> R,
+    ) -> Option<R> {
+        let home = sid.home(self.slots);
+        for i in 0..self.window {
+            let slot = self.slot(home + i);
+            let state = slot.state();
+            if state == EMPTY {
+                return None;
+            }
+            // Read without the lock first, so probing past other sessions
+            // takes no locks; then check again under the lock.
+            if state != OCCUPIED || !sid.same(slot.sid()) {
+                continue;
+            }
+            let mut g = slot.lock();
+            if g.state != OCCUPIED || !sid.same(slot.sid()) {
+                continue;
+            }
+            if self.expired(slot, now) {
+                g.state = TOMBSTONE;
+                let h = self.header();
+                h.sessions.fetch_sub(1, Ordering::Relaxed);
+                h.expired.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            return Some(f(&mut g));
+        }
+        None
+    }
+
+    /// Stores a new session holding `value`. With [`Policy::Refuse`] a full
+    /// table answers [`TableFull`]; with [`Policy::Evict`] it makes room.
+    /// `sid` must be fresh (from [`SessionId::generate`]).
+    pub fn insert(&self, sid: SessionId, value: u64) -> Result<(), TableFull> {
+        self.insert_at(sid, value, self.now())
+    }
+
+    fn insert_at(&self, sid: SessionId, value: u64, now: u64) -> Result<(), TableFull> {
+        let h = self.header();
+        let home = sid.home(self.slots);
+        // 1. Reserve one of the `max_sessions` places.
+        loop {
+            let n = h.sessions.load(Ordering::Relaxed);
+            if n < self.max_sessions {
+                if h.sessions
+                    .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    break;
+                }
+                continue;
+            }
+            if self.policy == Policy::Refuse {
+                h.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(TableFull);
+            }
+            // Nothing found to evict means the places are reserved by
+            // inserts still claiming their slots: let them finish.
+            if !self.evict_one(home, now) {
+                std::thread::yield_now();
+            }
+        }
+        // 2. Claim a free (or expired) slot in the window.
+        for i in 0..self.window {
+            let slot = self.slot(home + i);
+            if slot.state() == OCCUPIED && !self.expired(slot, now) {
+                continue;
+            }
+            let mut g = slot.lock();
+            match g.state {
+                EMPTY | TOMBSTONE => {}
+                OCCUPIED if self.expired(slot, now) => {
+                    h.sessions.fetch_sub(1, Ordering::Relaxed);
+                    h.expired.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => continue,
+            }
+            slot.fill(sid, value, now);
+            g.state = OCCUPIED;
+            return Ok(());
+        }
+        // 3. Every slot of the window is live (rare at 50% fill).
+        if self.policy == Policy::Refuse {
+            h.sessions.fetch_sub(1, Ordering::Relaxed);
+            h.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(TableFull);
+        }
+        let victim = self.slot(self.least_recent(home).unwrap_or(home));
+        let mut g = victim.lock();
+        if g.state == OCCUPIED {
+            h.sessions.fetch_sub(1, Ordering::Relaxed);
+            h.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        victim.fill(sid, value, now);
+        g.state = OCCUPIED;
+        Ok(())
+    }
+
+    /// The occupied slot of the window at `start` used longest ago.
+    fn least_recent(&self, start: usize) -> Option<usize> {
+        (start..start + self.window)
+            .filter(|&i| self.slot(i).state() == OCCUPIED)
+            .min_by_key(|&i| self.slot(i).last_used_ns.load(Ordering::Relaxed))
+    }
+
+    /// Removes one session to make room, looking first in the window at
+    /// `start`, then in the following windows. Whether one was removed.
+    fn evict_one(&self, start: usize, now: u64) -> bool {
+        for w in 0..self.slots.div_ceil(self.window) {
+            let Some(i) = self.least_recent(start + w * self.window) else {
+                continue;
+            };
+            let slot = self.slot(i);
+            let mut g = slot.lock();
+            if g.state != OCCUPIED {
+                return false; // raced with another remover; the caller retries
+            }
+            let counter = if self.expired(slot, now) {
+                &self.header().expired
+            } else {
+                &self.header().evicted
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            g.state = TOMBSTONE;
+            self.header().sessions.fetch_sub(1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// The table's counters.
+    pub fn stats(&self) -> TableStats {
+        let h = self.header();
+        TableStats {
+            sessions: h.sessions.load(Ordering::Relaxed),
+            capacity: self.max_sessions,
+            bytes: self.region.len() as u64,
+            evicted: h.evicted.load(Ordering::Relaxed),
+            expired: h.expired.load(Ordering::Relaxed),
+            refused: h.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;

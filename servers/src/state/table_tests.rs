@@ -1,0 +1,272 @@
+//! Unit tests of the session table: lookups, capacity, eviction, expiry,
+//! and exact counts under concurrent increments from threads and from
+//! forked processes. Times (nanoseconds) are passed explicitly, so expiry is tested
+//! without sleeping.
+
+use super::*;
+
+const SOFT: Policy = Policy::Evict {
+    ttl: Duration::from_millis(1000),
+};
+
+/// Table times are nanoseconds.
+fn ms(n: u64) -> u64 {
+    n * 1_000_000
+}
+
+fn id() -> SessionId {
+    SessionId::generate().unwrap()
+}
+
+#[test]
+fn insert_increment_and_unknown_ids() {
+    let t = SessionTable::new(100, Policy::Refuse).unwrap();
+    let a = id();
+    let b = id();
+    t.insert(a, 1).unwrap();
+    t.insert(b, 41).unwrap();
+    assert_eq!(t.increment(a), Some(2));
+    assert_eq!(t.increment(a), Some(3));
+    assert_eq!(t.increment(b), Some(42));
+    // A guessed id, and one that differs from a real one in one bit.
+    assert_eq!(t.increment(id()), None);
+    assert_eq!(t.increment(SessionId([a.0[0], a.0[1] ^ 1])), None);
+    assert_eq!(t.stats().sessions, 2);
+    assert!(t.remove(a));
+    assert!(!t.remove(a));
+    assert_eq!(t.increment(a), None);
+    assert_eq!(t.increment(b), Some(43), "removing a must not lose b");
+    let s = t.stats();
+    assert_eq!((s.sessions, s.capacity), (1, 100));
+    // The header and 200 slots of 40 bytes, in whole pages.
+    let need = (HEADER_BYTES + 200 * SLOT_BYTES) as u64;
+    assert!(s.bytes >= need && s.bytes < need + 65536 && s.bytes % 4096 == 0);
+    assert_eq!(SLOT_BYTES, 40);
+}
+
+#[test]
+fn stateful_refuses_when_full_and_keeps_old_sessions() {
+    let t = SessionTable::new(3, Policy::Refuse).unwrap();
+    let old: Vec<_> = (0..3).map(|_| id()).collect();
+    for s in &old {
+        t.insert(*s, 1).unwrap();
+    }
+    assert_eq!(t.insert(id(), 1), Err(TableFull));
+    assert_eq!(t.insert(id(), 1), Err(TableFull));
+    for s in &old {
+        assert_eq!(t.increment(*s), Some(2));
+    }
+    let st = t.stats();
+    assert_eq!((st.sessions, st.refused, st.evicted), (3, 2, 0));
+    // Room again once one is gone.
+    t.remove(old[0]);
+    t.insert(id(), 1).unwrap();
+}
+
+#[test]
+fn soft_evicts_the_least_recently_used() {
+    let t = SessionTable::new(2, SOFT).unwrap();
+    let (a, b, c) = (id(), id(), id());
+    t.insert_at(a, 1, ms(0)).unwrap();
+    t.insert_at(b, 1, ms(10)).unwrap();
+    assert_eq!(t.increment_at(a, ms(20)), Some(2)); // b is now the older one
+    t.insert_at(c, 7, ms(30)).unwrap();
+    assert_eq!(t.increment_at(b, ms(40)), None, "b was evicted");
+    assert_eq!(t.increment_at(a, ms(40)), Some(3));
+    assert_eq!(t.increment_at(c, ms(40)), Some(8));
+    let st = t.stats();
+    assert_eq!((st.sessions, st.evicted, st.expired), (2, 1, 0));
+}
+
+#[test]
+fn soft_sessions_expire_after_ttl_of_idleness() {
+    let t = SessionTable::new(10, SOFT).unwrap();
+    let a = id();
+    t.insert_at(a, 1, ms(0)).unwrap();
+    // Each use restarts the clock.
+    assert_eq!(t.increment_at(a, ms(900)), Some(2));
+    assert_eq!(t.increment_at(a, ms(1800)), Some(3));
+    assert_eq!(t.increment_at(a, ms(2801)), None, "idle 1001 ms > ttl");
+    let st = t.stats();
+    assert_eq!((st.sessions, st.expired), (0, 1));
+    // Stateful sessions never expire.
+    let t = SessionTable::new(10, Policy::Refuse).unwrap();
+    t.insert_at(a, 1, ms(0)).unwrap();
+    assert_eq!(t.increment_at(a, u64::MAX / 2), Some(2));
+}
+
+#[test]
+fn full_soft_table_evicts_expired_sessions_first() {
+    let t = SessionTable::new(2, SOFT).unwrap();
+    let (a, b, c) = (id(), id(), id());
+    t.insert_at(a, 1, ms(0)).unwrap();
+    t.insert_at(b, 1, ms(1500)).unwrap();
+    // At 2000, a (idle 2000 ms) has expired, b has not.
+    t.insert_at(c, 1, ms(2000)).unwrap();
+    assert_eq!(t.increment_at(b, ms(2000)), Some(2));
+    assert_eq!(t.increment_at(a, ms(2000)), None);
+    let st = t.stats();
+    assert_eq!((st.sessions, st.expired, st.evicted), (2, 1, 0));
+}
+
+/// Ids whose home is slot 0 in any table (their hash bits are tiny).
+fn colliding(n: u64) -> SessionId {
+    SessionId([n, 0])
+}
+
+#[test]
+fn a_full_probe_window_refuses_or_evicts() {
+    // Room for 10 sessions but a window of 2 slots: the third id with the
+    // same home finds its window full before the table is.
+    let t = SessionTable::with_geometry(10, 10, 2, Policy::Refuse).unwrap();
+    t.insert_at(colliding(1), 1, ms(0)).unwrap();
+    t.insert_at(colliding(2), 1, ms(0)).unwrap();
+    assert_eq!(t.insert_at(colliding(3), 1, ms(0)), Err(TableFull));
+    assert_eq!(
+        t.stats().sessions,
+        2,
+        "the refused insert gave its place back"
+    );
+    assert_eq!(t.increment_at(colliding(1), ms(0)), Some(2));
+    assert_eq!(t.increment_at(colliding(2), ms(0)), Some(2));
+
+    let t = SessionTable::with_geometry(10, 10, 2, SOFT).unwrap();
+    t.insert_at(colliding(1), 1, ms(0)).unwrap();
+    t.insert_at(colliding(2), 1, ms(5)).unwrap();
+    t.insert_at(colliding(3), 1, ms(10)).unwrap();
+    assert_eq!(
+        t.increment_at(colliding(1), ms(10)),
+        None,
+        "LRU of the window"
+    );
+    assert_eq!(t.increment_at(colliding(2), ms(10)), Some(2));
+    assert_eq!(t.increment_at(colliding(3), ms(10)), Some(2));
+    assert_eq!(t.stats().sessions, 2);
+}
+
+#[test]
+fn lookups_find_ids_past_tombstones() {
+    let t = SessionTable::with_geometry(10, 10, 4, Policy::Refuse).unwrap();
+    for n in 1..=3 {
+        t.insert_at(colliding(n), n, ms(0)).unwrap();
+    }
+    assert!(t.remove(colliding(1)));
+    assert_eq!(t.increment_at(colliding(3), ms(0)), Some(4));
+    // The tombstone is reused by the next insert.
+    t.insert_at(colliding(4), 40, ms(0)).unwrap();
+    assert_eq!(t.increment_at(colliding(4), ms(0)), Some(41));
+    assert_eq!(t.increment_at(colliding(2), ms(0)), Some(3));
+}
+
+const SESSIONS: usize = 4;
+const ROUNDS: u64 = 2000;
+
+#[test]
+fn concurrent_increments_from_threads_are_exact() {
+    let t = SessionTable::new(16, Policy::Refuse).unwrap();
+    let ids: Vec<_> = (0..SESSIONS).map(|_| id()).collect();
+    for s in &ids {
+        t.insert(*s, 0).unwrap();
+    }
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..ROUNDS {
+                    for s in &ids {
+                        assert!(t.increment(*s).is_some());
+                    }
+                }
+            });
+        }
+    });
+    for s in &ids {
+        assert_eq!(t.increment(*s), Some(8 * ROUNDS + 1));
+    }
+}
+
+#[test]
+fn concurrent_increments_from_forked_processes_are_exact() {
+    let t = SessionTable::new(16, Policy::Refuse).unwrap();
+    let ids: Vec<_> = (0..SESSIONS).map(|_| id()).collect();
+    for s in &ids {
+        t.insert(*s, 0).unwrap();
+    }
+    // Children report through shared memory, not exit codes: another test
+    // in this process may run a `waitpid(-1)` reaper that collects them.
+    let report = SharedRegion::new(16).unwrap();
+    // SAFETY: two zero-valid atomics at the start of a page-aligned mapping
+    // that outlives the children's use (the parent waits for them below).
+    let done = unsafe { &*report.as_ptr().cast::<AtomicU64>() };
+    let failed = unsafe { &*report.as_ptr().add(8).cast::<AtomicU64>() };
+    const CHILDREN: u64 = 4;
+    let mut pids = Vec::new();
+    for _ in 0..CHILDREN {
+        // SAFETY: the child touches only shared memory (atomics, no
+        // allocation, no locks other than the table's own) and `_exit`s, so
+        // it is safe even though the test harness is multi-threaded.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed: {}", io::Error::last_os_error());
+        if pid == 0 {
+            let mut ok = true;
+            for _ in 0..ROUNDS {
+                for s in &ids {
+                    ok &= t.increment(*s).is_some();
+                }
+            }
+            if !ok {
+                failed.fetch_add(1, Ordering::SeqCst);
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+            unsafe { libc::_exit(0) };
+        }
+        pids.push(pid);
+    }
+    // The parent increments too, at the same time.
+    for _ in 0..ROUNDS {
+        for s in &ids {
+            assert!(t.increment(*s).is_some());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.load(Ordering::SeqCst) < CHILDREN && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for pid in pids {
+        // SAFETY: reaping our own child if nobody else has (ECHILD is fine).
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    }
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        CHILDREN,
+        "children did not finish"
+    );
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "a child lost a session");
+    for s in &ids {
+        assert_eq!(t.increment(*s), Some((CHILDREN + 1) * ROUNDS + 1));
+    }
+}
+
+#[test]
+fn concurrent_soft_churn_never_exceeds_capacity() {
+    // Many threads creating sessions in a small soft table: evictions race
+    // with inserts, yet the count stays within bounds and stays consistent.
+    let t = SessionTable::new(32, SOFT).unwrap();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..2000 {
+                    let s = id();
+                    t.insert(s, 1).unwrap();
+                    // It may already be evicted by another thread, but if it
+                    // is found, its value is the one we stored plus one.
+                    if let Some(v) = t.increment(s) {
+                        assert_eq!(v, 2);
+                    }
+                }
+            });
+        }
+    });
+    let st = t.stats();
+    assert!(st.sessions <= 32, "{st:?}");
+    assert_eq!(st.evicted + st.expired + st.sessions, 8000, "{st:?}");
+}
