@@ -234,3 +234,115 @@ fn in_flight_request_finishes_process_per_request() {
 fn in_flight_request_finishes_prefork() {
     in_flight_request_finishes("prefork");
 }
+
+/// A pids cgroup (v1 or v2) holding the server, removed on drop. Declare
+/// it before the `Server`, so the server is stopped first.
+struct PidsCgroup(std::path::PathBuf);
+
+impl PidsCgroup {
+    /// `None` (with the reason printed) where it cannot be made: not root,
+    /// or no pids controller.
+    fn new(name: &str) -> Option<PidsCgroup> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to create a pids cgroup");
+            return None;
+        }
+        let v1 = std::path::Path::new("/sys/fs/cgroup/pids");
+        let v2 = std::path::Path::new("/sys/fs/cgroup");
+        let parent = if v1.join("pids.max").exists() || v1.join("cgroup.procs").exists() {
+            v1
+        } else if std::fs::read_to_string(v2.join("cgroup.subtree_control"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"))
+        {
+            v2
+        } else {
+            eprintln!("skipped: no pids cgroup controller available");
+            return None;
+        };
+        let dir = parent.join(format!("serverlab-test-{name}-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            eprintln!("skipped: cannot create {}: {e}", dir.display());
+            return None;
+        }
+        Some(PidsCgroup(dir))
+    }
+
+    /// Caps the cgroup at `max` tasks (threads count) and moves `pid` in.
+    fn confine(&self, pid: u32, max: usize) {
+        std::fs::write(self.0.join("pids.max"), max.to_string()).unwrap();
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        // The server has exited by now; its tasks may take a moment to leave.
+        wait_for(Duration::from_secs(5), || {
+            std::fs::remove_dir(&self.0).is_ok()
+        });
+    }
+}
+
+/// The number of threads of process `pid`.
+fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+/// Under a pids limit that leaves room for one more task, concurrent slow
+/// requests get either their answer or a 503; none is dropped silently,
+/// and the server keeps serving afterwards.
+fn spawn_failure_answers_503(arch: &str) {
+    let Some(cgroup) = PidsCgroup::new(arch) else {
+        return;
+    };
+    let mut s = Server::start(arch, &[]);
+    let pid = s.child.id();
+    // Once a request is answered every helper thread of the server has
+    // started; once its child (if any) is gone, the task count is stable.
+    assert_eq!(get(s.addr, "/hello").status, 200);
+    assert!(wait_for(Duration::from_secs(10), || children_of(pid).is_empty()));
+    cgroup.confine(pid, threads_of(pid) + 1);
+    let addr = s.addr;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let r = c.request(b"GET /work?io_ms=1500 HTTP/1.1\r\nConnection: close\r\n\r\n");
+                r.status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    eprintln!("{arch} under a pids limit: {statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 503),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&503), "{arch}: no 503 {statuses:?}");
+    assert!(
+        statuses.contains(&200),
+        "{arch}: nothing served {statuses:?}"
+    );
+    // Capacity is back once the worker has finished.
+    assert!(wait_for(Duration::from_secs(10), || get(addr, "/hello")
+        .status
+        == 200));
+    let status = s.stop().expect("stops within 15 s");
+    assert!(status.success(), "{arch} exited with {status}");
+}
+
+#[test]
+fn thread_per_request_answers_503_when_no_thread_can_start() {
+    spawn_failure_answers_503("thread-per-request");
+}
+
+#[test]
+fn process_per_request_answers_503_when_fork_fails() {
+    spawn_failure_answers_503("process-per-request");
+}
