@@ -182,9 +182,13 @@ impl Collector {
             .entry(msg.index)
             .or_insert_with(|| (new_histogram(), 0, 0, 0));
         hist::merge(&mut entry.0, &msg.hist);
-        entry.1 += 1;
+        entry.1 = entry.1.saturating_add(1);
         entry.2 += msg.requests;
         entry.3 += msg.errors;
+        // A thread's last interval stays open: its length is known at the end.
+        if msg.last {
+            entry.1 = usize::MAX;
+        }
         if entry.1 == self.threads {
             // Threads report intervals in order, so this one is complete.
             let (h, _, requests, errors) = self

@@ -72,6 +72,8 @@ pub struct IntervalMsg {
     pub hist: Histogram<u64>,
     pub requests: u64,
     pub errors: u64,
+    /// The thread's last interval, cut short by the end of the run.
+    pub last: bool,
 }
 
 /// Counters of one thread (or, merged, of the run).
@@ -131,12 +133,13 @@ impl Tally {
         };
         let current = (since.as_nanos() / plan.interval.as_nanos()) as u64;
         while self.index < current {
-            self.send_interval();
+            self.send_interval(false);
         }
     }
 
-    fn send_interval(&mut self) {
+    fn send_interval(&mut self, last: bool) {
         let msg = IntervalMsg {
+            last,
             index: self.index,
             hist: std::mem::replace(&mut self.rec.interval, new_histogram()),
             requests: std::mem::take(&mut self.interval_requests),
@@ -343,7 +346,7 @@ impl<'a> Worker<'a> {
             // start (then it is empty and would be reported at full length).
             let start = self.plan.measure_start + self.plan.interval * self.tally.index as u32;
             if ended > start {
-                self.tally.send_interval();
+                self.tally.send_interval(true);
             }
         }
     }

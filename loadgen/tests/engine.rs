@@ -1,0 +1,388 @@
+//! The engine against in-process servers: exact counts, pipelining,
+//! `--no-keepalive`, timeouts, the coordinated-omission correction, and
+//! the counter flow's chain checking. Every run is bounded by its own
+//! settings and by a watchdog on the stop flag.
+
+mod common;
+
+use common::{header, ok, watchdog, ArchServer, Reply, TestServer};
+use loadgen::{Flow, LoadConfig, LoadReport, StateMode};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn run(config: LoadConfig) -> LoadReport {
+    let stop = Arc::new(AtomicBool::new(false));
+    watchdog(stop.clone(), Duration::from_secs(30));
+    let report = loadgen::run(&config, &stop).unwrap();
+    assert!(!report.stopped_early || stop.load(Ordering::SeqCst));
+    assert!(!report.stopped_early, "the watchdog had to stop the run");
+    stop.store(true, Ordering::SeqCst);
+    report
+}
+
+#[test]
+fn exact_request_count_against_a_real_architecture() {
+    let server = ArchServer::start("iterative");
+    let report = run(LoadConfig {
+        url: format!("http://{}/hello", server.addr),
+        connections: 1,
+        threads: 1,
+        requests: Some(537),
+        ..Default::default()
+    });
+    assert_eq!(report.requests, 537);
+    assert_eq!(report.responses, 537);
+    assert_eq!(report.statuses.s2xx, 537);
+    assert_eq!(report.corrected.count, 537);
+    assert_eq!(report.errors.requests(), 0);
+    assert_eq!(report.in_flight_at_end, 0);
+}
+
+#[test]
+fn exact_request_count_over_many_connections_and_threads() {
+    let server = TestServer::start(|_, _| Reply::Send(ok("hi")));
+    let report = run(LoadConfig {
+        url: server.url("/"),
+        connections: 8,
+        threads: 2,
+        requests: Some(1001),
+        ..Default::default()
+    });
+    assert_eq!(report.requests, 1001);
+    assert_eq!(report.responses, 1001);
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1001);
+}
+
+#[test]
+fn pipelined_responses_are_matched_in_order() {
+    // Odd requests get a chunked answer, even ones a Content-Length one,
+    // each echoing its path; a framing slip would show as parse or
+    // status errors, or as a wrong count.
+    let server = TestServer::start(|head, n| {
+        let path = head.split_whitespace().nth(1).unwrap_or("?").to_string();
+        if path == "/missing" {
+            return Reply::Send(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope".to_vec(),
+            );
+        }
+        if n % 2 == 1 {
+            Reply::Send(format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{path}\r\n0\r\n\r\n", path.len()).into_bytes())
+        } else {
+            Reply::Send(ok(&path))
+        }
+    });
+    let report = run(LoadConfig {
+        url: server.url("/"),
+        connections: 2,
+        threads: 1,
+        pipeline: 8,
+        requests: Some(800),
+        mix: loadgen::config::parse_mix("/a=3,/missing=1").unwrap(),
+        ..Default::default()
+    });
+    assert_eq!(report.responses, 800);
+    assert_eq!(report.errors.parse + report.errors.read, 0);
+    assert_eq!(report.statuses.s2xx + report.statuses.s4xx, 800);
+    assert_eq!(report.errors.status_4xx, report.statuses.s4xx);
+    // About a quarter are 404s (weights 3:1); generous bounds.
+    assert!(
+        (100..=320).contains(&report.statuses.s4xx),
+        "{:?}",
+        report.statuses
+    );
+    // Requests really were pipelined: the connections carried 800 requests.
+    assert_eq!(report.connects, 2);
+}
+
+#[test]
+fn pipelining_against_a_real_architecture() {
+    let server = ArchServer::start("iterative");
+    let report = run(LoadConfig {
+        url: format!("http://{}/hello", server.addr),
+        connections: 1,
+        threads: 1,
+        pipeline: 16,
+        requests: Some(2000),
+        mix: loadgen::config::parse_mix("/hello=1,/work?bytes=3000=1").unwrap(),
+        ..Default::default()
+    });
+    assert_eq!(
+        report.statuses.s2xx, 2000,
+        "{:?} {:?}",
+        report.statuses, report.errors
+    );
+    assert_eq!(report.connects, 1);
+}
+
+#[test]
+fn no_keepalive_opens_one_connection_per_request() {
+    let server = TestServer::start(|head, _| {
+        assert!(head.contains("Connection: close"));
+        Reply::Send(ok("x"))
+    });
+    let report = run(LoadConfig {
+        url: server.url("/"),
+        connections: 3,
+        threads: 1,
+        keepalive: false,
+        requests: Some(60),
+        ..Default::default()
+    });
+    assert_eq!(report.responses, 60);
+    assert_eq!(report.errors.requests(), 0, "{:?}", report.errors);
+    assert_eq!(report.connects, 60);
+    assert_eq!(server.accepts.load(Ordering::SeqCst), 60);
+}
+
+#[test]
+fn timeouts_are_counted_and_their_latency_recorded() {
+    let server = TestServer::start(|head, _| {
+        if head.starts_with("GET /hang") {
+            Reply::Hang
+        } else {
+            Reply::Send(ok("x"))
+        }
+    });
+    let report = run(LoadConfig {
+        url: server.url("/hang"),
+        connections: 2,
+        threads: 1,
+        timeout: Duration::from_millis(200),
+        requests: Some(4),
+        ..Default::default()
+    });
+    assert_eq!(report.errors.timeout, 4, "{:?}", report.errors);
+    assert_eq!(report.responses, 0);
+    assert_eq!(report.corrected.count, 4);
+    assert!(
+        report.corrected.min_us >= 200_000,
+        "{}",
+        report.corrected.min_us
+    );
+    // Each timeout reset its connection: the 2 slots connected 4 times.
+    assert_eq!(report.connects, 4);
+}
+
+#[test]
+fn the_corrected_histogram_shows_a_stall_that_the_uncorrected_one_hides() {
+    // At 500 req/s over 10 connections, the server stalls once for 500 ms
+    // (holding every connection) about 1 s into the run.
+    let server = TestServer::start(|_, n| {
+        if n == 500 {
+            Reply::StallThenSend(Duration::from_millis(500), ok("late"))
+        } else {
+            Reply::Send(ok("x"))
+        }
+    });
+    let report = run(LoadConfig {
+        url: server.url("/"),
+        connections: 10,
+        threads: 2,
+        rate: Some(500.0),
+        duration: Duration::from_millis(2500),
+        ..Default::default()
+    });
+    let slow = 100_000;
+    let corrected = report.corrected.histogram.count_between(slow, u64::MAX);
+    let uncorrected = report.uncorrected.histogram.count_between(slow, u64::MAX);
+    // The stall delays ~250 scheduled requests (500 ms at 500/s) by up to
+    // 500 ms: about 200 of them by more than 100 ms. Measured from the
+    // actual send, only the ~10 in flight when it began look slow.
+    assert!(
+        corrected >= 120,
+        "corrected: {corrected} samples above 100 ms"
+    );
+    assert!(
+        uncorrected <= 30,
+        "uncorrected: {uncorrected} samples above 100 ms"
+    );
+    assert!(report.corrected.max_us >= 400_000);
+    assert!(
+        report.send_lag.max_us >= 300_000,
+        "send lag {}",
+        report.send_lag.max_us
+    );
+    assert_eq!(report.errors.requests(), 0, "{:?}", report.errors);
+    // The schedule caught up: no requests were skipped.
+    let expected = 500.0 * 2.5;
+    assert!(
+        (report.requests as f64) > expected * 0.9,
+        "{} requests",
+        report.requests
+    );
+}
+
+/// A stateful `/counter` server; `broken` skips a value every 10th answer.
+fn counter_server(broken: bool, forget_every: Option<u64>) -> TestServer {
+    let sessions: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
+    let next_id = std::sync::atomic::AtomicU64::new(0);
+    TestServer::start(move |head, n| {
+        assert!(head.starts_with("POST /counter "), "{head}");
+        let mut sessions = sessions.lock().unwrap();
+        if let Some(every) = forget_every {
+            if n > 0 && n % every == 0 {
+                sessions.clear();
+            }
+        }
+        let sid = header(head, "cookie")
+            .and_then(|c| c.strip_prefix("sid="))
+            .map(String::from);
+        let restore = header(head, "x-counter-restore").map(|v| v.parse::<u64>().unwrap());
+        let (sid, value, new) = match (sid, restore) {
+            (_, Some(v)) => {
+                let id = format!("s{}", next_id.fetch_add(1, Ordering::SeqCst));
+                (id, v + 1, true)
+            }
+            (Some(id), None) => match sessions.get(&id) {
+                Some(v) => (id, v + 1, false),
+                None => {
+                    return Reply::Send(b"HTTP/1.1 410 Gone\r\nX-Session: unknown\r\nContent-Length: 15\r\n\r\nunknown session".to_vec());
+                }
+            },
+            (None, None) => (
+                format!("s{}", next_id.fetch_add(1, Ordering::SeqCst)),
+                1,
+                true,
+            ),
+        };
+        let value = if broken && n % 10 == 9 {
+            value + 1
+        } else {
+            value
+        };
+        sessions.insert(sid.clone(), value);
+        let cookie = if new {
+            format!("Set-Cookie: sid={sid}; Path=/; HttpOnly\r\n")
+        } else {
+            String::new()
+        };
+        let body = value.to_string();
+        Reply::Send(
+            format!(
+                "HTTP/1.1 200 OK\r\n{cookie}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    })
+}
+
+fn counter_run(server: &TestServer, mode: StateMode) -> LoadReport {
+    run(LoadConfig {
+        url: server.url("/"),
+        connections: 4,
+        threads: 2,
+        requests: Some(400),
+        flow: Some(Flow::Counter(mode)),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_correct_counter_keeps_every_chain() {
+    let server = counter_server(false, None);
+    let report = counter_run(&server, StateMode::Stateful);
+    assert_eq!(report.errors.requests(), 0, "{:?}", report.errors);
+    assert_eq!(report.statuses.s2xx, 400);
+    assert_eq!(report.sessions, 4);
+}
+
+#[test]
+fn a_broken_counter_is_detected() {
+    let server = counter_server(true, None);
+    let report = counter_run(&server, StateMode::Stateful);
+    // Every 10th answer skips a value: about 40 broken links.
+    assert!(
+        (30..=50).contains(&report.errors.state),
+        "{:?}",
+        report.errors
+    );
+}
+
+#[test]
+fn stateful_mode_counts_lost_sessions_and_soft_mode_restores_them() {
+    let server = counter_server(false, Some(50));
+    let report = counter_run(&server, StateMode::Stateful);
+    assert!(report.errors.state >= 4, "{:?}", report.errors);
+    let server = counter_server(false, Some(50));
+    let report = counter_run(&server, StateMode::Soft);
+    assert_eq!(report.errors.requests(), 0, "{:?}", report.errors);
+    assert!(report.restores >= 4, "restores {}", report.restores);
+}
+
+#[test]
+fn impossible_settings_are_refused_before_any_traffic() {
+    let server = TestServer::start(|_, _| Reply::Send(ok("x")));
+    let stop = AtomicBool::new(false);
+    let config = LoadConfig {
+        url: server.url("/"),
+        connections: 4,
+        threads: 8,
+        ..Default::default()
+    };
+    let err = loadgen::run(&config, &stop).unwrap_err().to_string();
+    assert!(
+        err.contains("4 connections cannot be spread over 8 threads"),
+        "{err}"
+    );
+    let config = LoadConfig {
+        url: server.url("/"),
+        rate: Some(1.0),
+        ..Default::default()
+    };
+    assert!(loadgen::run(&config, &stop).is_err());
+    assert_eq!(server.accepts.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_dead_server_gives_connect_errors_and_a_warning() {
+    // Bind then drop a listener: nothing listens on that port now.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let report = run(LoadConfig {
+        url: format!("http://{addr}/"),
+        connections: 2,
+        threads: 1,
+        duration: Duration::from_millis(300),
+        ..Default::default()
+    });
+    assert!(report.errors.connect > 0);
+    assert_eq!(report.responses, 0);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("no connection succeeded")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+#[test]
+fn the_stop_flag_ends_a_run_early_with_results() {
+    let server = TestServer::start(|_, _| Reply::Send(ok("x")));
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let config = LoadConfig {
+        url: server.url("/"),
+        connections: 2,
+        threads: 1,
+        duration: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let handle = std::thread::spawn(move || loadgen::run(&config, &s));
+    // Stop once some responses have come back (deadline-bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.requests.load(Ordering::SeqCst) < 50 && std::time::Instant::now() < deadline {
+        std::thread::park_timeout(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let report = handle.join().unwrap().unwrap();
+    assert!(report.stopped_early);
+    assert!(report.responses > 0);
+    assert!(report.duration_s < 30.0);
+}
