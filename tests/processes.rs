@@ -346,3 +346,32 @@ fn thread_per_request_answers_503_when_no_thread_can_start() {
 fn process_per_request_answers_503_when_fork_fails() {
     spawn_failure_answers_503("process-per-request");
 }
+
+/// A prefork child that cannot be replaced at once (the pids limit is
+/// reached) is replaced as soon as the limit allows it; meanwhile the
+/// remaining children keep serving.
+#[test]
+fn prefork_retries_a_failed_replacement() {
+    let Some(cgroup) = PidsCgroup::new("prefork-retry") else {
+        return;
+    };
+    let s = Server::start("prefork", &["--workers", "3"]);
+    let pid = s.child.id();
+    assert!(wait_for(Duration::from_secs(10), || children_of(pid).len() == 3));
+    // No room for any new task: the replacement fork fails with EAGAIN.
+    cgroup.confine(pid, 1);
+    let victim = children_of(pid)[0].0;
+    // SAFETY: killing a child of the server this test started.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    assert!(wait_for(Duration::from_secs(10), || children_of(pid).len() == 2));
+    assert_eq!(get(s.addr, "/hello").status, 200);
+    assert_eq!(children_of(pid).len(), 2, "replaced despite the limit?");
+    // Room again: the parent's retry brings the count back to 3.
+    std::fs::write(cgroup.0.join("pids.max"), "max").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || children_of(pid).len() == 3),
+        "not replaced: {:?}",
+        children_of(pid)
+    );
+    drop(s);
+}
