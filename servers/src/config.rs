@@ -67,9 +67,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{text:?}: {e}"))
 }
 
-/// The CPUs this process may actually use: its affinity mask, further
-/// bounded by a cgroup CPU quota (v1 or v2), as the standard library reads
-/// them. Pools and loops default to this, not to the host's core count.
+/// The CPUs this process may actually use: its affinity mask (which a
+/// cgroup cpuset also sets), further bounded by a cgroup CPU quota (v1
+/// `cpu.cfs_quota_us`/`cpu.cfs_period_us` or v2 `cpu.max`, the tightest on
+/// the path to the root), as the standard library reads them; a fractional
+/// quota rounds down, to at least 1. Pools and loops default to this, not to
+/// the host's core count. `tests/cpus.rs` checks it against a real cgroup
+/// and an affinity pin.
 pub fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -1,0 +1,92 @@
+//! `--blocking-io` shows the classic event-loop pitfall: a wait run inline
+//! stalls every connection of the loop, so 50 concurrent 50 ms waits take
+//! 50 × 50 ms. AMPED hands the same waits to helper threads, and the plain
+//! event loop parks them on timers; both finish them all in about one wait.
+//! Margins are generous: the machine may be busy with other builds.
+
+mod common;
+
+use common::{Client, Server};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 50;
+const IO_MS: u64 = 50;
+
+/// Time for `CLIENTS` concurrent `GET /work?io_ms=IO_MS`, each on its own
+/// connection, all connected before the first request is sent.
+fn concurrent_waits(arch: &str, extra: &[&str]) -> Duration {
+    let s = Server::start(arch, extra);
+    let addr = s.addr;
+    let ready = Arc::new(Barrier::new(CLIENTS + 1));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let ready = ready.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                ready.wait();
+                c.request(
+                    format!("GET /work?io_ms={IO_MS} HTTP/1.1\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .status
+            })
+        })
+        .collect();
+    ready.wait();
+    let start = Instant::now();
+    for c in clients {
+        assert_eq!(c.join().expect("client thread"), 200, "{arch} {extra:?}");
+    }
+    start.elapsed()
+}
+
+#[test]
+fn amped_does_not_stall_where_blocking_io_does() {
+    let serial = Duration::from_millis(IO_MS * CLIENTS as u64);
+    let blocking = concurrent_waits("event-loop", &["--blocking-io"]);
+    let amped = concurrent_waits("amped", &[]);
+    let timers = concurrent_waits("event-loop", &[]);
+    println!("{CLIENTS} × {IO_MS} ms waits: event-loop --blocking-io {blocking:?}, amped {amped:?}, event-loop {timers:?}");
+    // Inline waits run one after another: at least 80% of the serial sum.
+    assert!(
+        blocking >= serial * 4 / 5,
+        "blocking-io took only {blocking:?}"
+    );
+    assert!(
+        amped < blocking * 2 / 5,
+        "amped {amped:?} vs blocking-io {blocking:?}"
+    );
+    assert!(
+        timers < blocking * 2 / 5,
+        "event-loop {timers:?} vs blocking-io {blocking:?}"
+    );
+}
+
+#[test]
+fn amped_blocking_io_stalls_too() {
+    // Under --blocking-io AMPED runs waits inline as well (documented): the
+    // flag means "show the pitfall", whatever the architecture.
+    let serial = Duration::from_millis(IO_MS * CLIENTS as u64);
+    let t = concurrent_waits("amped", &["--blocking-io"]);
+    assert!(t >= serial * 4 / 5, "amped --blocking-io took only {t:?}");
+}
+
+#[test]
+fn async_blocking_io_stalls_its_workers() {
+    // In async code a blocking sleep holds a runtime thread: with two
+    // workers at most two waits run at once, so 50 take at least 25 × 50 ms.
+    // As a timer (the default) they all overlap.
+    let serial = Duration::from_millis(IO_MS * CLIENTS as u64);
+    let blocking = concurrent_waits("async", &["--workers", "2", "--blocking-io"]);
+    let timers = concurrent_waits("async", &["--workers", "2"]);
+    println!("{CLIENTS} × {IO_MS} ms waits: async --blocking-io {blocking:?}, async {timers:?}");
+    assert!(
+        blocking >= serial * 2 / 5,
+        "async --blocking-io took only {blocking:?}"
+    );
+    assert!(
+        timers < blocking * 2 / 5,
+        "async {timers:?} vs --blocking-io {blocking:?}"
+    );
+}
