@@ -1,7 +1,9 @@
 //! Command-line parsing and dispatch. Each subcommand lives in its own
 //! module; the logic lives in the library crates.
 
+mod bench;
 mod load;
+mod report;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +23,10 @@ enum Command {
     Serve(serve::Args),
     /// Drive a server with HTTP load; report latency (HdrHistogram) and throughput.
     Load(load::Args),
+    /// Run a suite (default: the quick one); write results and a report.
+    Bench(bench::Args),
+    /// Re-render a results folder's report, or compare two folders.
+    Report(report::Args),
 }
 
 /// Runs the chosen subcommand.
@@ -28,6 +34,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Load(args) => load::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Report(args) => report::run(args),
     }
 }
 

@@ -1,0 +1,356 @@
+//! Assembles `report.html`: the answer first, then one section of plots
+//! per group, then every run and the environment. One file, no scripts,
+//! no external resources.
+
+use super::analysis::{self, Group, Spread};
+use super::plots::{self, CatSeries, Curve, Spectrum};
+use super::{esc, mib, rps};
+use crate::results::{Env, RunRecord, Status};
+use crate::suite::LoadLevel;
+use std::fmt::Write;
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1400px;margin:1em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}.win{font-weight:bold;background:#e6f4e6}
+.warn{background:#fff3cd;border:1px solid #e0c060;padding:.6em 1em;font-weight:bold}
+.plots{display:flex;flex-wrap:wrap;gap:12px}figure.plot{margin:0;border:1px solid #ddd;padding:4px}
+figcaption{font-size:.85em;color:#555;max-width:640px}.legend span{display:inline-block;margin-right:1em}
+.sw{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}
+.failed{color:#a00}code{background:#f6f6f6;padding:0 3px}";
+
+/// The whole page.
+pub fn page(suite: &str, env: &Env, runs: &[RunRecord]) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>serverlab report: {s}</title><style>{STYLE}</style></head><body>\n<h1>serverlab report: suite <code>{s}</code></h1>\n",
+        s = esc(suite)
+    );
+    let _ = writeln!(
+        h,
+        "<p>{} runs; {} on {} ({} cores, kernel {}, cgroup v{}); serverlab {} at commit <code>{}</code>{}; {}.</p>",
+        runs.len(),
+        esc(&env.started),
+        esc(&env.cpu_model),
+        env.cores,
+        esc(&env.kernel),
+        esc(&env.cgroup_version),
+        esc(&env.serverlab),
+        esc(&env.commit),
+        if env.dirty { " (with uncommitted changes)" } else { "" },
+        esc(&env.rustc)
+    );
+    let unlimited = runs.iter().filter(|r| r.unlimited).count();
+    if unlimited > 0 {
+        let _ = writeln!(
+            h,
+            "<p class=\"warn\" id=\"unlimited\">UNLIMITED: {unlimited} of {} runs ran without sandbox limits or accounting (the sandbox could not enforce them here). CPU and memory figures are missing for them and their limits names are not in force.</p>",
+            runs.len()
+        );
+    }
+    if runs.is_empty() {
+        h.push_str("<p>No runs yet.</p></body></html>\n");
+        return h;
+    }
+    let objective = runs[0].objective;
+    let groups = analysis::groups(runs);
+    let show_limits = groups.iter().any(|g| g.key.limits != groups[0].key.limits);
+    let show_state = groups.iter().any(|g| g.key.state != groups[0].key.state);
+    let names = contestant_order(runs);
+
+    // The answer first.
+    let _ = writeln!(
+        h,
+        "<h2 id=\"answer\">The answer</h2>\n<p>Objective: {} with under 1 % errors (open loop: achieved ≥ 95 % of offered). Sustainable throughput is the best load level at which every repetition met it; requests per CPU-second and peak memory are read at that point.</p>",
+        esc(&objective.describe())
+    );
+    h.push_str("<table id=\"answer-table\"><tr><th>workload</th><th>most throughput at the objective</th><th>most requests per CPU-second</th><th>least memory</th></tr>\n");
+    for g in &groups {
+        let best = g.best();
+        let w = analysis::winners(&best);
+        let cell = |name: &Option<String>, f: &dyn Fn(&analysis::Best) -> String| match name {
+            Some(n) => {
+                let b = best
+                    .iter()
+                    .find(|b| &b.contestant == n)
+                    .expect("winner is in best");
+                format!("<b>{}</b> ({})", esc(n), f(b))
+            }
+            None => "— (none sustainable or not measured)".into(),
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&g.key.title(show_limits, show_state)),
+            cell(&w[0], &|b| format!(
+                "{} req/s",
+                rps(b.throughput.map_or(0.0, |s| s.mean))
+            )),
+            cell(&w[1], &|b| format!(
+                "{} req/CPU-s",
+                rps(b.per_cpu.map_or(0.0, |s| s.mean))
+            )),
+            cell(&w[2], &|b| mib(b.memory.map_or(0.0, |s| s.mean))),
+        );
+    }
+    h.push_str("</table>\n");
+
+    for (gi, g) in groups.iter().enumerate() {
+        group_section(&mut h, gi, g, &names, &objective, show_limits, show_state);
+    }
+    runs_table(&mut h, runs);
+    let _ = writeln!(
+        h,
+        "<h2>Environment</h2><pre>{}</pre></body></html>",
+        esc(&serde_json::to_string_pretty(env).unwrap_or_default())
+    );
+    h
+}
+
+fn contestant_order(runs: &[RunRecord]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for r in runs {
+        let n = r.spec.contestant.name().to_string();
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
+fn colour_of(names: &[String], name: &str) -> usize {
+    names.iter().position(|n| n == name).unwrap_or(0)
+}
+
+fn spread_text(s: Option<Spread>, f: fn(f64) -> String) -> String {
+    match s {
+        Some(s) if s.n > 1 => format!("{} ({}–{})", f(s.mean), f(s.min), f(s.max)),
+        Some(s) => f(s.mean),
+        None => "—".into(),
+    }
+}
+
+fn group_section(
+    h: &mut String,
+    gi: usize,
+    g: &Group,
+    names: &[String],
+    objective: &crate::suite::Objective,
+    show_limits: bool,
+    show_state: bool,
+) {
+    let _ = writeln!(
+        h,
+        "<h2 id=\"group-{gi}\">{} <small><code>{}</code></small></h2>",
+        esc(&g.key.title(show_limits, show_state)),
+        esc(&g.path)
+    );
+    h.push_str("<table><tr><th>contestant</th><th>sustainable req/s (min–max)</th><th>at load</th><th>objective latency, ms</th><th>req/CPU-s</th><th>peak memory</th><th>problems</th></tr>\n");
+    let best = g.best();
+    let w = analysis::winners(&best);
+    for b in &best {
+        let win = |i: usize| {
+            if w[i].as_deref() == Some(&b.contestant) {
+                " class=\"win\""
+            } else {
+                ""
+            }
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td><span class=\"sw\" style=\"background:{}\"></span>{}</td><td{}>{}</td><td>{}</td><td>{}</td><td{}>{}</td><td{}>{}</td><td class=\"failed\">{}</td></tr>",
+            hex(colour_of(names, &b.contestant)),
+            esc(&b.contestant),
+            win(0),
+            spread_text(b.throughput, rps),
+            b.load.map_or("none".into(), |i| g.loads[i].label()),
+            spread_text(b.objective_latency, |v| format!("{v:.2}")),
+            win(1),
+            spread_text(b.per_cpu, rps),
+            win(2),
+            spread_text(b.memory, mib),
+            esc(&b.failures.join("; "))
+        );
+    }
+    h.push_str("</table>\n<p class=\"legend\">");
+    for (name, _) in &g.contestants {
+        let _ = write!(
+            h,
+            "<span><span class=\"sw\" style=\"background:{}\"></span>{}</span>",
+            hex(colour_of(names, name)),
+            esc(name)
+        );
+    }
+    h.push_str("</p>\n<div class=\"plots\">\n");
+    let labels: Vec<String> = g.loads.iter().map(LoadLevel::label).collect();
+    let cat = |f: fn(&crate::results::Metrics) -> Option<f64>| -> Vec<CatSeries> {
+        g.contestants
+            .iter()
+            .map(|(name, cells)| CatSeries {
+                colour: colour_of(names, name),
+                values: cells.iter().map(|c| c.spread(f)).collect(),
+            })
+            .collect()
+    };
+    let load_desc =
+        "load level (cN: N connections, closed loop; rR: R req/s; auto: best sustainable step)";
+    figure(
+        h,
+        "throughput",
+        "Throughput against load (min–max over repetitions as error bars).",
+        plots::categorical(
+            &labels,
+            load_desc,
+            "responses/s",
+            &cat(|m| Some(m.throughput_rps)),
+        ),
+    );
+    figure(
+        h,
+        "cpu",
+        "Server CPU used (CPUs busy = CPU-seconds / second), from the container's accounting.",
+        plots::categorical(
+            &labels,
+            load_desc,
+            "CPUs busy",
+            &cat(|m| m.server_cpu_s.map(|c| c / m.duration_s.max(1e-9))),
+        ),
+    );
+    figure(
+        h,
+        "memory",
+        "Peak memory of the server's container, MiB.",
+        plots::categorical(
+            &labels,
+            load_desc,
+            "MiB",
+            &cat(|m| m.memory_peak_bytes.map(|b| b as f64 / 1048576.0)),
+        ),
+    );
+    for (li, load) in g.loads.iter().enumerate() {
+        let spectra: Vec<Spectrum> = g
+            .contestants
+            .iter()
+            .filter_map(|(name, cells)| {
+                spectrum_of(&cells[li]).map(|points| Spectrum {
+                    colour: colour_of(names, name),
+                    points,
+                })
+            })
+            .collect();
+        let objective_point = Some((objective.percentile, objective.latency.as_secs_f64() * 1e3));
+        figure(h, &format!("spectrum-{}", load.label()),
+            &format!("Latency percentile spectrum at {} (corrected for coordinated omission in open loop; band: min–max over repetitions; red circle: the objective).", load.label()),
+            plots::spectrum(&spectra, objective_point));
+        let timelines: Vec<Curve> = g
+            .contestants
+            .iter()
+            .filter_map(|(name, cells)| {
+                let m = cells[li].metrics().into_iter().next()?;
+                Some(Curve {
+                    colour: colour_of(names, name),
+                    points: m.timeline.iter().map(|t| (t.t_s, t.p99_ms)).collect(),
+                })
+            })
+            .collect();
+        figure(
+            h,
+            &format!("timeline-{}", load.label()),
+            &format!(
+                "p99 latency over time at {} (first measured repetition), ms.",
+                load.label()
+            ),
+            plots::curves(&timelines, "seconds", "p99 latency, ms", false),
+        );
+        if matches!(load, LoadLevel::Auto { .. }) {
+            let steps: Vec<Curve> = g
+                .contestants
+                .iter()
+                .filter_map(|(name, cells)| {
+                    let r = cells[li].runs.iter().find(|r| !r.auto_steps.is_empty())?;
+                    Some(Curve {
+                        colour: colour_of(names, name),
+                        points: r
+                            .auto_steps
+                            .iter()
+                            .map(|s| (s.offered_rps, s.achieved_rps))
+                            .collect(),
+                    })
+                })
+                .collect();
+            figure(h, "auto-steps", "Auto load: achieved against offered rate, each step of the search (first repetition).",
+                plots::curves(&steps, "offered req/s", "achieved req/s", true));
+        }
+    }
+    h.push_str("</div>\n");
+}
+
+/// Per-percentile spread over the measured repetitions of one cell.
+fn spectrum_of(cell: &analysis::Cell) -> Option<Vec<(f64, Spread)>> {
+    let ms = cell.metrics();
+    let first = ms.first()?;
+    let points: Vec<(f64, Spread)> = first
+        .spectrum
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (p, _))| {
+            Spread::of(ms.iter().filter_map(|m| m.spectrum.get(i).map(|x| x.1))).map(|s| (*p, s))
+        })
+        .collect();
+    (!points.is_empty()).then_some(points)
+}
+
+fn figure(h: &mut String, id: &str, caption: &str, svg: Result<String, String>) {
+    match svg {
+        Ok(svg) => {
+            let _ = writeln!(
+                h,
+                "<figure class=\"plot\" data-plot=\"{}\">{svg}<figcaption>{}</figcaption></figure>",
+                esc(id),
+                esc(caption)
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(
+                h,
+                "<p class=\"failed\">plot {} could not be drawn: {}</p>",
+                esc(id),
+                esc(&e)
+            );
+        }
+    }
+}
+
+fn hex(i: usize) -> String {
+    let c = plots::colour(i);
+    format!("#{:02x}{:02x}{:02x}", c.0, c.1, c.2)
+}
+
+fn runs_table(h: &mut String, runs: &[RunRecord]) {
+    h.push_str("<h2 id=\"runs\">Every run</h2>\n<table><tr><th>run</th><th>status</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>errors</th><th>meets objective</th><th>CPU s</th><th>peak memory</th><th>note</th></tr>\n");
+    for r in runs {
+        let m = r.metrics.as_ref();
+        let f = |v: Option<f64>, d: usize| v.map_or("—".into(), |v| format!("{v:.d$}"));
+        let mut note = r.reason.clone().unwrap_or_default();
+        if r.unlimited {
+            note = format!("UNLIMITED {note}");
+        }
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td{}>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.key),
+            if r.status == Status::Ok { "" } else { " class=\"failed\"" },
+            r.status.as_str(),
+            f(m.map(|m| m.throughput_rps), 0),
+            f(m.map(|m| m.latency_ms.p50), 2),
+            f(m.map(|m| m.latency_ms.p99), 2),
+            f(m.map(|m| m.latency_ms.max), 2),
+            m.map_or("—".into(), |m| m.errors.to_string()),
+            m.map_or("—".into(), |m| m.meets_objective.to_string()),
+            f(m.and_then(|m| m.server_cpu_s), 3),
+            m.and_then(|m| m.memory_peak_bytes).map_or("—".into(), |b| mib(b as f64)),
+            esc(&note)
+        );
+    }
+    h.push_str("</table>\n");
+}

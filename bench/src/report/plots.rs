@@ -1,0 +1,309 @@
+//! The report's plots, drawn with plotters' SVG back end into strings that
+//! are inlined in the HTML (no files, no network, no fonts to load).
+//!
+//! Every plot takes series already reduced to numbers; the colour of a
+//! contestant is fixed for the whole report (its index in the legend).
+
+use super::analysis::Spread;
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+
+const SIZE: (u32, u32) = (640, 360);
+
+/// A contestant's colour.
+pub fn colour(i: usize) -> RGBColor {
+    const P: [(u8, u8, u8); 12] = [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+        (0, 0, 0),
+        (255, 200, 0),
+    ];
+    let (r, g, b) = P[i % P.len()];
+    RGBColor(r, g, b)
+}
+
+/// One contestant's values over categorical x positions, with spread.
+pub struct CatSeries {
+    /// Colour index.
+    pub colour: usize,
+    /// One value per x position (`None`: not measured there).
+    pub values: Vec<Option<Spread>>,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// A line per contestant over categorical x (load levels), each point with
+/// a min–max error bar over repetitions.
+pub fn categorical(
+    x_labels: &[String],
+    x_desc: &str,
+    y_desc: &str,
+    series: &[CatSeries],
+) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let y_max = series
+            .iter()
+            .flat_map(|s| s.values.iter().flatten().map(|v| v.max))
+            .fold(0.0f64, f64::max)
+            .max(1e-9)
+            * 1.1;
+        let n = x_labels.len().max(1) as i32;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0..n).into_segmented(), 0.0..y_max)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .x_labels(x_labels.len().max(1))
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                    x_labels.get(*i as usize).cloned().unwrap_or_default()
+                }
+                SegmentValue::Last => String::new(),
+            })
+            .y_label_formatter(&|v| short(*v))
+            .draw()
+            .map_err(err)?;
+        for s in series {
+            let c = colour(s.colour);
+            let points: Vec<(SegmentValue<i32>, f64)> = s
+                .values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.map(|v| (SegmentValue::CenterOf(i as i32), v.mean)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
+                .map_err(err)?;
+            chart
+                .draw_series(points.iter().map(|p| Circle::new(p.clone(), 3, c.filled())))
+                .map_err(err)?;
+            chart
+                .draw_series(s.values.iter().enumerate().filter_map(|(i, v)| {
+                    v.filter(|v| v.n > 1).map(|v| {
+                        ErrorBar::new_vertical(
+                            SegmentValue::CenterOf(i as i32),
+                            v.min,
+                            v.mean,
+                            v.max,
+                            c.stroke_width(1),
+                            8,
+                        )
+                    })
+                }))
+                .map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// One contestant's latency spectrum: per percentile, the spread over
+/// repetitions of the latency in ms.
+pub struct Spectrum {
+    /// Colour index.
+    pub colour: usize,
+    /// (percentile, latency spread) pairs, percentiles ascending.
+    pub points: Vec<(f64, Spread)>,
+}
+
+/// Latency percentile spectra on a log "nines" axis: x = 1/(1-p), so 90 %,
+/// 99 %, 99.9 % are evenly spaced; y (ms) is logarithmic too. A shaded
+/// band shows the min–max over repetitions.
+pub fn spectrum(series: &[Spectrum], objective: Option<(f64, f64)>) -> Result<String, String> {
+    let x_of = |p: f64| 1.0 / (1.0 - (p / 100.0).min(0.999_999));
+    let all: Vec<(f64, f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(move |(p, v)| (x_of(*p), v.min, v.max)))
+        .collect();
+    let x_max = all.iter().map(|a| a.0).fold(10.0f64, f64::max);
+    let y_min = all
+        .iter()
+        .map(|a| a.1)
+        .fold(f64::INFINITY, f64::min)
+        .max(0.001);
+    let y_max = all
+        .iter()
+        .map(|a| a.2)
+        .fold(0.0f64, f64::max)
+        .max(y_min * 10.0);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(
+                (1.0..x_max * 1.05).log_scale(),
+                (y_min * 0.8..y_max * 1.25).log_scale(),
+            )
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("percentile (log scale of 1/(1-p))")
+            .y_desc("latency, ms (log)")
+            .x_label_formatter(&|x| nines(*x))
+            .y_label_formatter(&|v| short(*v))
+            .draw()
+            .map_err(err)?;
+        if let Some((p, ms)) = objective {
+            let x = x_of(p);
+            let red = RGBColor(200, 0, 0);
+            chart
+                .draw_series(std::iter::once(Circle::new(
+                    (x, ms),
+                    6,
+                    red.stroke_width(2),
+                )))
+                .map_err(err)?;
+        }
+        for s in series {
+            let c = colour(s.colour);
+            let band: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .map(|(p, v)| (x_of(*p), v.max.max(y_min)))
+                .chain(
+                    s.points
+                        .iter()
+                        .rev()
+                        .map(|(p, v)| (x_of(*p), v.min.max(y_min))),
+                )
+                .collect();
+            if s.points.iter().any(|(_, v)| v.n > 1) {
+                chart
+                    .draw_series(std::iter::once(Polygon::new(band, c.mix(0.15).filled())))
+                    .map_err(err)?;
+            }
+            chart
+                .draw_series(LineSeries::new(
+                    s.points.iter().map(|(p, v)| (x_of(*p), v.mean.max(y_min))),
+                    c.stroke_width(2),
+                ))
+                .map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// One contestant's curve over a numeric x.
+pub struct Curve {
+    /// Colour index.
+    pub colour: usize,
+    /// (x, y) points.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Plain curves over a numeric x: latency over time, or auto steps
+/// (offered vs achieved). `log_x` uses a log scale for x.
+pub fn curves(curves: &[Curve], x_desc: &str, y_desc: &str, log_x: bool) -> Result<String, String> {
+    let pts = || curves.iter().flat_map(|c| c.points.iter().copied());
+    let x_min = pts().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let x_min = if x_min.is_finite() { x_min } else { 0.0 };
+    let x_max = pts().map(|p| p.0).fold(x_min + 1.0, f64::max);
+    let y_max = pts().map(|p| p.1).fold(0.0f64, f64::max).max(1e-6) * 1.1;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let builder = |root| {
+            let mut b = ChartBuilder::on(root);
+            b.margin(12).x_label_area_size(40).y_label_area_size(70);
+            b
+        };
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .x_desc(x_desc)
+                    .y_desc(y_desc)
+                    .x_label_formatter(&|v| short(*v))
+                    .y_label_formatter(&|v| short(*v))
+                    .draw()
+                    .map_err(err)?;
+                for c in curves {
+                    let col = colour(c.colour);
+                    chart
+                        .draw_series(LineSeries::new(c.points.clone(), col.stroke_width(2)))
+                        .map_err(err)?;
+                    chart
+                        .draw_series(c.points.iter().map(|p| Circle::new(*p, 2, col.filled())))
+                        .map_err(err)?;
+                }
+            }};
+        }
+        if log_x {
+            let lo = x_min.max(1e-3);
+            draw!(builder(&root)
+                .build_cartesian_2d((lo * 0.9..x_max * 1.1).log_scale(), 0.0..y_max)
+                .map_err(err)?);
+        } else {
+            draw!(builder(&root)
+                .build_cartesian_2d(x_min..x_max, 0.0..y_max)
+                .map_err(err)?);
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// `1.5k`, `20`, `0.35`: compact axis labels.
+pub fn short(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else if a >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else if a >= 10.0 || a == 0.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The percentile at x = 1/(1-p): 1 → 0 %, 10 → 90 %, 1000 → 99.9 %.
+pub fn nines(x: f64) -> String {
+    let p = 100.0 * (1.0 - 1.0 / x.max(1.0));
+    let text = format!("{p:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nines_labels() {
+        assert_eq!(nines(1.0), "0%");
+        assert_eq!(nines(10.0), "90%");
+        assert_eq!(nines(100.0), "99%");
+        assert_eq!(nines(1000.0), "99.9%");
+    }
+}

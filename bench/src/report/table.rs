@@ -1,0 +1,84 @@
+//! The answer as a terminal table, printed at the end of every suite.
+
+use super::analysis::{self, Spread};
+use super::{mib, rps};
+use crate::results::RunRecord;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Table};
+
+/// One table per group: each contestant's sustainable throughput, where,
+/// its latency at the objective, requests per CPU-second, peak memory and
+/// problems; winners marked with `*`.
+pub fn answer_table(runs: &[RunRecord]) -> String {
+    let mut out = String::new();
+    let Some(first) = runs.first() else {
+        return "no runs\n".to_string();
+    };
+    out.push_str(&format!(
+        "Objective: {} (sustainable = every repetition met it; * = best)\n",
+        first.objective.describe()
+    ));
+    let unlimited = runs.iter().filter(|r| r.unlimited).count();
+    if unlimited > 0 {
+        out.push_str(&format!(
+            "UNLIMITED: {unlimited} of {} runs had no sandbox limits or accounting\n",
+            runs.len()
+        ));
+    }
+    let groups = analysis::groups(runs);
+    for g in &groups {
+        let best = g.best();
+        let w = analysis::winners(&best);
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(vec![
+            "contestant",
+            "sustainable req/s",
+            "at",
+            &format!("p{} ms", first.objective.percentile),
+            "req/CPU-s",
+            "peak memory",
+            "problems",
+        ]);
+        for b in &best {
+            let star = |i: usize, text: String| {
+                if w[i].as_deref() == Some(&b.contestant) {
+                    format!("{text} *")
+                } else {
+                    text
+                }
+            };
+            let s =
+                |v: Option<Spread>, f: fn(f64) -> String| v.map_or("-".to_string(), |v| f(v.mean));
+            t.add_row(vec![
+                Cell::new(&b.contestant),
+                Cell::new(star(0, s(b.throughput, rps))),
+                Cell::new(b.load.map_or("none".into(), |i| g.loads[i].label())),
+                Cell::new(s(b.objective_latency, |v| format!("{v:.2}"))),
+                Cell::new(star(1, s(b.per_cpu, rps))),
+                Cell::new(star(2, s(b.memory, mib))),
+                Cell::new(summarise(&b.failures)),
+            ]);
+        }
+        out.push_str(&format!(
+            "\n{} ({}, limits {}, state {})\n{t}\n",
+            g.key.workload, g.path, g.key.limits, g.key.state
+        ));
+    }
+    out
+}
+
+fn summarise(failures: &[String]) -> String {
+    match failures.len() {
+        0 => String::new(),
+        1 => truncate(&failures[0], 60),
+        n => format!("{n} runs: {}", truncate(&failures[0], 50)),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}

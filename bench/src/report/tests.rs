@@ -1,0 +1,253 @@
+//! The report on synthetic runs: the answer picks the right winners, every
+//! plot is drawn, spreads cover repetitions, failures and UNLIMITED runs
+//! are shown, and the comparison matches runs by key.
+
+use super::analysis;
+use crate::results::{Env, Metrics, Percentiles, Placement, RunRecord, Status, Store, TimePoint};
+use crate::sandbox::Limits;
+use crate::suite::{Contestant, LoadLevel, Objective, RunSpec, Workload};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn run(arch: &str, conns: u32, rep: u32, rps: f64, p99: f64, cpu: f64, mem: u64) -> RunRecord {
+    let objective = Objective {
+        percentile: 99.0,
+        latency: Duration::from_millis(10),
+    };
+    let spec = RunSpec {
+        contestant: Contestant::Builtin { name: arch.into() },
+        workload: Workload {
+            name: "hello".into(),
+            path: "/hello".into(),
+            keep_alive: true,
+            pipeline: 1,
+        },
+        load: LoadLevel::Closed { connections: conns },
+        limits_name: "none".into(),
+        limits: Limits::default(),
+        state: None,
+        repetition: rep,
+    };
+    let requests = (rps * 2.0) as u64;
+    RunRecord {
+        schema: 1,
+        key: spec.key(),
+        suite: "synthetic".into(),
+        spec,
+        status: Status::Ok,
+        reason: None,
+        unlimited: false,
+        objective,
+        placement: Placement::default(),
+        started: "2026-01-01T00:00:00Z".into(),
+        wall_s: 3.0,
+        metrics: Some(Metrics {
+            requests,
+            errors: 0,
+            duration_s: 2.0,
+            throughput_rps: rps,
+            offered_rps: None,
+            latency_ms: Percentiles {
+                p50: p99 / 4.0,
+                p90: p99 / 2.0,
+                p99,
+                p999: p99 * 2.0,
+                max: p99 * 3.0,
+                mean: p99 / 3.0,
+            },
+            objective_latency_ms: p99,
+            meets_objective: p99 <= 10.0,
+            server_cpu_s: Some(cpu),
+            requests_per_cpu_s: Some(requests as f64 / cpu),
+            memory_peak_bytes: Some(mem),
+            throttled_s: Some(0.0),
+            generator_cpu_s: Some(0.1),
+            spectrum: vec![
+                (0.0, p99 / 8.0),
+                (90.0, p99 / 2.0),
+                (99.0, p99),
+                (99.9, p99 * 2.0),
+            ],
+            timeline: vec![
+                TimePoint {
+                    t_s: 1.0,
+                    rps,
+                    p50_ms: p99 / 4.0,
+                    p99_ms: p99,
+                },
+                TimePoint {
+                    t_s: 2.0,
+                    rps,
+                    p50_ms: p99 / 4.0,
+                    p99_ms: p99 * 1.1,
+                },
+            ],
+        }),
+        auto_steps: Vec::new(),
+        loadgen: None,
+        accounting: None,
+        server_stats: None,
+        histogram: None,
+        env: Env::default(),
+    }
+}
+
+/// "fast" has the most throughput, "lean" the best CPU efficiency and
+/// least memory; "slow" never meets the objective; "broken" crashed.
+fn synthetic() -> Vec<RunRecord> {
+    let mut runs = Vec::new();
+    for rep in 1..=2 {
+        let jitter = f64::from(rep) * 10.0;
+        runs.push(run("fast", 8, rep, 9000.0 + jitter, 2.0, 2.0, 50 << 20));
+        runs.push(run("fast", 64, rep, 12000.0 + jitter, 9.0, 2.0, 60 << 20));
+        runs.push(run("lean", 8, rep, 5000.0 + jitter, 1.0, 0.5, 4 << 20));
+        runs.push(run("lean", 64, rep, 6000.0 + jitter, 30.0, 0.6, 5 << 20));
+        runs.push(run("slow", 8, rep, 100.0, 80.0, 0.1, 2 << 20));
+        let mut broken = run("broken", 8, rep, 0.0, 0.0, 0.0, 0);
+        broken.status = Status::Crashed;
+        broken.reason = Some("server exited during the run".into());
+        broken.metrics = None;
+        runs.push(broken);
+    }
+    runs
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "serverlab-report-test-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn store_with(dir: &std::path::Path, runs: &[RunRecord]) -> Store {
+    let store = Store::create(dir, "synthetic").unwrap();
+    store.write_env(&Env::default()).unwrap();
+    for r in runs {
+        store.write_run(r, Some("# hgrm\n")).unwrap();
+    }
+    store
+}
+
+#[test]
+fn answer_picks_winners_by_each_measure() {
+    let runs = synthetic();
+    let groups = analysis::groups(&runs);
+    assert_eq!(groups.len(), 1);
+    let best = groups[0].best();
+    assert_eq!(best[0].contestant, "fast");
+    let fast = &best[0];
+    // fast's best sustainable point is c64 (p99 9 ms <= 10 ms).
+    assert_eq!(groups[0].loads[fast.load.unwrap()].label(), "c64");
+    let t = fast.throughput.unwrap();
+    assert_eq!((t.min, t.max, t.n), (12010.0, 12020.0, 2));
+    // lean at c64 breaks the objective: its best point is c8.
+    let lean = best.iter().find(|b| b.contestant == "lean").unwrap();
+    assert_eq!(groups[0].loads[lean.load.unwrap()].label(), "c8");
+    let slow = best.iter().find(|b| b.contestant == "slow").unwrap();
+    assert!(slow.load.is_none() && slow.throughput.is_none());
+    let broken = best.iter().find(|b| b.contestant == "broken").unwrap();
+    assert_eq!(broken.failures.len(), 2);
+    assert!(broken.failures[0].contains("crashed"));
+    let w = analysis::winners(&best);
+    assert_eq!(w[0].as_deref(), Some("fast"));
+    assert_eq!(w[1].as_deref(), Some("lean"));
+    assert_eq!(w[2].as_deref(), Some("lean"));
+}
+
+#[test]
+fn html_has_the_answer_first_and_every_plot() {
+    let tmp = TempDir::new("html");
+    let mut runs = synthetic();
+    runs[0].unlimited = true;
+    let store = store_with(&tmp.0, &runs);
+    let path = super::render(store.dir()).unwrap();
+    let html = std::fs::read_to_string(path).unwrap();
+    let answer = html.find("id=\"answer\"").expect("answer section");
+    let first_plot = html.find("<figure class=\"plot\"").expect("plots");
+    assert!(answer < first_plot, "the answer comes before the plots");
+    assert!(
+        html.contains("<b>fast</b> (12015 req/s)"),
+        "throughput winner"
+    );
+    assert!(html.contains("id=\"unlimited\""), "UNLIMITED banner");
+    // One group × (throughput, cpu, memory) + 2 loads × (spectrum, timeline).
+    let plots = html.matches("<figure class=\"plot\"").count();
+    assert_eq!(plots, 7);
+    assert_eq!(
+        html.matches("<svg").count(),
+        plots,
+        "every figure holds an svg"
+    );
+    for id in ["throughput", "cpu", "memory", "spectrum-c8", "timeline-c64"] {
+        assert!(html.contains(&format!("data-plot=\"{id}\"")), "{id}");
+    }
+    assert!(html.contains("99.9%"), "nines axis labels");
+    assert!(only_svg_namespaces(&html), "no external resources");
+    assert!(html.contains("server exited during the run"));
+    // The CSV was rewritten with one row per run plus the header.
+    let csv = std::fs::read_to_string(store.dir().join("summary.csv")).unwrap();
+    assert_eq!(csv.lines().count(), runs.len() + 1);
+    assert!(csv.starts_with("key,contestant,workload,load,"));
+}
+
+/// The only URLs allowed in the page are XML namespace names, which are
+/// identifiers, not fetched.
+fn only_svg_namespaces(html: &str) -> bool {
+    html.match_indices("http").all(|(i, _)| {
+        let rest = &html[i..];
+        rest.starts_with("http://www.w3.org/2000/svg")
+            || rest.starts_with("http://www.w3.org/1999/xlink")
+    })
+}
+
+#[test]
+fn terminal_table_marks_winners() {
+    let text = super::answer_table(&synthetic());
+    let fast = text.lines().find(|l| l.contains("fast")).unwrap();
+    assert!(fast.contains("12015 *"), "{fast}");
+    let lean = text.lines().find(|l| l.contains("lean")).unwrap();
+    assert!(
+        lean.contains("4.0 MiB *") || lean.contains("4.1 MiB *"),
+        "{lean}"
+    );
+    assert!(text.contains("crashed"));
+}
+
+#[test]
+fn compare_matches_runs_by_key() {
+    let a = TempDir::new("cmp-a");
+    let b = TempDir::new("cmp-b");
+    let runs_a = synthetic();
+    let mut runs_b = synthetic();
+    for r in &mut runs_b {
+        if let Some(m) = &mut r.metrics {
+            m.throughput_rps *= 2.0;
+        }
+    }
+    runs_b.retain(|r| r.spec.contestant.name() != "slow");
+    let sa = store_with(&a.0, &runs_a);
+    let sb = store_with(&b.0, &runs_b);
+    let text = super::compare(sa.dir(), sb.dir()).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.contains("fast__hello__c8__"))
+        .expect("fast c8 row");
+    assert!(row.contains("+100.0%"), "{row}");
+    assert!(
+        text.contains("only in A: slow__hello__c8__none__default"),
+        "{text}"
+    );
+}

@@ -1,0 +1,256 @@
+//! One run's file (`runs/<key>.json`): what was asked, where it ran, what
+//! happened, and the measurements the report is drawn from.
+//!
+//! `metrics` is serverlab's own digest, stable for the report and for
+//! scripts; `loadgen`, `accounting` and `server_stats` keep the raw
+//! documents of the parts that produced them, and `histogram` the corrected
+//! latency histogram (HdrHistogram V2 deflate, base64) for re-analysis.
+
+use super::Env;
+use crate::suite::{Objective, RunSpec};
+use serde::{Deserialize, Serialize};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Measured.
+    Ok,
+    /// The server never became ready, or the harness could not start it.
+    Failed,
+    /// The server exited during the run.
+    Crashed,
+    /// The kernel's OOM killer killed part of the server.
+    Oom,
+    /// Not run, with a reason (e.g. an external server's binary is missing).
+    Skipped,
+}
+
+impl Status {
+    /// The lowercase name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Crashed => "crashed",
+            Status::Oom => "oom",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+/// Which CPUs the server and the generator were allowed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Placement {
+    /// The server's cpuset.
+    pub server_cpus: Vec<usize>,
+    /// The generator threads' affinity.
+    pub generator_cpus: Vec<usize>,
+}
+
+/// Latencies in milliseconds (corrected for coordinated omission in open
+/// loop; equal to uncorrected in closed loop).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+/// One second (one interval) of a run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+pub struct TimePoint {
+    /// Seconds since the measurement began (interval end).
+    pub t_s: f64,
+    /// Responses per second in the interval.
+    pub rps: f64,
+    /// Median latency in the interval, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency in the interval, ms.
+    pub p99_ms: f64,
+}
+
+/// One step of an `auto` load.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+pub struct AutoStep {
+    /// Requests per second asked for.
+    pub offered_rps: f64,
+    /// Responses per second obtained.
+    pub achieved_rps: f64,
+    /// Latency at the objective's percentile, ms.
+    pub objective_latency_ms: f64,
+    /// Errors in the step.
+    pub errors: u64,
+    /// Whether the step met the objective and kept up with the offer.
+    pub sustainable: bool,
+}
+
+/// The measurements of a finished run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Metrics {
+    /// Responses received in the measured period.
+    pub requests: u64,
+    /// Failed requests (connect errors, resets, timeouts, bad status).
+    pub errors: u64,
+    /// Length of the measured period, s.
+    pub duration_s: f64,
+    /// Responses per second.
+    pub throughput_rps: f64,
+    /// Open loop: the rate asked for.
+    pub offered_rps: Option<f64>,
+    /// Latency percentiles, ms.
+    pub latency_ms: Percentiles,
+    /// Latency at the objective's percentile, ms.
+    pub objective_latency_ms: f64,
+    /// Whether the run met the objective (latency, < 1 % errors and, in
+    /// open loop, achieved ≥ 95 % of offered).
+    pub meets_objective: bool,
+    /// Server CPU time (user + system), s, from the container's accounting.
+    pub server_cpu_s: Option<f64>,
+    /// Responses per server CPU-second.
+    pub requests_per_cpu_s: Option<f64>,
+    /// Peak memory of the server's container, bytes.
+    pub memory_peak_bytes: Option<u64>,
+    /// Time the server was throttled by its CPU quota, s.
+    pub throttled_s: Option<f64>,
+    /// CPU time the load generator used, s.
+    pub generator_cpu_s: Option<f64>,
+    /// The latency spectrum: (percentile, ms) pairs.
+    pub spectrum: Vec<(f64, f64)>,
+    /// Latency and throughput over time.
+    pub timeline: Vec<TimePoint>,
+}
+
+/// Everything known about one run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    /// File format version.
+    pub schema: u32,
+    /// `contestant__workload__load__limits__state__repN`.
+    pub key: String,
+    /// The suite's name.
+    pub suite: String,
+    /// What was asked.
+    pub spec: RunSpec,
+    /// How it ended.
+    pub status: Status,
+    /// Why, when not `ok`.
+    pub reason: Option<String>,
+    /// True when the sandbox could not enforce limits and the run went
+    /// without them (allowed by the suite or `--allow-unlimited`).
+    pub unlimited: bool,
+    /// The latency objective the run was judged by.
+    pub objective: Objective,
+    /// CPUs used.
+    pub placement: Placement,
+    /// When the run started (UTC).
+    pub started: String,
+    /// Wall time of the whole run including start, warmup and stop, s.
+    pub wall_s: f64,
+    /// The digest of the measurements (absent when the run failed early).
+    pub metrics: Option<Metrics>,
+    /// The steps of an `auto` load.
+    #[serde(default)]
+    pub auto_steps: Vec<AutoStep>,
+    /// The load generator's full report (JSON), for the measured period.
+    pub loadgen: Option<serde_json::Value>,
+    /// The container's accounting (JSON).
+    pub accounting: Option<serde_json::Value>,
+    /// The server's `/stats` after the measurement.
+    pub server_stats: Option<serde_json::Value>,
+    /// Corrected latency histogram, HdrHistogram V2 deflate, base64.
+    pub histogram: Option<String>,
+    /// The environment (as in `env.json`).
+    pub env: Env,
+}
+
+/// Columns of `summary.csv`.
+pub const CSV_HEADER: &[&str] = &[
+    "key",
+    "contestant",
+    "workload",
+    "load",
+    "limits",
+    "state",
+    "repetition",
+    "status",
+    "unlimited",
+    "requests",
+    "errors",
+    "throughput_rps",
+    "offered_rps",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "p999_ms",
+    "max_ms",
+    "meets_objective",
+    "server_cpu_s",
+    "requests_per_cpu_s",
+    "memory_peak_bytes",
+    "throttled_s",
+    "reason",
+];
+
+impl RunRecord {
+    /// This run as a `summary.csv` row (empty cells for what is unknown).
+    pub fn csv_row(&self) -> Vec<String> {
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+        let m = self.metrics.clone().unwrap_or_default();
+        let has = self.metrics.is_some();
+        let num = |v: f64| {
+            if has {
+                format!("{v:.3}")
+            } else {
+                String::new()
+            }
+        };
+        vec![
+            self.key.clone(),
+            self.spec.contestant.name().to_string(),
+            self.spec.workload.name.clone(),
+            self.spec.load.label(),
+            self.spec.limits_name.clone(),
+            self.spec.state.clone().unwrap_or_default(),
+            self.spec.repetition.to_string(),
+            self.status.as_str().to_string(),
+            self.unlimited.to_string(),
+            if has {
+                m.requests.to_string()
+            } else {
+                String::new()
+            },
+            if has {
+                m.errors.to_string()
+            } else {
+                String::new()
+            },
+            num(m.throughput_rps),
+            opt(m.offered_rps),
+            num(m.latency_ms.p50),
+            num(m.latency_ms.p90),
+            num(m.latency_ms.p99),
+            num(m.latency_ms.p999),
+            num(m.latency_ms.max),
+            if has {
+                m.meets_objective.to_string()
+            } else {
+                String::new()
+            },
+            opt(m.server_cpu_s),
+            opt(m.requests_per_cpu_s),
+            m.memory_peak_bytes.map_or(String::new(), |v| v.to_string()),
+            opt(m.throttled_s),
+            self.reason.clone().unwrap_or_default(),
+        ]
+    }
+}

@@ -1,0 +1,239 @@
+//! Driving the in-process load generator for one run, and reducing its
+//! report to [`Metrics`]. Includes the `auto` search for the highest
+//! sustainable open-loop rate.
+
+use crate::results::{AutoStep, Metrics, Percentiles, TimePoint};
+use crate::suite::{LoadLevel, Objective, Suite, Workload};
+use loadgen::{LoadConfig, LoadReport};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The share of the offered rate an open-loop run must achieve.
+pub const KEEP_UP: f64 = 0.95;
+/// The largest share of failed requests a sustainable run may have.
+pub const MAX_ERRORS: f64 = 0.01;
+
+/// Where and how the generator sends, for every measurement of a run.
+pub struct Target<'a> {
+    /// The server.
+    pub addr: SocketAddr,
+    /// Generator threads.
+    pub threads: usize,
+    /// The run's state mode, for counter flows.
+    pub state: Option<&'a str>,
+}
+
+/// The generator's settings for one measurement.
+pub fn config(
+    suite: &Suite,
+    workload: &Workload,
+    target: &Target,
+    connections: u32,
+    rate: Option<f64>,
+    warmup: Duration,
+) -> LoadConfig {
+    let (addr, threads) = (target.addr, target.threads);
+    let flow = match (workload.path.as_str(), target.state) {
+        ("/counter", s) => Some(loadgen::Flow::Counter(match s {
+            Some("stateless") => loadgen::StateMode::Stateless,
+            Some("soft") => loadgen::StateMode::Soft,
+            _ => loadgen::StateMode::Stateful,
+        })),
+        _ => None,
+    };
+    LoadConfig {
+        url: format!("http://{addr}{}", workload.path),
+        connections: connections as usize,
+        threads: threads.clamp(1, connections.max(1) as usize),
+        duration: suite.duration,
+        warmup,
+        rate,
+        pipeline: workload.pipeline as usize,
+        keepalive: workload.keep_alive,
+        flow,
+        ..Default::default()
+    }
+}
+
+/// Digests a generator report. Server-side figures are filled in later.
+pub fn metrics(r: &LoadReport, objective: &Objective) -> Metrics {
+    let h = &r.corrected.histogram;
+    let ms = |us: u64| us as f64 / 1000.0;
+    let q = |p: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            ms(h.value_at_quantile(p))
+        }
+    };
+    let ok = r.statuses.s2xx;
+    let errors = r.errors.requests();
+    let finished = ok + errors;
+    let duration = r.duration_s.max(1e-9);
+    let throughput = ok as f64 / duration;
+    let objective_latency = q(objective.percentile / 100.0);
+    let kept_up = r.target_rate.map_or(true, |t| throughput >= KEEP_UP * t);
+    let meets = ok > 0
+        && objective_latency <= objective.latency.as_secs_f64() * 1e3
+        && (errors as f64) <= MAX_ERRORS * finished as f64
+        && kept_up;
+    Metrics {
+        requests: ok,
+        errors,
+        duration_s: r.duration_s,
+        throughput_rps: throughput,
+        offered_rps: r.target_rate,
+        latency_ms: Percentiles {
+            p50: ms(r.corrected.p50_us),
+            p90: ms(r.corrected.p90_us),
+            p99: ms(r.corrected.p99_us),
+            p999: ms(r.corrected.p99_9_us),
+            max: ms(r.corrected.max_us),
+            mean: r.corrected.mean_us / 1000.0,
+        },
+        objective_latency_ms: objective_latency,
+        meets_objective: meets,
+        server_cpu_s: None,
+        requests_per_cpu_s: None,
+        memory_peak_bytes: None,
+        throttled_s: None,
+        generator_cpu_s: Some(r.cpu.user_s + r.cpu.system_s),
+        spectrum: spectrum(h),
+        timeline: r
+            .intervals
+            .iter()
+            .map(|i| TimePoint {
+                t_s: i.start_s + i.length_s,
+                rps: i.requests.saturating_sub(i.errors) as f64 / i.length_s.max(1e-9),
+                p50_ms: ms(i.p50_us),
+                p99_ms: ms(i.p99_us),
+            })
+            .collect(),
+    }
+}
+
+/// Percentiles evenly spaced on the "nines" axis (four per decade of
+/// 1/(1-p)), as far as the sample count supports, then the maximum.
+pub fn spectrum(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for k in 0..=24 {
+        let tail = 10f64.powf(-(k as f64) / 4.0);
+        if 1.0 / tail > h.len() as f64 {
+            break;
+        }
+        let p = 1.0 - tail;
+        out.push((p * 100.0, h.value_at_quantile(p) as f64 / 1000.0));
+    }
+    let last = 100.0 * (1.0 - 1.0 / (h.len() as f64 * 2.0)).max(0.0);
+    if out.last().map_or(true, |l| l.0 < last) {
+        out.push((last, h.max() as f64 / 1000.0));
+    }
+    out
+}
+
+/// What one measurement (or auto search) produced.
+pub struct Measured {
+    /// The report of the measurement the metrics come from.
+    pub report: LoadReport,
+    /// Its metrics.
+    pub metrics: Metrics,
+    /// Auto load only: every step.
+    pub steps: Vec<AutoStep>,
+}
+
+/// Runs the load level: one measurement, or the auto search. `between`
+/// is asked before each auto step whether the server still runs. Returns `None` when stopped.
+pub fn run_level(
+    suite: &Suite,
+    workload: &Workload,
+    load: &LoadLevel,
+    target: &Target,
+    stop: &AtomicBool,
+    mut alive: impl FnMut() -> bool,
+) -> Result<Option<Measured>, String> {
+    let one =
+        |conns: u32, rate: Option<f64>, warmup: Duration| -> Result<Option<LoadReport>, String> {
+            let cfg = config(suite, workload, target, conns, rate, warmup);
+            let report = loadgen::run(&cfg, stop).map_err(|e| format!("load generator: {e}"))?;
+            if stop.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            Ok(Some(report))
+        };
+    match *load {
+        LoadLevel::Closed { connections } => Ok(one(connections, None, suite.warmup)?.map(|r| {
+            let metrics = metrics(&r, &suite.objective);
+            Measured {
+                report: r,
+                metrics,
+                steps: Vec::new(),
+            }
+        })),
+        LoadLevel::Open { rate, connections } => Ok(one(connections, Some(rate), suite.warmup)?
+            .map(|r| {
+                let metrics = metrics(&r, &suite.objective);
+                Measured {
+                    report: r,
+                    metrics,
+                    steps: Vec::new(),
+                }
+            })),
+        LoadLevel::Auto {
+            start,
+            factor,
+            max,
+            connections,
+        } => {
+            let mut steps = Vec::new();
+            let mut best: Option<(LoadReport, Metrics)> = None;
+            let mut last: Option<(LoadReport, Metrics)> = None;
+            let mut rate = start;
+            let mut warmup = suite.warmup;
+            while rate <= max * 1.000_001 {
+                if !alive() {
+                    break;
+                }
+                let Some(r) = one(connections, Some(rate), warmup)? else {
+                    return Ok(None);
+                };
+                // Only the first step warms up: later ones follow at once.
+                warmup = Duration::ZERO;
+                let m = metrics(&r, &suite.objective);
+                steps.push(AutoStep {
+                    offered_rps: rate,
+                    achieved_rps: m.throughput_rps,
+                    objective_latency_ms: m.objective_latency_ms,
+                    errors: m.errors,
+                    sustainable: m.meets_objective,
+                });
+                let ok = m.meets_objective;
+                if ok
+                    && best
+                        .as_ref()
+                        .map_or(true, |b| m.throughput_rps > b.1.throughput_rps)
+                {
+                    best = Some((r.clone(), m.clone()));
+                }
+                last = Some((r, m));
+                if !ok {
+                    break;
+                }
+                rate *= factor;
+            }
+            // The run's result is the best sustainable step; when none was,
+            // the first failing step (so the report shows why).
+            let Some((report, metrics)) = best.or(last) else {
+                return Err("the server was gone before the first step".into());
+            };
+            Ok(Some(Measured {
+                report,
+                metrics,
+                steps,
+            }))
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! One run from start to stop: the server (built-in or external) in its
+//! container, readiness, measurement, `/stats`, accounting, clean-up, and
+//! the verdict (ok, failed, crashed, oom, skipped).
+
+use super::{measure, placement, probe};
+use crate::results::{AutoStep, Metrics, Status};
+use crate::sandbox::{self, Accounting, Container, Net, Sandbox};
+use crate::suite::{Contestant, External, RunSpec, Suite};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// What every run of a suite shares.
+pub struct Context<'a> {
+    pub suite: &'a Suite,
+    pub exe: &'a Path,
+    pub server_cpus: &'a [usize],
+    pub threads: usize,
+    pub stop: &'a AtomicBool,
+    /// The sandbox cannot enforce limits: run without them.
+    pub unlimited: bool,
+}
+
+/// How one run ended, with whatever was measured.
+#[derive(Default)]
+pub struct RunOutcome {
+    pub status: Option<Status>,
+    pub reason: Option<String>,
+    pub unlimited: bool,
+    pub metrics: Option<Metrics>,
+    pub steps: Vec<AutoStep>,
+    pub loadgen: Option<serde_json::Value>,
+    pub accounting: Option<serde_json::Value>,
+    pub server_stats: Option<serde_json::Value>,
+    pub histogram: Option<String>,
+    pub hgrm: Option<String>,
+}
+
+/// The public face of [`RunOutcome`] with a definite status.
+pub struct Outcome {
+    pub status: Status,
+    pub reason: Option<String>,
+    pub unlimited: bool,
+    pub metrics: Option<Metrics>,
+    pub steps: Vec<AutoStep>,
+    pub loadgen: Option<serde_json::Value>,
+    pub accounting: Option<serde_json::Value>,
+    pub server_stats: Option<serde_json::Value>,
+    pub histogram: Option<String>,
+    pub hgrm: Option<String>,
+}
+
+impl RunOutcome {
+    fn finish(self) -> Outcome {
+        Outcome {
+            status: self.status.unwrap_or(Status::Ok),
+            reason: self.reason,
+            unlimited: self.unlimited,
+            metrics: self.metrics,
+            steps: self.steps,
+            loadgen: self.loadgen,
+            accounting: self.accounting,
+            server_stats: self.server_stats,
+            histogram: self.histogram,
+            hgrm: self.hgrm,
+        }
+    }
+
+    fn fail(status: Status, reason: impl Into<String>) -> Outcome {
+        RunOutcome {
+            status: Some(status),
+            reason: Some(reason.into()),
+            ..Default::default()
+        }
+        .finish()
+    }
+}
+
+/// `Some(why)` when the sandbox cannot make containers with limits here.
+pub fn sandbox_unavailable() -> Option<String> {
+    let layout = match sandbox::Layout::detect() {
+        Ok(l) => l,
+        Err(e) => return Some(e.to_string()),
+    };
+    Sandbox::check_permission(&layout)
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// `Some(why)` when the program an external command starts is not found.
+pub fn missing_binary(command: &str) -> Option<String> {
+    let program = command.split_whitespace().next()?;
+    if program.contains('/') {
+        return (!Path::new(program).is_file()).then(|| format!("{program} not found"));
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"])
+        .any(|dir| Path::new(dir).join(program).is_file());
+    (!found).then(|| format!("{program:?} is not installed (not on PATH nor in /usr/sbin)"))
+}
+
+/// Performs one run. `None` when a stop request interrupted it (the run is
+/// then discarded: nothing of it is kept).
+pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
+    if let Contestant::External(e) = &spec.contestant {
+        if let Some(why) = missing_binary(&e.command) {
+            return Some(RunOutcome::fail(Status::Skipped, why));
+        }
+    }
+    let dir = match RunDir::new() {
+        Ok(d) => d,
+        Err(e) => {
+            return Some(RunOutcome::fail(
+                Status::Failed,
+                format!("cannot make a temp folder: {e}"),
+            ))
+        }
+    };
+    let port = match probe::free_port() {
+        Ok(p) => p,
+        Err(e) => {
+            return Some(RunOutcome::fail(
+                Status::Failed,
+                format!("no free port: {e}"),
+            ))
+        }
+    };
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (cmd, ready, ready_timeout) = match command(ctx, spec, addr, &dir) {
+        Ok(c) => c,
+        Err(e) => return Some(RunOutcome::fail(Status::Failed, e)),
+    };
+    let mut limits = spec.limits.clone();
+    if limits.cpuset.is_none() {
+        limits.cpuset = Some(placement::cpu_list(ctx.server_cpus));
+    }
+    let hint = spec.contestant.name().to_string();
+    let spawned = if ctx.unlimited {
+        Sandbox::spawn_unlimited(&hint, Net::Host, cmd)
+    } else {
+        Sandbox::spawn(&hint, &limits, Net::Host, cmd)
+    };
+    let mut container = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            return Some(RunOutcome::fail(
+                Status::Failed,
+                format!("cannot start the server: {e}"),
+            ))
+        }
+    };
+    let mut out = RunOutcome {
+        unlimited: ctx.unlimited,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + ready_timeout;
+    let ready_result = probe::wait_ready(addr, &ready, deadline, || {
+        !ctx.stop.load(Ordering::SeqCst) && container.is_running()
+    });
+    if ctx.stop.load(Ordering::SeqCst) {
+        let _ = container.stop();
+        return None;
+    }
+    if let Err(why) = ready_result {
+        let acc = container.stop();
+        out.status = Some(Status::Failed);
+        out.reason = Some(format!("server {why}{}", dir.log_tail()));
+        verdict_from_accounting(&mut out, acc.as_ref().ok());
+        return Some(out.finish());
+    }
+
+    let cpu_before = container.cpu_usage_s();
+    let measured = measure::run_level(
+        ctx.suite,
+        &spec.workload,
+        &spec.load,
+        &measure::Target {
+            addr,
+            threads: ctx.threads,
+            state: spec.state.as_deref(),
+        },
+        ctx.stop,
+        || container.is_running(),
+    );
+    let cpu_after = container.cpu_usage_s();
+    if ctx.stop.load(Ordering::SeqCst) {
+        let _ = container.stop();
+        return None;
+    }
+    let running = container.is_running();
+    if running && matches!(spec.contestant, Contestant::Builtin { .. }) {
+        out.server_stats = probe::get(addr, "/stats", Duration::from_secs(2))
+            .ok()
+            .filter(|(code, _)| *code == 200)
+            .and_then(|(_, body)| serde_json::from_str(&body).ok());
+    }
+    let acc = container.stop();
+    match measured {
+        Ok(Some(m)) => {
+            let mut metrics = m.metrics;
+            if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+                let cpu = (b - a).max(0.0);
+                metrics.server_cpu_s = Some(cpu);
+                metrics.requests_per_cpu_s = (cpu > 0.0).then(|| metrics.requests as f64 / cpu);
+            }
+            if let Ok(a) = &acc {
+                metrics.memory_peak_bytes = a.memory_peak_bytes;
+                metrics.throttled_s = a.throttled_us.map(|t| t as f64 / 1e6);
+            }
+            let mut hgrm = Vec::new();
+            if m.report
+                .write_hgrm(&mut hgrm, loadgen::output::Which::Corrected)
+                .is_ok()
+            {
+                out.hgrm = Some(String::from_utf8_lossy(&hgrm).into_owned());
+            }
+            out.histogram = Some(loadgen::hist::to_base64(&m.report.corrected.histogram));
+            out.loadgen = serde_json::to_value(&m.report).ok();
+            out.metrics = Some(metrics);
+            out.steps = m.steps;
+        }
+        Ok(None) => return None,
+        Err(e) => {
+            out.status = Some(Status::Failed);
+            out.reason = Some(e);
+        }
+    }
+    if !running {
+        out.status = Some(Status::Crashed);
+        out.reason = Some(format!("server exited during the run{}", dir.log_tail()));
+    }
+    verdict_from_accounting(&mut out, acc.as_ref().ok());
+    if let Err(e) = &acc {
+        let note = format!("accounting unavailable: {e}");
+        out.reason = Some(out.reason.map_or(note.clone(), |r| format!("{r}; {note}")));
+    }
+    Some(out.finish())
+}
+
+/// An OOM kill overrides every other verdict: it explains the rest.
+fn verdict_from_accounting(out: &mut RunOutcome, acc: Option<&Accounting>) {
+    if let Some(a) = acc {
+        out.accounting = serde_json::to_value(a).ok();
+        if a.unlimited {
+            out.unlimited = true;
+        }
+        if a.oom_kills.unwrap_or(0) > 0 {
+            out.status = Some(Status::Oom);
+            let note = format!("OOM killer killed {} process(es)", a.oom_kills.unwrap_or(0));
+            out.reason = Some(match out.reason.take() {
+                Some(r) => format!("{note}; {r}"),
+                None => note,
+            });
+        }
+    }
+}
+
+/// The command that starts the contestant, its readiness path and timeout.
+fn command(
+    ctx: &Context,
+    spec: &RunSpec,
+    addr: SocketAddr,
+    dir: &RunDir,
+) -> Result<(Command, String, Duration), String> {
+    let mut cmd;
+    let (ready, timeout) = match &spec.contestant {
+        Contestant::Builtin { name } => {
+            cmd = Command::new(ctx.exe);
+            cmd.args(["serve", "--arch", name, "--listen", &addr.to_string()]);
+            cmd.arg("--docroot").arg(dir.docroot());
+            if let Some(w) = ctx.suite.workers {
+                cmd.args(["--workers", &w.to_string()]);
+            }
+            if let Some(s) = &spec.state {
+                cmd.args(["--state", s]);
+            }
+            if let Some(extra) = ctx.suite.server_args.get(name) {
+                cmd.args(extra);
+            }
+            ("/health".to_string(), Duration::from_secs(10))
+        }
+        Contestant::External(e) => {
+            cmd = external_command(e, addr, dir)?;
+            (e.ready.clone(), e.ready_timeout)
+        }
+    };
+    let log = std::fs::File::create(dir.log()).map_err(|e| format!("server log: {e}"))?;
+    let log2 = log.try_clone().map_err(|e| format!("server log: {e}"))?;
+    cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+    placement::pin_child(&mut cmd, ctx.server_cpus);
+    Ok((cmd, ready, timeout))
+}
+
+fn external_command(e: &External, addr: SocketAddr, dir: &RunDir) -> Result<Command, String> {
+    let fill = |text: &str| {
+        text.replace("{port}", &addr.port().to_string())
+            .replace("{addr}", &addr.to_string())
+            .replace("{docroot}", &dir.docroot().display().to_string())
+            .replace("{config}", &dir.config().display().to_string())
+            .replace("{dir}", &dir.path.display().to_string())
+    };
+    if let Some(config) = &e.config {
+        std::fs::write(dir.config(), fill(config)).map_err(|err| format!("config file: {err}"))?;
+    }
+    let mut cmd = Command::new("/bin/sh");
+    // exec: the server replaces the shell, so stopping it stops the server.
+    cmd.arg("-c").arg(format!("exec {}", fill(&e.command)));
+    Ok(cmd)
+}
+
+/// A per-run temp folder (docroot, config, server log), removed on drop.
+struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    fn new() -> std::io::Result<RunDir> {
+        use std::sync::atomic::AtomicU64;
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "serverlab-run-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(path.join("docroot"))?;
+        std::fs::write(path.join("docroot/index.html"), "<h1>serverlab</h1>\n")?;
+        Ok(RunDir { path })
+    }
+    fn docroot(&self) -> PathBuf {
+        self.path.join("docroot")
+    }
+    fn config(&self) -> PathBuf {
+        self.path.join("server.conf")
+    }
+    fn log(&self) -> PathBuf {
+        self.path.join("server.log")
+    }
+    /// The last lines the server wrote, for failure reasons.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; server output: {}",
+                tail.chars().take(400).collect::<String>()
+            )
+        }
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// What the runner needs from a container beyond the sandbox's API.
+trait ContainerExt {
+    fn is_running(&mut self) -> bool;
+    fn cpu_usage_s(&self) -> Option<f64>;
+}
+
+impl ContainerExt for Container {
+    fn is_running(&mut self) -> bool {
+        matches!(self.try_wait(), Ok(None))
+    }
+    fn cpu_usage_s(&self) -> Option<f64> {
+        let cgroup = self.cgroup()?;
+        cgroup.cpu_usage_us().ok().map(|us| us as f64 / 1e6)
+    }
+}

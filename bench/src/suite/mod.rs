@@ -1,0 +1,289 @@
+//! Suites: what a benchmark run measures, read from a TOML file.
+//!
+//! A suite is a matrix — contestants (built-in architectures and external
+//! servers) × workloads × load levels × sandbox limits × state modes ×
+//! repetitions — plus warmup, duration and the latency objective. Every
+//! setting is checked before anything runs; a bad file is refused with its
+//! file name, line and field ([`SuiteError`]). The format is documented in
+//! the README and in the shipped suites under `bench/suites/`.
+
+mod error;
+mod parse;
+
+pub use error::SuiteError;
+
+use crate::sandbox::Limits;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// The suites shipped with serverlab, embedded so they work from any folder.
+pub const SHIPPED: &[(&str, &str)] = &[
+    ("quick", include_str!("../../suites/quick.toml")),
+    ("full", include_str!("../../suites/full.toml")),
+];
+
+/// A checked suite, ready to run.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    /// Name used for the results folder (`results/<name>-<timestamp>`).
+    pub name: String,
+    /// One line for people.
+    pub description: String,
+    /// The TOML text it was read from (kept with the results).
+    pub source: String,
+    /// Who competes.
+    pub contestants: Vec<Contestant>,
+    /// What the clients ask for.
+    pub workloads: Vec<Workload>,
+    /// How hard they ask.
+    pub loads: Vec<LoadLevel>,
+    /// Named sandbox limits; at least one (`none` when the file has none).
+    pub limits: Vec<(String, Limits)>,
+    /// State modes (`serve --state`); `[None]` when the file names none.
+    pub states: Vec<Option<String>>,
+    /// Each run is repeated this many times.
+    pub repetitions: u32,
+    /// Load before measuring, not recorded.
+    pub warmup: Duration,
+    /// How long each measurement lasts (each step of an `auto` load).
+    pub duration: Duration,
+    /// The latency objective that defines "sustainable".
+    pub objective: Objective,
+    /// Run without limits when the sandbox cannot enforce them.
+    pub allow_unlimited: bool,
+    /// `serve --workers` for built-in architectures; default: their own.
+    pub workers: Option<usize>,
+    /// Load-generator threads; default: one per generator CPU.
+    pub generator_threads: Option<usize>,
+    /// CPUs for the server and for the generator; default: split the host.
+    pub placement: Option<Placement>,
+    /// Extra `serverlab serve` arguments per built-in architecture.
+    pub server_args: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// CPUs (server's, generator's).
+pub type Placement = (Vec<usize>, Vec<usize>);
+
+/// A server under test.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Contestant {
+    /// One of `servers::arch::ALL`, started as `serverlab serve --arch NAME`.
+    Builtin {
+        /// The architecture's name.
+        name: String,
+    },
+    /// Any server started from a command template.
+    External(External),
+}
+
+impl Contestant {
+    /// The name runs and reports use.
+    pub fn name(&self) -> &str {
+        match self {
+            Contestant::Builtin { name } => name,
+            Contestant::External(e) => &e.name,
+        }
+    }
+}
+
+/// An external server such as nginx, run under the same harness.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct External {
+    /// Its name in results.
+    pub name: String,
+    /// Shell command; `{port}`, `{addr}`, `{docroot}`, `{config}` and
+    /// `{dir}` are replaced. It must stay in the foreground.
+    pub command: String,
+    /// A configuration file written (with the same placeholders) to
+    /// `{config}` before the command starts.
+    pub config: Option<String>,
+    /// Ready when `GET ready` answers 200 ...
+    pub ready: String,
+    /// ... within this long.
+    pub ready_timeout: Duration,
+    /// The workloads it can serve (empty: all).
+    pub workloads: Vec<String>,
+}
+
+/// What the clients request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Workload {
+    /// Short name used in run keys.
+    pub name: String,
+    /// The request path (and query).
+    pub path: String,
+    /// Reuse connections (false: `Connection: close`, one request each).
+    pub keep_alive: bool,
+    /// Requests in flight per connection.
+    pub pipeline: u32,
+}
+
+/// How hard the clients ask.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum LoadLevel {
+    /// Closed loop: this many connections, each as fast as answers come.
+    Closed {
+        /// Connections.
+        connections: u32,
+    },
+    /// Open loop: a fixed rate of requests per second (coordinated omission
+    /// corrected) over `connections` connections.
+    Open {
+        /// Requests per second.
+        rate: f64,
+        /// Connections carrying them.
+        connections: u32,
+    },
+    /// Open-loop rates stepped up geometrically until the objective breaks
+    /// or the achieved rate falls below 95 % of the offered one.
+    Auto {
+        /// First rate.
+        start: f64,
+        /// Each step multiplies the rate by this.
+        factor: f64,
+        /// Stop here even if the objective still holds.
+        max: f64,
+        /// Connections carrying the requests.
+        connections: u32,
+    },
+}
+
+impl LoadLevel {
+    /// A short label for keys and plots: `c64`, `r2000`, `auto`.
+    pub fn label(&self) -> String {
+        match self {
+            LoadLevel::Closed { connections } => format!("c{connections}"),
+            LoadLevel::Open { rate, .. } => format!("r{rate}"),
+            LoadLevel::Auto { .. } => "auto".to_string(),
+        }
+    }
+}
+
+/// The latency objective: the `percentile` latency must stay at or below
+/// `latency` (and no more than 1 % of requests may fail).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Objective {
+    /// For example 99.0.
+    pub percentile: f64,
+    /// For example 10 ms.
+    pub latency: Duration,
+}
+
+impl Objective {
+    /// `p99 <= 10ms`.
+    pub fn describe(&self) -> String {
+        format!("p{} ≤ {:?}", self.percentile, self.latency)
+    }
+}
+
+/// One cell of the matrix: everything needed to perform one run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunSpec {
+    /// The server.
+    pub contestant: Contestant,
+    /// The requests.
+    pub workload: Workload,
+    /// The load.
+    pub load: LoadLevel,
+    /// Name of the limits entry.
+    pub limits_name: String,
+    /// The limits themselves.
+    pub limits: Limits,
+    /// State mode passed as `serve --state`, if any.
+    pub state: Option<String>,
+    /// 1-based repetition number.
+    pub repetition: u32,
+}
+
+impl RunSpec {
+    /// The key that names this run's files; equal keys are the same run.
+    pub fn key(&self) -> String {
+        format!(
+            "{}__{}__{}__{}__{}__rep{}",
+            self.contestant.name(),
+            self.workload.name,
+            self.load.label(),
+            self.limits_name,
+            self.state.as_deref().unwrap_or("default"),
+            self.repetition
+        )
+    }
+
+    /// The key without the repetition: runs that differ only by repetition.
+    pub fn group_key(&self) -> String {
+        let key = self.key();
+        key.rsplit_once("__rep")
+            .map_or(key.clone(), |(k, _)| k.to_string())
+    }
+}
+
+impl Suite {
+    /// Parses suite text; `file` is what errors call it.
+    pub fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
+        parse::parse(file, text)
+    }
+
+    /// Loads a suite from a path, or a shipped suite by name (`quick`).
+    pub fn load(name_or_path: &str) -> Result<Suite, SuiteError> {
+        let path = Path::new(name_or_path);
+        if path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Read {
+                file: name_or_path.to_string(),
+                source,
+            })?;
+            return Suite::parse(name_or_path, &text);
+        }
+        match SHIPPED.iter().find(|(n, _)| *n == name_or_path) {
+            Some((n, text)) => Suite::parse(&format!("bench/suites/{n}.toml"), text),
+            None => Err(SuiteError::NotFound(
+                name_or_path.to_string(),
+                SHIPPED
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )),
+        }
+    }
+
+    /// Every run of the matrix, in the order they are performed:
+    /// repetitions outermost, so an interrupted suite has whole rounds.
+    pub fn runs(&self) -> Vec<RunSpec> {
+        let mut runs = Vec::new();
+        for repetition in 1..=self.repetitions {
+            for workload in &self.workloads {
+                for (limits_name, limits) in &self.limits {
+                    for state in &self.states {
+                        for load in &self.loads {
+                            for contestant in &self.contestants {
+                                if let Contestant::External(e) = contestant {
+                                    if !e.workloads.is_empty()
+                                        && !e.workloads.contains(&workload.name)
+                                    {
+                                        continue;
+                                    }
+                                }
+                                runs.push(RunSpec {
+                                    contestant: contestant.clone(),
+                                    workload: workload.clone(),
+                                    load: *load,
+                                    limits_name: limits_name.clone(),
+                                    limits: limits.clone(),
+                                    state: state.clone(),
+                                    repetition,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        runs
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,467 @@
+//! From TOML text to a checked [`Suite`]: the file's shape (serde, unknown
+//! fields refused) and then every value's meaning, each error pointing at
+//! the line that holds the value.
+
+use super::error::Locator;
+use super::{Contestant, External, LoadLevel, Objective, Suite, SuiteError, Workload};
+use crate::sandbox::Limits;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSuite {
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    description: String,
+    architectures: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    external: Vec<RawExternal>,
+    workload: Spanned<Vec<RawWorkload>>,
+    load: Spanned<RawLoad>,
+    #[serde(default)]
+    limits: BTreeMap<String, Spanned<Limits>>,
+    #[serde(default)]
+    states: Vec<Spanned<String>>,
+    repetitions: Option<Spanned<i64>>,
+    warmup: Option<Spanned<String>>,
+    duration: Spanned<String>,
+    objective: Spanned<RawObjective>,
+    #[serde(default)]
+    allow_unlimited: bool,
+    workers: Option<Spanned<i64>>,
+    generator_threads: Option<Spanned<i64>>,
+    server_cpus: Option<Spanned<Vec<Spanned<i64>>>>,
+    generator_cpus: Option<Spanned<Vec<Spanned<i64>>>>,
+    #[serde(default)]
+    server_args: BTreeMap<String, Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExternal {
+    name: Spanned<String>,
+    command: Spanned<String>,
+    config: Option<String>,
+    ready: Spanned<String>,
+    ready_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    workloads: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    #[serde(default = "yes")]
+    keep_alive: bool,
+    pipeline: Option<Spanned<i64>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoad {
+    #[serde(default)]
+    connections: Vec<Spanned<i64>>,
+    #[serde(default)]
+    rates: Vec<Spanned<f64>>,
+    open_connections: Option<Spanned<i64>>,
+    auto: Option<Spanned<RawAuto>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuto {
+    start: f64,
+    #[serde(default = "default_factor")]
+    factor: f64,
+    #[serde(default = "default_max")]
+    max: f64,
+}
+
+fn default_factor() -> f64 {
+    1.5
+}
+
+fn default_max() -> f64 {
+    1e6
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawObjective {
+    percentile: Spanned<f64>,
+    latency: Spanned<String>,
+}
+
+/// Parses and checks a suite.
+pub(super) fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
+    let loc = Locator { file, text };
+    let raw: RawSuite = toml::from_str(text).map_err(|e| loc.of_toml(&e))?;
+    let name = match &raw.name {
+        Some(n) => {
+            check_name(&loc, n, "name")?;
+            n.get_ref().clone()
+        }
+        None => std::path::Path::new(file)
+            .file_stem()
+            .map_or("suite".to_string(), |s| s.to_string_lossy().into_owned()),
+    };
+
+    let contestants = contestants(&loc, &raw)?;
+    let workloads = workloads(&loc, &raw)?;
+    let loads = loads(&loc, &raw.load)?;
+    let mut limits: Vec<(String, Limits)> = Vec::new();
+    for (limit_name, l) in &raw.limits {
+        if !valid_name(limit_name) {
+            return Err(loc.at(l.span(), "limits", format!("bad name {limit_name:?}")));
+        }
+        l.get_ref()
+            .validate()
+            .map_err(|m| loc.at(l.span(), &format!("limits.{limit_name}"), m))?;
+        limits.push((limit_name.clone(), l.get_ref().clone()));
+    }
+    if limits.is_empty() {
+        limits.push(("none".to_string(), Limits::default()));
+    }
+    let mut states = Vec::new();
+    for s in &raw.states {
+        if !["stateless", "stateful", "soft"].contains(&s.get_ref().as_str()) {
+            return Err(loc.at(
+                s.span(),
+                "states",
+                format!(
+                    "unknown state mode {:?} (stateless, stateful, soft)",
+                    s.get_ref()
+                ),
+            ));
+        }
+        states.push(Some(s.get_ref().clone()));
+    }
+    if states.is_empty() {
+        states.push(None);
+    }
+    let repetitions = match &raw.repetitions {
+        Some(r) => positive(&loc, r, "repetitions", 1000)? as u32,
+        None => 1,
+    };
+    let warmup = match &raw.warmup {
+        Some(w) => duration(&loc, w, "warmup", true)?,
+        None => Duration::ZERO,
+    };
+    let duration = duration(&loc, &raw.duration, "duration", false)?;
+    let p = &raw.objective.get_ref().percentile;
+    if !(*p.get_ref() > 0.0 && *p.get_ref() < 100.0) {
+        return Err(loc.at(
+            p.span(),
+            "percentile",
+            "must lie between 0 and 100, e.g. 99.0",
+        ));
+    }
+    let objective = Objective {
+        percentile: *p.get_ref(),
+        latency: self::duration(&loc, &raw.objective.get_ref().latency, "latency", false)?,
+    };
+    let workers = match &raw.workers {
+        Some(w) => Some(positive(&loc, w, "workers", 4096)? as usize),
+        None => None,
+    };
+    let generator_threads = match &raw.generator_threads {
+        Some(w) => Some(positive(&loc, w, "generator_threads", 1024)? as usize),
+        None => None,
+    };
+    let placement = placement(&loc, &raw)?;
+    let mut server_args = BTreeMap::new();
+    for (arch, args) in &raw.server_args {
+        let builtin = contestants
+            .iter()
+            .any(|c| matches!(c, Contestant::Builtin { name } if name == arch));
+        if !builtin {
+            return Err(loc.at(
+                args.span(),
+                &format!("server_args.{arch}"),
+                format!("{arch:?} is not a built-in architecture of this suite"),
+            ));
+        }
+        server_args.insert(arch.clone(), args.get_ref().clone());
+    }
+    Ok(Suite {
+        name,
+        description: raw.description,
+        source: text.to_string(),
+        contestants,
+        workloads,
+        loads,
+        limits,
+        states,
+        repetitions,
+        warmup,
+        duration,
+        objective,
+        allow_unlimited: raw.allow_unlimited,
+        workers,
+        generator_threads,
+        placement,
+        server_args,
+    })
+}
+
+fn contestants(loc: &Locator, raw: &RawSuite) -> Result<Vec<Contestant>, SuiteError> {
+    let mut out = Vec::new();
+    let known = servers::arch::names();
+    for a in raw.architectures.get_ref() {
+        if a.get_ref() == "all" {
+            out.extend(known.iter().map(|n| Contestant::Builtin {
+                name: n.to_string(),
+            }));
+        } else if known.contains(&a.get_ref().as_str()) {
+            out.push(Contestant::Builtin {
+                name: a.get_ref().clone(),
+            });
+        } else {
+            return Err(loc.at(
+                a.span(),
+                "architectures",
+                format!(
+                    "unknown architecture {:?}; valid names: {} (or \"all\")",
+                    a.get_ref(),
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    let workload_names: Vec<&String> = raw
+        .workload
+        .get_ref()
+        .iter()
+        .map(|w| w.name.get_ref())
+        .collect();
+    for e in &raw.external {
+        check_name(loc, &e.name, "external.name")?;
+        if e.command.get_ref().trim().is_empty() {
+            return Err(loc.at(e.command.span(), "external.command", "empty command"));
+        }
+        if !e.ready.get_ref().starts_with('/') {
+            return Err(loc.at(
+                e.ready.span(),
+                "external.ready",
+                "must be a path such as /hello",
+            ));
+        }
+        for w in &e.workloads {
+            if !workload_names.contains(&w.get_ref()) {
+                return Err(loc.at(
+                    w.span(),
+                    "external.workloads",
+                    format!("no workload named {:?}", w.get_ref()),
+                ));
+            }
+        }
+        out.push(Contestant::External(External {
+            name: e.name.get_ref().clone(),
+            command: e.command.get_ref().clone(),
+            config: e.config.clone(),
+            ready: e.ready.get_ref().clone(),
+            ready_timeout: match &e.ready_timeout {
+                Some(t) => duration(loc, t, "external.ready_timeout", false)?,
+                None => Duration::from_secs(5),
+            },
+            workloads: e.workloads.iter().map(|w| w.get_ref().clone()).collect(),
+        }));
+    }
+    if out.is_empty() {
+        return Err(loc.at(
+            raw.architectures.span(),
+            "architectures",
+            "no contestants: name at least one architecture or [[external]] server",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for c in &out {
+        if !seen.insert(c.name().to_string()) {
+            return Err(loc.at(
+                raw.architectures.span(),
+                "architectures",
+                format!("{:?} is listed twice", c.name()),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn workloads(loc: &Locator, raw: &RawSuite) -> Result<Vec<Workload>, SuiteError> {
+    if raw.workload.get_ref().is_empty() {
+        return Err(loc.at(raw.workload.span(), "workload", "no workloads"));
+    }
+    let mut out: Vec<Workload> = Vec::new();
+    for w in raw.workload.get_ref() {
+        check_name(loc, &w.name, "workload.name")?;
+        if out.iter().any(|o| &o.name == w.name.get_ref()) {
+            return Err(loc.at(w.name.span(), "workload.name", "duplicate workload name"));
+        }
+        if !w.path.get_ref().starts_with('/') {
+            return Err(loc.at(w.path.span(), "workload.path", "must start with /"));
+        }
+        out.push(Workload {
+            name: w.name.get_ref().clone(),
+            path: w.path.get_ref().clone(),
+            keep_alive: w.keep_alive,
+            pipeline: match &w.pipeline {
+                Some(p) => positive(loc, p, "workload.pipeline", 1024)? as u32,
+                None => 1,
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn loads(loc: &Locator, raw: &Spanned<RawLoad>) -> Result<Vec<LoadLevel>, SuiteError> {
+    let l = raw.get_ref();
+    let open_connections = match &l.open_connections {
+        Some(c) => positive(loc, c, "load.open_connections", 100_000)? as u32,
+        None => 32,
+    };
+    let mut out = Vec::new();
+    for c in &l.connections {
+        out.push(LoadLevel::Closed {
+            connections: positive(loc, c, "load.connections", 100_000)? as u32,
+        });
+    }
+    for r in &l.rates {
+        if !(r.get_ref().is_finite() && *r.get_ref() > 0.0) {
+            return Err(loc.at(r.span(), "load.rates", "rates must be positive requests/s"));
+        }
+        out.push(LoadLevel::Open {
+            rate: *r.get_ref(),
+            connections: open_connections,
+        });
+    }
+    if let Some(a) = &l.auto {
+        let v = a.get_ref();
+        let ok = v.start.is_finite() && v.start > 0.0 && v.factor > 1.0 && v.max >= v.start;
+        if !ok {
+            return Err(loc.at(
+                a.span(),
+                "load.auto",
+                "needs start > 0, factor > 1 and max >= start",
+            ));
+        }
+        out.push(LoadLevel::Auto {
+            start: v.start,
+            factor: v.factor,
+            max: v.max,
+            connections: open_connections,
+        });
+    }
+    if out.is_empty() {
+        return Err(loc.at(
+            raw.span(),
+            "load",
+            "no load levels: give connections, rates or auto",
+        ));
+    }
+    Ok(out)
+}
+
+fn placement(loc: &Locator, raw: &RawSuite) -> Result<Option<super::Placement>, SuiteError> {
+    let (s, g) = match (&raw.server_cpus, &raw.generator_cpus) {
+        (None, None) => return Ok(None),
+        (Some(s), Some(g)) => (s, g),
+        (Some(s), None) | (None, Some(s)) => {
+            return Err(loc.at(
+                s.span(),
+                "server_cpus",
+                "give both server_cpus and generator_cpus, or neither",
+            ))
+        }
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let list = |v: &Spanned<Vec<Spanned<i64>>>, field: &str| -> Result<Vec<usize>, SuiteError> {
+        if v.get_ref().is_empty() {
+            return Err(loc.at(v.span(), field, "empty CPU list"));
+        }
+        v.get_ref()
+            .iter()
+            .map(|c| {
+                if (0..cpus).contains(c.get_ref()) {
+                    Ok(*c.get_ref() as usize)
+                } else {
+                    Err(loc.at(
+                        c.span(),
+                        field,
+                        format!("no CPU {} here (0..{cpus})", c.get_ref()),
+                    ))
+                }
+            })
+            .collect()
+    };
+    let server = list(s, "server_cpus")?;
+    let generator = list(g, "generator_cpus")?;
+    if server.iter().any(|c| generator.contains(c)) {
+        return Err(loc.at(
+            g.span(),
+            "generator_cpus",
+            "must be disjoint from server_cpus",
+        ));
+    }
+    Ok(Some((server, generator)))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.contains("__")
+}
+
+fn check_name(loc: &Locator, name: &Spanned<String>, field: &str) -> Result<(), SuiteError> {
+    if valid_name(name.get_ref()) {
+        Ok(())
+    } else {
+        Err(loc.at(
+            name.span(),
+            field,
+            format!(
+                "bad name {:?}: use letters, digits, '-', '_' or '.' (no \"__\")",
+                name.get_ref()
+            ),
+        ))
+    }
+}
+
+fn positive(loc: &Locator, v: &Spanned<i64>, field: &str, max: i64) -> Result<i64, SuiteError> {
+    if (1..=max).contains(v.get_ref()) {
+        Ok(*v.get_ref())
+    } else {
+        Err(loc.at(
+            v.span(),
+            field,
+            format!("{} is out of range (1..={max})", v.get_ref()),
+        ))
+    }
+}
+
+fn duration(
+    loc: &Locator,
+    v: &Spanned<String>,
+    field: &str,
+    zero_ok: bool,
+) -> Result<Duration, SuiteError> {
+    let d = servers::config::parse_duration(v.get_ref()).map_err(|m| loc.at(v.span(), field, m))?;
+    if d.is_zero() && !zero_ok {
+        return Err(loc.at(v.span(), field, "must be longer than zero"));
+    }
+    if d > Duration::from_secs(3600) {
+        return Err(loc.at(v.span(), field, "longer than an hour; surely a typo"));
+    }
+    Ok(d)
+}

@@ -1,0 +1,204 @@
+//! Suite parsing: good files, and each kind of bad one naming its line and
+//! field.
+
+use super::*;
+
+const GOOD: &str = r#"
+name = "t"
+architectures = ["iterative"]
+repetitions = 2
+warmup = "500ms"
+duration = "1s"
+objective = { percentile = 99.0, latency = "10ms" }
+
+[[workload]]
+name = "hello"
+path = "/hello"
+
+[[workload]]
+name = "io"
+path = "/work?io_ms=5"
+keep_alive = false
+
+[load]
+connections = [4, 16]
+rates = [100.5]
+auto = { start = 100, factor = 2 }
+
+[limits.half]
+cpus = 0.5
+memory = "64M"
+
+[[external]]
+name = "ext"
+command = "true {port}"
+ready = "/health"
+workloads = ["hello"]
+"#;
+
+fn bad(text: &str) -> SuiteError {
+    Suite::parse("bad.toml", text).expect_err("must be refused")
+}
+
+/// Replaces the first occurrence of `from` in the good suite.
+fn good_with(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "test bug: {from:?} not in GOOD");
+    GOOD.replacen(from, to, 1)
+}
+
+/// The 1-based line of the first line of GOOD-like `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle")
+        + 1
+}
+
+fn assert_names(e: &SuiteError, text: &str, needle: &str, field: &str) {
+    let shown = e.to_string();
+    assert!(shown.starts_with("bad.toml:"), "{shown}");
+    assert_eq!(e.line(), Some(line_of(text, needle)), "{shown}");
+    assert_eq!(e.field(), Some(field), "{shown}");
+}
+
+#[test]
+fn good_file_parses_into_the_matrix() {
+    let s = Suite::parse("t.toml", GOOD).unwrap();
+    assert_eq!(s.name, "t");
+    assert_eq!(s.warmup, Duration::from_millis(500));
+    assert_eq!(s.contestants.len(), 2);
+    assert_eq!(s.loads.len(), 4);
+    assert_eq!(
+        s.loads[2],
+        LoadLevel::Open {
+            rate: 100.5,
+            connections: 32
+        }
+    );
+    assert!(matches!(s.loads[3], LoadLevel::Auto { factor, .. } if factor == 2.0));
+    assert_eq!(s.limits[0].0, "half");
+    assert_eq!(s.limits[0].1.cpus, Some(0.5));
+    assert_eq!(s.limits[0].1.memory, Some(64 << 20));
+    assert!(!s.workloads[1].keep_alive);
+    // iterative: 2 workloads × 4 loads; ext: only hello × 4 loads; × 2 reps.
+    let runs = s.runs();
+    assert_eq!(runs.len(), (2 * 4 + 4) * 2);
+    let keys: std::collections::BTreeSet<_> = runs.iter().map(RunSpec::key).collect();
+    assert_eq!(keys.len(), runs.len(), "keys are unique");
+    assert!(keys.contains("iterative__io__c16__half__default__rep2"));
+    assert!(!keys.iter().any(|k| k.starts_with("ext__io")));
+}
+
+#[test]
+fn shipped_suites_parse_and_quick_has_every_architecture() {
+    for (name, _) in SHIPPED {
+        let s = Suite::load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(&s.name, name);
+    }
+    let quick = Suite::load("quick").unwrap();
+    for arch in servers::arch::names() {
+        assert!(quick.contestants.iter().any(|c| c.name() == arch), "{arch}");
+    }
+    let paths: Vec<_> = quick.workloads.iter().map(|w| w.path.as_str()).collect();
+    assert!(paths.contains(&"/hello"));
+    assert!(paths.iter().any(|p| p.contains("io_ms=")));
+}
+
+#[test]
+fn unknown_architecture_names_line_and_field() {
+    let text = good_with(r#"["iterative"]"#, r#"["iterative", "fork-bomb"]"#);
+    let e = bad(&text);
+    assert_names(&e, &text, "fork-bomb", "architectures");
+    assert!(e.to_string().contains("valid names"), "{e}");
+}
+
+#[test]
+fn unknown_field_is_refused() {
+    let text = good_with("keep_alive = false", "keep_alive = false\nkeepalive = true");
+    assert_names(&bad(&text), &text, "keepalive = true", "keepalive");
+    let text = good_with("repetitions = 2", "repetitions = 2\nrepetition = 3");
+    assert_names(&bad(&text), &text, "repetition = 3", "repetition");
+}
+
+#[test]
+fn unknown_limit_field_is_refused() {
+    let text = good_with("cpus = 0.5", "cpus = 0.5\ncpu_quota = 3");
+    assert_names(&bad(&text), &text, "cpu_quota", "cpu_quota");
+}
+
+#[test]
+fn bad_durations() {
+    let text = good_with(r#"duration = "1s""#, r#"duration = "1 fortnight""#);
+    assert_names(&bad(&text), &text, "fortnight", "duration");
+    let text = good_with(r#"duration = "1s""#, r#"duration = "0s""#);
+    assert_names(&bad(&text), &text, "duration = ", "duration");
+    let text = good_with(r#"latency = "10ms""#, r#"latency = "ten""#);
+    assert_names(&bad(&text), &text, "ten", "latency");
+    // A number where a string is expected: a type error from TOML itself.
+    let text = good_with(r#"warmup = "500ms""#, "warmup = 5");
+    assert_names(&bad(&text), &text, "warmup = 5", "warmup");
+}
+
+#[test]
+fn bad_rates_and_levels() {
+    let text = good_with("rates = [100.5]", "rates = [100.5, -3.0]");
+    assert_names(&bad(&text), &text, "-3.0", "load.rates");
+    let text = good_with("connections = [4, 16]", "connections = [4, 0]");
+    assert_names(&bad(&text), &text, "[4, 0]", "load.connections");
+    let text = good_with("factor = 2", "factor = 0.5");
+    assert_names(&bad(&text), &text, "factor = 0.5", "load.auto");
+}
+
+#[test]
+fn bad_limits() {
+    let text = good_with("cpus = 0.5", "cpus = 0.0");
+    let e = bad(&text);
+    assert_eq!(e.field(), Some("limits.half"), "{e}");
+    assert!(e.to_string().contains("cpus"), "{e}");
+    let text = good_with(r#"memory = "64M""#, r#"memory = "lots""#);
+    assert_names(&bad(&text), &text, "lots", "memory");
+}
+
+#[test]
+fn empty_matrices_are_refused() {
+    let text = good_with(r#"["iterative"]"#, "[]").replace(
+        "[[external]]\nname = \"ext\"\ncommand = \"true {port}\"\nready = \"/health\"\nworkloads = [\"hello\"]\n",
+        "",
+    );
+    assert_names(&bad(&text), &text, "architectures = []", "architectures");
+    let text = good_with(
+        "connections = [4, 16]\nrates = [100.5]\nauto = { start = 100, factor = 2 }",
+        "",
+    );
+    assert_names(&bad(&text), &text, "[load]", "load");
+    let text = good_with("repetitions = 2", "repetitions = 0");
+    assert_names(&bad(&text), &text, "repetitions = 0", "repetitions");
+}
+
+#[test]
+fn missing_field_and_syntax_errors_name_a_line() {
+    let text = good_with(r#"duration = "1s""#, "");
+    let e = bad(&text);
+    assert_eq!(e.field(), Some("duration"), "{e}");
+    let text = good_with("[load]", "[load");
+    let e = bad(&text);
+    assert_eq!(e.line(), Some(line_of(&text, "[load")), "{e}");
+}
+
+#[test]
+fn bad_external_and_names() {
+    let text = good_with(r#"workloads = ["hello"]"#, r#"workloads = ["nope"]"#);
+    assert_names(&bad(&text), &text, "nope", "external.workloads");
+    let text = good_with(r#"ready = "/health""#, r#"ready = "health""#);
+    assert_names(&bad(&text), &text, r#"ready = "health""#, "external.ready");
+    let text = good_with(r#"name = "io""#, r#"name = "a/b""#);
+    assert_names(&bad(&text), &text, "a/b", "workload.name");
+}
+
+#[test]
+fn unknown_state_mode_and_bad_server_args() {
+    let text = good_with("repetitions = 2", "repetitions = 2\nstates = [\"sticky\"]");
+    assert_names(&bad(&text), &text, "sticky", "states");
+    let text = format!("{GOOD}\n[server_args]\nprefork = [\"--workers\", \"2\"]\n");
+    assert_names(&bad(&text), &text, "prefork =", "server_args.prefork");
+}

@@ -1,0 +1,81 @@
+//! `serverlab bench`: run a suite, write its results folder and report,
+//! print the answer.
+
+use anyhow::Context;
+use bench::runner::{self, Options};
+use bench::suite::Suite;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A suite file, or the name of a shipped suite (quick, full).
+    #[arg(default_value = "quick")]
+    suite: String,
+    /// Where new result folders go.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// Complete an interrupted results folder (runs already there are kept).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Only the runs whose key contains PATTERN (e.g. `thread-pool`,
+    /// `__hello__`).
+    #[arg(long, value_name = "PATTERN")]
+    only: Option<String>,
+    /// Where the sandbox cannot enforce limits (not root, no cgroups), run
+    /// without them; such runs are marked UNLIMITED.
+    #[arg(long)]
+    allow_unlimited: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Installed before any thread starts (see on_termination): Ctrl-C
+    // stops the run in progress; finished runs are already on disk.
+    super::on_termination(move || {
+        eprintln!("\nserverlab: stopping: the run in progress is discarded, finished runs are kept (Ctrl-C again to quit at once)");
+        flag.store(true, Ordering::SeqCst);
+    })?;
+    let suite = Suite::load(&args.suite)?;
+    for (name, why) in runner::missing_externals(&suite) {
+        eprintln!("serverlab: {name} will be skipped: {why}");
+    }
+    let leftovers = bench::sandbox::cleanup_leftovers();
+    tracing::debug!("leftovers from earlier runs: {leftovers:?}");
+    let opts = Options {
+        out: args.out,
+        resume: args.resume,
+        only: args.only,
+        allow_unlimited: args.allow_unlimited,
+        exe: std::env::current_exe().context("cannot find the serverlab executable")?,
+        stop,
+        progress: !args.quiet,
+    };
+    let outcome = runner::run_suite(&suite, &opts)?;
+    let dir = &outcome.dir;
+    let report = bench::report::render(dir).context("cannot write the report")?;
+    let runs = bench::results::Store::open(dir)?.runs()?;
+    println!("{}", bench::report::answer_table(&runs));
+    println!(
+        "{} runs done now, {} already there; results in {}; report {}",
+        outcome.done,
+        outcome.skipped,
+        dir.display(),
+        report.display()
+    );
+    if outcome.interrupted {
+        println!(
+            "interrupted: {} runs left; complete it with: serverlab bench {} --resume {}",
+            outcome.remaining,
+            args.suite,
+            dir.display()
+        );
+        std::process::exit(130);
+    }
+    Ok(())
+}
