@@ -4,6 +4,7 @@
 mod bench;
 mod load;
 mod report;
+mod sandbox;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Command {
     Bench(bench::Args),
     /// Re-render a results folder's report, or compare two folders.
     Report(report::Args),
+    /// Run any command in a container (cgroup limits, namespaces); print what it used.
+    Sandbox(sandbox::Args),
 }
 
 /// Runs the chosen subcommand.
@@ -36,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(args) => load::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Report(args) => report::run(args),
+        Command::Sandbox(args) => sandbox::run(args),
     }
 }
 

@@ -76,9 +76,9 @@ impl Limits {
             }
         }
         if let Some(c) = self.credits {
-            if !(c.baseline.is_finite() && c.baseline >= 0.01)
-                || !(c.cap.is_finite() && c.cap >= 0.0)
-            {
+            let ok =
+                c.baseline.is_finite() && c.baseline >= 0.01 && c.cap.is_finite() && c.cap >= 0.0;
+            if !ok {
                 return Err(format!(
                     "credits need baseline >= 0.01 CPUs and cap >= 0 CPU-seconds, got {c:?}"
                 ));

@@ -115,7 +115,7 @@ pub unsafe fn in_child(setup: &ChildSetup) -> io::Result<()> {
         for &fd in &setup.cgroup_procs {
             check(libc::write(fd, b"0".as_ptr().cast(), 1) as libc::c_int)?;
         }
-        return Ok(());
+        return unblock_all();
     }
     if let Some(fd) = setup.netns {
         check(libc::setns(fd, libc::CLONE_NEWNET))?;
@@ -138,8 +138,11 @@ pub unsafe fn in_child(setup: &ChildSetup) -> io::Result<()> {
     ))?;
 
     let set = wait_set();
-    let mut old: libc::sigset_t = std::mem::zeroed();
-    check(libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old))?;
+    check(libc::sigprocmask(
+        libc::SIG_BLOCK,
+        &set,
+        std::ptr::null_mut(),
+    ))?;
     let reaper = libc::fork();
     if reaper < 0 {
         return Err(io::Error::last_os_error());
@@ -173,11 +176,19 @@ pub unsafe fn in_child(setup: &ChildSetup) -> io::Result<()> {
         close_from_3();
         supervise(command, &set, true);
     }
-    // PID 2: restore the mask the command should start with, then exec.
+    // PID 2: the command starts with no blocked signals.
+    unblock_all()
+}
+
+/// Empties the signal mask. A runner blocks SIGINT/SIGTERM in every thread
+/// (to take them on one signal thread), the mask survives fork and exec,
+/// and std does not reset it: a command would otherwise ignore SIGTERM.
+unsafe fn unblock_all() -> io::Result<()> {
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
     check(libc::sigprocmask(
         libc::SIG_SETMASK,
-        &old,
+        &empty,
         std::ptr::null_mut(),
-    ))?;
-    Ok(())
+    ))
 }
