@@ -78,6 +78,10 @@ pub struct Conn {
     pub sent_on_socket: u64,
     /// Consecutive failed connects (for back-off).
     pub failures: u32,
+    /// `--no-keepalive` with `--requests`: the ticket taken before
+    /// connecting, so no connection is opened for a request that will not
+    /// be sent.
+    pub ticket: bool,
 }
 
 impl Conn {
@@ -100,6 +104,7 @@ impl Conn {
             connect_began: now,
             sent_on_socket: 0,
             failures: 0,
+            ticket: false,
         }
     }
 
@@ -197,8 +202,11 @@ impl Conn {
         Ok(written)
     }
 
-    /// Reads once into the free part of the buffer. `Ok(n)`: n bytes added.
-    pub fn read_some(&mut self) -> Result<usize, ReadEnd> {
+    /// Reads once into the free part of the buffer. `Ok((n, drained))`: n
+    /// bytes added; `drained` when the read came back short, which for a
+    /// stream socket means its buffer is empty (epoll(7)), saving the
+    /// extra `read` that would only return `WouldBlock`.
+    pub fn read_some(&mut self) -> Result<(usize, bool), ReadEnd> {
         let Some(stream) = &mut self.stream else {
             return Err(ReadEnd::WouldBlock);
         };
@@ -210,8 +218,9 @@ impl Conn {
             match stream.read(&mut self.inbuf[self.in_len..]) {
                 Ok(0) => return Err(ReadEnd::Eof),
                 Ok(n) => {
+                    let drained = self.in_len + n < self.inbuf.len();
                     self.in_len += n;
-                    return Ok(n);
+                    return Ok((n, drained));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(ReadEnd::WouldBlock),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -59,6 +59,12 @@ impl Plan<'_> {
         }
     }
 
+    fn give_back_ticket(&self) {
+        if let Some(t) = &self.tickets {
+            t.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn tickets_left(&self) -> bool {
         self.tickets
             .as_ref()
@@ -298,8 +304,9 @@ impl<'a> Worker<'a> {
                 if event.is_writable() || event.is_error() {
                     self.on_writable(i, now);
                 }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.on_readable(i, now);
+                let closed = event.is_read_closed() || event.is_error();
+                if event.is_readable() || closed {
+                    self.on_readable(i, now, closed);
                 }
                 self.fill(i, now);
             }
@@ -321,7 +328,7 @@ impl<'a> Worker<'a> {
             && self
                 .conns
                 .iter()
-                .all(|c| c.inflight.iter().all(|p| !p.measured) && !c.restore_pending)
+                .all(|c| c.inflight.iter().all(|p| !p.measured) && !c.restore_pending && !c.ticket)
     }
 
     /// Counts what is left at the end, then flushes the last interval.
@@ -443,15 +450,17 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn on_readable(&mut self, i: usize, now: Instant) {
+    /// Reads and parses; `closed`: the peer hung up, so read on to the end
+    /// even after a short read (no further edge will come).
+    fn on_readable(&mut self, i: usize, now: Instant, closed: bool) {
         loop {
             if self.conns[i].state != State::Open {
                 return;
             }
             match self.conns[i].read_some() {
-                Ok(n) => {
+                Ok((n, drained)) => {
                     self.tally.c.bytes_read += n as u64;
-                    if !self.parse(i, now) {
+                    if !self.parse(i, now) || (drained && !closed) {
                         return;
                     }
                 }
@@ -575,11 +584,17 @@ impl<'a> Worker<'a> {
                         }
                     }
                 }
-                if !plan.tickets_left()
-                    && !self.conns[i].restore_pending
-                    && now >= plan.measure_start
-                {
-                    return;
+                let c = &mut self.conns[i];
+                if now >= plan.measure_start && !c.restore_pending && !c.ticket {
+                    if !plan.keepalive {
+                        // One connection per request: hold its ticket first.
+                        if !plan.take_ticket() {
+                            return;
+                        }
+                        c.ticket = plan.tickets.is_some();
+                    } else if !plan.tickets_left() {
+                        return;
+                    }
                 }
                 if self.conns[i]
                     .connect(self.poll.registry(), plan.addr, now)
@@ -614,7 +629,11 @@ impl<'a> Worker<'a> {
                 now
             };
             let measured = intended >= plan.measure_start;
-            if measured && !restore && !plan.take_ticket() {
+            let held = std::mem::take(&mut c.ticket);
+            if held && (!measured || restore) {
+                plan.give_back_ticket();
+            }
+            if measured && !restore && !held && !plan.take_ticket() {
                 break;
             }
             let c = &mut self.conns[i];
