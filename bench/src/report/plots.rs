@@ -282,8 +282,10 @@ pub fn short(v: f64) -> String {
         format!("{v:.0}")
     } else if a >= 1.0 {
         format!("{v:.1}")
-    } else {
+    } else if a >= 0.1 {
         format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
     }
 }
 

@@ -1,0 +1,403 @@
+//! `serverlab bench` and `serverlab report` end to end, through the binary:
+//! a tiny suite (two architectures, one workload, one second each, plus an
+//! external contestant that exits at once), Ctrl-C then `--resume`, and the
+//! report opened in headless Chromium.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TINY: &str = r#"
+name = "tiny"
+architectures = ["iterative", "thread-pool"]
+warmup = "200ms"
+duration = "1s"
+allow_unlimited = true
+objective = { percentile = 99.0, latency = "100ms" }
+
+[[workload]]
+name = "hello"
+path = "/hello"
+
+[load]
+connections = [4]
+
+[[external]]
+name = "quitter"
+command = "sh -c 'echo giving up at once; exit 3'"
+ready = "/health"
+ready_timeout = "3s"
+"#;
+
+/// A temp folder removed on drop.
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        let p =
+            std::env::temp_dir().join(format!("serverlab-bench-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn serverlab() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_serverlab"));
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Waits for `child` with a deadline, reading its output meanwhile (a full
+/// pipe would block it); kills it (and fails) if it hangs.
+fn wait_bounded(child: Child, limit: Duration) -> Output {
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: killing our own child, which has not been reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let out = rx.recv_timeout(Duration::from_secs(10));
+            panic!(
+                "timed out after {limit:?}; stderr: {}",
+                out.ok()
+                    .and_then(Result::ok)
+                    .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                    .unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn run_bench(args: &[&str], limit: Duration) -> Output {
+    let child = serverlab()
+        .arg("bench")
+        .args(args)
+        .arg("--quiet")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_bounded(child, limit)
+}
+
+/// The one results folder under `out`.
+fn results_dir(out: &Path) -> PathBuf {
+    let dirs: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
+}
+
+fn run_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn status_ok(s: &ExitStatus, out: &Output) {
+    assert!(
+        s.success(),
+        "exit {s:?}; stderr: {}; stdout: {}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn tiny_suite_end_to_end() {
+    let tmp = Tmp::new("e2e");
+    let suite = tmp.0.join("tiny.toml");
+    std::fs::write(&suite, TINY).unwrap();
+    let out = tmp.0.join("results");
+    let o = run_bench(
+        &[suite.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        Duration::from_secs(90),
+    );
+    status_ok(&o.status, &o);
+    let dir = results_dir(&out);
+    assert!(dir
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("tiny-"));
+
+    // env.json names the machine and the build.
+    let env = json(&dir.join("env.json"));
+    for field in ["kernel", "cpu_model", "cgroup_version", "commit", "rustc"] {
+        assert!(
+            env[field].as_str().is_some_and(|s| !s.is_empty()),
+            "{field}: {env}"
+        );
+    }
+    assert!(env["cores"].as_u64().unwrap() >= 1);
+
+    // One JSON per run: two measured, the quitter recorded as failed.
+    let runs = run_files(&dir, "json");
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    for r in &runs {
+        let v = json(r);
+        let key = v["key"].as_str().unwrap();
+        assert_eq!(r.file_stem().unwrap().to_str().unwrap(), key);
+        if key.starts_with("quitter") {
+            assert_eq!(v["status"], "failed", "{v}");
+            let reason = v["reason"].as_str().unwrap();
+            assert!(reason.contains("giving up at once"), "{reason}");
+        } else {
+            assert_eq!(v["status"], "ok", "{key}: {}", v["reason"]);
+            let m = &v["metrics"];
+            assert!(m["requests"].as_u64().unwrap() > 0, "{key}: {m}");
+            assert!(m["throughput_rps"].as_f64().unwrap() > 0.0);
+            assert!(!m["spectrum"].as_array().unwrap().is_empty());
+            assert!(v["histogram"].as_str().is_some_and(|h| !h.is_empty()));
+            assert!(v["placement"]["server_cpus"].as_array().is_some());
+            assert!(v["server_stats"]["requests"].as_u64().unwrap() > 0, "{key}");
+            if v["unlimited"] == false {
+                // With a cgroup, the measured window's CPU time is known.
+                assert!(m["server_cpu_s"].as_f64().unwrap() > 0.0, "{key}: {m}");
+            }
+        }
+    }
+    // A .hgrm per measured run, in the standard 4-column layout.
+    let hgrms = run_files(&dir, "hgrm");
+    assert_eq!(hgrms.len(), 2);
+    let h = std::fs::read_to_string(&hgrms[0]).unwrap();
+    assert!(h.trim_start().starts_with("Value"), "{h}");
+    assert!(h.contains("#[Mean"), "{h}");
+
+    let csv = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("id=\"answer\"") && html.contains("<svg"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("thread-pool") && stdout.contains("iterative"),
+        "{stdout}"
+    );
+
+    // `report` re-renders; `--compare` matches the folder with itself.
+    std::fs::remove_file(dir.join("report.html")).unwrap();
+    let r = wait_bounded(
+        serverlab()
+            .arg("report")
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(30),
+    );
+    status_ok(&r.status, &r);
+    assert!(dir.join("report.html").is_file());
+    let c = wait_bounded(
+        serverlab()
+            .args(["report", "--compare"])
+            .arg(&dir)
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(30),
+    );
+    status_ok(&c.status, &c);
+    let text = String::from_utf8_lossy(&c.stdout);
+    assert!(
+        text.contains("iterative__hello__c4") && text.contains("+0.0%"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_suite_is_refused_before_anything_runs() {
+    let tmp = Tmp::new("bad");
+    let suite = tmp.0.join("bad.toml");
+    std::fs::write(
+        &suite,
+        TINY.replace("\"iterative\",", "\"iterative\", \"no-such-arch\","),
+    )
+    .unwrap();
+    let out = tmp.0.join("results");
+    let o = run_bench(
+        &[suite.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.toml:3: field `architectures`"), "{err}");
+    assert!(!out.exists(), "nothing was written");
+}
+
+#[test]
+fn interrupt_then_resume_loses_nothing() {
+    let tmp = Tmp::new("resume");
+    let suite = tmp.0.join("tiny.toml");
+    // Six runs of about 1.5 s each: time to interrupt in the middle.
+    let text = TINY
+        .replace("connections = [4]", "connections = [2, 4, 8]")
+        .replace("[[external]]", "[[unused]]")
+        .split("[[unused]]")
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(&suite, &text).unwrap();
+    let out = tmp.0.join("results");
+    let child = serverlab()
+        .arg("bench")
+        .arg(&suite)
+        .args(["--quiet", "--out"])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for the first finished run, then press Ctrl-C.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dir = loop {
+        let found = std::fs::read_dir(&out)
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path());
+        if let Some(dir) = found {
+            if dir.join("runs").is_dir() && !run_files(&dir, "json").is_empty() {
+                break dir;
+            }
+        }
+        assert!(Instant::now() < deadline, "no run finished in time");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = wait_bounded(child, Duration::from_secs(30));
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("--resume"), "{stdout}");
+    let kept = run_files(&dir, "json");
+    assert!(!kept.is_empty() && kept.len() < 6, "{kept:?}");
+    let before: Vec<String> = kept
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let temp_left = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp"));
+    assert!(!temp_left, "no half-written run");
+
+    let o = run_bench(
+        &[suite.to_str().unwrap(), "--resume", dir.to_str().unwrap()],
+        Duration::from_secs(90),
+    );
+    status_ok(&o.status, &o);
+    let all = run_files(&dir, "json");
+    assert_eq!(all.len(), 6, "{all:?}");
+    for (p, text) in kept.iter().zip(&before) {
+        assert_eq!(
+            &std::fs::read_to_string(p).unwrap(),
+            text,
+            "{} kept as it was",
+            p.display()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!("{} already there", kept.len())),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn report_renders_in_headless_chromium() {
+    let chromium = Path::new("/usr/bin/chromium");
+    if !chromium.exists() {
+        println!("skipped: /usr/bin/chromium is not installed (apt-get install chromium)");
+        return;
+    }
+    let tmp = Tmp::new("chromium");
+    let suite = tmp.0.join("tiny.toml");
+    std::fs::write(&suite, TINY).unwrap();
+    let out = tmp.0.join("results");
+    let o = run_bench(
+        &[
+            suite.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--only",
+            "thread-pool",
+        ],
+        Duration::from_secs(60),
+    );
+    status_ok(&o.status, &o);
+    let report = results_dir(&out).join("report.html");
+    let profile = tmp.0.join("profile");
+    let child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", report.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_bounded(child, Duration::from_secs(60));
+    assert!(
+        o.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let dom = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // The page has no scripts: any console message at all is a problem.
+    let console: Vec<&str> = stderr.lines().filter(|l| l.contains("CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:?}");
+    let figures = dom.matches("<figure class=\"plot\"").count();
+    assert!(figures >= 5, "{figures} plots in the DOM");
+    for chunk in dom.split("<figure class=\"plot\"").skip(1) {
+        let figure = chunk.split("</figure>").next().unwrap();
+        assert!(
+            figure.contains("<svg"),
+            "a plot without its svg: {}",
+            &figure[..figure.len().min(200)]
+        );
+    }
+    assert!(dom.contains("The answer"));
+}
