@@ -97,7 +97,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut container = match usable {
         Ok(layout) => {
             match sandbox::cleanup_leftovers() {
-                Ok(r) if !r.is_empty() => eprintln!("serverlab: removed leftovers of an earlier run: {r:?}"),
+                Ok(r) if !r.is_empty() => {
+                    eprintln!("serverlab: removed leftovers of an earlier run: {r:?}")
+                }
                 Ok(_) => {}
                 Err(e) => eprintln!("serverlab: looking for leftovers: {e}"),
             }
@@ -109,7 +111,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Sandbox::spawn_unlimited(&args.name, args.net, cmd)
                 .with_context(|| format!("cannot run {:?}", args.command))?
         }
-        Err(e) => bail!("{e}\n(serverlab sandbox needs root and a cgroup hierarchy; --allow-unlimited runs the command without limits)"),
+        // The permission error already says what to do; the others need the hint.
+        Err(e @ sandbox::SandboxError::Permission { .. }) => bail!("{e}"),
+        Err(e) => bail!("{e}; pass --allow-unlimited to run the command without limits"),
     };
     match (container.cgroup(), container.ip()) {
         (Some(cg), ip) => eprintln!(
