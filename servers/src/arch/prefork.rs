@@ -77,6 +77,9 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
             replace();
         }
     })?;
+    // Build the shared `/work` body before forking, so the children share
+    // one copy-on-write 1 MiB buffer instead of each building its own.
+    crate::work::body(0);
     top_up();
     // The reaper replaces children the moment they die; this loop only
     // retries forks that failed, and notices shutdown.
