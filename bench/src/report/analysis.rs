@@ -5,8 +5,10 @@
 //! "Sustainable" means every measured repetition at that load level met the
 //! suite's latency objective (with < 1 % errors and, in open loop, at least
 //! 95 % of the offered rate achieved). A contestant's best point is the
-//! sustainable level with the highest mean throughput; its efficiency
-//! (requests per CPU-second) and memory are read at that point.
+//! sustainable level with the highest mean throughput — among the open-loop
+//! and auto levels when the group has any, since closed-loop latencies miss
+//! the clients a server leaves waiting; its efficiency (requests per
+//! CPU-second) and memory are read at that point.
 
 use crate::results::{Metrics, RunRecord, Status};
 use crate::suite::LoadLevel;
@@ -203,6 +205,14 @@ pub fn groups(runs: &[RunRecord]) -> Vec<Group<'_>> {
 impl Group<'_> {
     /// Every contestant's best point, best throughput first.
     pub fn best(&self) -> Vec<Best> {
+        // Closed-loop latency hides clients that are not being served (a
+        // starved connection sends nothing, so it adds no samples), so
+        // when open-loop or auto levels exist, only they count.
+        let open_only = self
+            .loads
+            .iter()
+            .any(|l| !matches!(l, LoadLevel::Closed { .. }))
+            .then_some(());
         let mut out: Vec<Best> = self
             .contestants
             .iter()
@@ -210,6 +220,11 @@ impl Group<'_> {
                 let load = cells
                     .iter()
                     .enumerate()
+                    .filter(|(i, _)| {
+                        open_only.map_or(true, |_| {
+                            !matches!(self.loads[*i], LoadLevel::Closed { .. })
+                        })
+                    })
                     .filter(|(_, c)| c.sustainable())
                     .filter_map(|(i, c)| c.spread(|m| Some(m.throughput_rps)).map(|s| (i, s.mean)))
                     .max_by(|a, b| a.1.total_cmp(&b.1))

@@ -251,3 +251,25 @@ fn compare_matches_runs_by_key() {
         "{text}"
     );
 }
+
+#[test]
+fn open_loop_levels_decide_when_present() {
+    let mut runs = synthetic();
+    let mut auto = run("lean", 8, 1, 3000.0, 5.0, 0.3, 4 << 20);
+    auto.spec.load = LoadLevel::Auto {
+        start: 100.0,
+        factor: 2.0,
+        max: 1e5,
+        connections: 32,
+    };
+    auto.key = auto.spec.key();
+    runs.push(auto);
+    let groups = analysis::groups(&runs);
+    let best = groups[0].best();
+    // fast has far more closed-loop throughput, but only lean was measured
+    // in open loop, so only lean has a sustainable point.
+    assert_eq!(best[0].contestant, "lean");
+    assert_eq!(groups[0].loads[best[0].load.unwrap()].label(), "auto");
+    let fast = best.iter().find(|b| b.contestant == "fast").unwrap();
+    assert!(fast.load.is_none());
+}
