@@ -290,6 +290,11 @@ mod tests {
             children.spawn(|| {}).unwrap();
         }
         assert!(children.wait_all(Instant::now() + Duration::from_secs(10)));
+        // `on_exit` runs just after a child leaves the set: wait for it too.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while exits.load(Ordering::SeqCst) < 20 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(exits.load(Ordering::SeqCst), 20);
         // Long-lived ones: topped up to 3, one killed, topped up again.
         let sleeper = || std::thread::sleep(Duration::from_secs(60));
