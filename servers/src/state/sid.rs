@@ -2,7 +2,7 @@
 //! written as 32 lowercase hex characters in the `sid` cookie.
 //!
 //! 128 random bits cannot be guessed: a client that tries ids at a million
-//! per second would need about 10^25 years to hit one of a million live
+//! per second would need about 10^19 years to hit one of a million live
 //! sessions. The table compares ids without early exit (see
 //! [`SessionId::same`]), so timing tells nothing about how close a guess was.
 
