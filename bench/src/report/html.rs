@@ -61,7 +61,7 @@ pub fn page(suite: &str, env: &Env, runs: &[RunRecord]) -> String {
     // The answer first.
     let _ = writeln!(
         h,
-        "<h2 id=\"answer\">The answer</h2>\n<p>Objective: {} with under 1 % errors (open loop: achieved ≥ 95 % of offered). Sustainable throughput is the best load level at which every repetition met it; requests per CPU-second and peak memory are read at that point.</p>",
+        "<h2 id=\"answer\">The answer</h2>\n<p>Objective: {} with under 1 % errors (open loop: achieved ≥ 95 % of offered). Sustainable throughput is the best load level at which every repetition met it (only open-loop and auto levels count when there are any: a closed loop hides starved clients); requests per CPU-second and peak memory are read at that point.</p>",
         esc(&objective.describe())
     );
     h.push_str("<table id=\"answer-table\"><tr><th>workload</th><th>most throughput at the objective</th><th>most requests per CPU-second</th><th>least memory</th></tr>\n");

@@ -260,6 +260,7 @@ fn open_loop_levels_decide_when_present() {
         start: 100.0,
         factor: 2.0,
         max: 1e5,
+        refine: 2,
         connections: 32,
     };
     auto.key = auto.spec.key();

@@ -186,21 +186,19 @@ pub fn run_level(
             start,
             factor,
             max,
+            refine,
             connections,
         } => {
             let mut steps = Vec::new();
             let mut best: Option<(LoadReport, Metrics)> = None;
             let mut last: Option<(LoadReport, Metrics)> = None;
-            let mut rate = start;
+            // Only the first step warms up: later ones follow at once.
             let mut warmup = suite.warmup;
-            while rate <= max * 1.000_001 {
-                if !alive() {
-                    break;
-                }
+            // One step: Ok(None) when stopped, else whether it was sustainable.
+            let mut step = |rate: f64| -> Result<Option<bool>, String> {
                 let Some(r) = one(connections, Some(rate), warmup)? else {
                     return Ok(None);
                 };
-                // Only the first step warms up: later ones follow at once.
                 warmup = Duration::ZERO;
                 let m = metrics(&r, &suite.objective);
                 steps.push(AutoStep {
@@ -211,18 +209,43 @@ pub fn run_level(
                     sustainable: m.meets_objective,
                 });
                 let ok = m.meets_objective;
-                if ok
-                    && best
-                        .as_ref()
-                        .map_or(true, |b| m.throughput_rps > b.1.throughput_rps)
-                {
+                let better = best
+                    .as_ref()
+                    .map_or(true, |b| m.throughput_rps > b.1.throughput_rps);
+                if ok && better {
                     best = Some((r.clone(), m.clone()));
                 }
                 last = Some((r, m));
-                if !ok {
-                    break;
+                Ok(Some(ok))
+            };
+            // Geometric steps up to the first failure ...
+            let (mut good, mut bad) = (None, None);
+            let mut rate = start;
+            while rate <= max * 1.000_001 && alive() {
+                match step(rate)? {
+                    None => return Ok(None),
+                    Some(true) => good = Some(rate),
+                    Some(false) => {
+                        bad = Some(rate);
+                        break;
+                    }
                 }
                 rate *= factor;
+            }
+            // ... then a few bisections (geometric means) between the last
+            // sustainable rate and the first that was not.
+            if let (Some(mut lo), Some(mut hi)) = (good, bad) {
+                for _ in 0..refine {
+                    if !alive() {
+                        break;
+                    }
+                    let mid = (lo * hi).sqrt();
+                    match step(mid)? {
+                        None => return Ok(None),
+                        Some(true) => lo = mid,
+                        Some(false) => hi = mid,
+                    }
+                }
             }
             // The run's result is the best sustainable step; when none was,
             // the first failing step (so the report shows why).

@@ -138,7 +138,8 @@ pub enum LoadLevel {
         connections: u32,
     },
     /// Open-loop rates stepped up geometrically until the objective breaks
-    /// or the achieved rate falls below 95 % of the offered one.
+    /// or the achieved rate falls below 95 % of the offered one, then
+    /// `refine` bisections between the last good and the first bad rate.
     Auto {
         /// First rate.
         start: f64,
@@ -146,6 +147,8 @@ pub enum LoadLevel {
         factor: f64,
         /// Stop here even if the objective still holds.
         max: f64,
+        /// Bisection steps after the first failure.
+        refine: u32,
         /// Connections carrying the requests.
         connections: u32,
     },

@@ -84,6 +84,12 @@ struct RawAuto {
     factor: f64,
     #[serde(default = "default_max")]
     max: f64,
+    #[serde(default = "default_refine")]
+    refine: u32,
+}
+
+fn default_refine() -> u32 {
+    2
 }
 
 fn default_factor() -> f64 {
@@ -345,18 +351,23 @@ fn loads(loc: &Locator, raw: &Spanned<RawLoad>) -> Result<Vec<LoadLevel>, SuiteE
     }
     if let Some(a) = &l.auto {
         let v = a.get_ref();
-        let ok = v.start.is_finite() && v.start > 0.0 && v.factor > 1.0 && v.max >= v.start;
+        let ok = v.start.is_finite()
+            && v.start > 0.0
+            && v.factor > 1.0
+            && v.max >= v.start
+            && v.refine <= 10;
         if !ok {
             return Err(loc.at(
                 a.span(),
                 "load.auto",
-                "needs start > 0, factor > 1 and max >= start",
+                "needs start > 0, factor > 1, max >= start and refine <= 10",
             ));
         }
         out.push(LoadLevel::Auto {
             start: v.start,
             factor: v.factor,
             max: v.max,
+            refine: v.refine,
             connections: open_connections,
         });
     }
