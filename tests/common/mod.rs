@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,7 +28,8 @@ impl Server {
         ));
         std::fs::create_dir_all(&docroot).unwrap();
         std::fs::write(docroot.join("index.html"), "<h1>serverlab</h1>\n").unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_serverlab"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_serverlab"));
+        command
             .args([
                 "serve",
                 "--arch",
@@ -39,9 +41,21 @@ impl Server {
             .arg(&docroot)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start serverlab serve");
+            .stderr(Stdio::inherit());
+        // If the test binary dies without unwinding (a crash, a timeout kill),
+        // Drop never runs: have the kernel kill the server with it. The
+        // signal fires when the *thread* that spawned it ends, so a Server
+        // must be used by the thread that started it.
+        // SAFETY: prctl is async-signal-safe; nothing else runs in pre_exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("start serverlab serve");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
