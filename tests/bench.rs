@@ -173,7 +173,28 @@ fn tiny_suite_end_to_end() {
             assert!(m["throughput_rps"].as_f64().unwrap() > 0.0);
             assert!(!m["spectrum"].as_array().unwrap().is_empty());
             assert!(v["histogram"].as_str().is_some_and(|h| !h.is_empty()));
-            assert!(v["placement"]["server_cpus"].as_array().is_some());
+            // Server and generator on disjoint CPUs (when there are two).
+            let cpus = |k: &str| -> Vec<u64> {
+                v["placement"][k]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_u64().unwrap())
+                    .collect()
+            };
+            let (server, generator) = (cpus("server_cpus"), cpus("generator_cpus"));
+            assert!(
+                !server.is_empty() && !generator.is_empty(),
+                "{}",
+                v["placement"]
+            );
+            if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+                assert!(
+                    server.iter().all(|c| !generator.contains(c)),
+                    "{}",
+                    v["placement"]
+                );
+            }
             assert!(v["server_stats"]["requests"].as_u64().unwrap() > 0, "{key}");
             if v["unlimited"] == false {
                 // With a cgroup, the measured window's CPU time is known.

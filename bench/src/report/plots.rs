@@ -239,6 +239,7 @@ pub fn curves(curves: &[Curve], x_desc: &str, y_desc: &str, log_x: bool) -> Resu
                     .configure_mesh()
                     .x_desc(x_desc)
                     .y_desc(y_desc)
+                    .x_labels(if log_x { 5 } else { 10 })
                     .x_label_formatter(&|v| short(*v))
                     .y_label_formatter(&|v| short(*v))
                     .draw()

@@ -12,7 +12,7 @@ pub struct Env {
     pub kernel: String,
     /// `model name` from /proc/cpuinfo.
     pub cpu_model: String,
-    /// Online CPUs.
+    /// Online CPUs of the host (not only those this process may use).
     pub cores: usize,
     /// `1`, `2` or `none` (the cgroup filesystem found at /sys/fs/cgroup).
     pub cgroup_version: String,
@@ -51,7 +51,7 @@ impl Env {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map_or("unknown".to_string(), |s| s.trim().to_string()),
             cpu_model,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cores: online_cpus(),
             cgroup_version: cgroup_version(),
             commit,
             dirty,
@@ -97,4 +97,15 @@ fn run(program: &str, args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The host's online CPUs (`sysconf`), whatever this process's affinity.
+fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as usize
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
 }

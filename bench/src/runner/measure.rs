@@ -154,33 +154,48 @@ pub fn run_level(
     target: &Target,
     stop: &AtomicBool,
     mut alive: impl FnMut() -> bool,
+    cpu: impl Fn() -> Option<f64>,
 ) -> Result<Option<Measured>, String> {
-    let one =
-        |conns: u32, rate: Option<f64>, warmup: Duration| -> Result<Option<LoadReport>, String> {
-            let cfg = config(suite, workload, target, conns, rate, warmup);
-            let report = loadgen::run(&cfg, stop).map_err(|e| format!("load generator: {e}"))?;
-            if stop.load(Ordering::SeqCst) {
-                return Ok(None);
-            }
-            Ok(Some(report))
-        };
+    // One measurement. The warmup is a separate generator run, so that the
+    // server's CPU time can be read exactly around the measured part.
+    let one = |conns: u32,
+               rate: Option<f64>,
+               warmup: Duration|
+     -> Result<Option<(LoadReport, Metrics)>, String> {
+        let gen_err = |e: loadgen::LoadError| format!("load generator: {e}");
+        if !warmup.is_zero() {
+            let mut cfg = config(suite, workload, target, conns, rate, Duration::ZERO);
+            cfg.duration = warmup;
+            loadgen::run(&cfg, stop).map_err(gen_err)?;
+        }
+        let cfg = config(suite, workload, target, conns, rate, Duration::ZERO);
+        let before = cpu();
+        let report = loadgen::run(&cfg, stop).map_err(gen_err)?;
+        let after = cpu();
+        if stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let mut m = metrics(&report, &suite.objective);
+        if let (Some(a), Some(b)) = (before, after) {
+            let used = (b - a).max(0.0);
+            m.server_cpu_s = Some(used);
+            m.requests_per_cpu_s = (used > 0.0).then(|| m.requests as f64 / used);
+        }
+        Ok(Some((report, m)))
+    };
     match *load {
-        LoadLevel::Closed { connections } => Ok(one(connections, None, suite.warmup)?.map(|r| {
-            let metrics = metrics(&r, &suite.objective);
-            Measured {
-                report: r,
+        LoadLevel::Closed { connections } => Ok(one(connections, None, suite.warmup)?.map(
+            |(report, metrics)| Measured {
+                report,
                 metrics,
                 steps: Vec::new(),
-            }
-        })),
+            },
+        )),
         LoadLevel::Open { rate, connections } => Ok(one(connections, Some(rate), suite.warmup)?
-            .map(|r| {
-                let metrics = metrics(&r, &suite.objective);
-                Measured {
-                    report: r,
-                    metrics,
-                    steps: Vec::new(),
-                }
+            .map(|(report, metrics)| Measured {
+                report,
+                metrics,
+                steps: Vec::new(),
             })),
         LoadLevel::Auto {
             start,
@@ -196,11 +211,10 @@ pub fn run_level(
             let mut warmup = suite.warmup;
             // One step: Ok(None) when stopped, else whether it was sustainable.
             let mut step = |rate: f64| -> Result<Option<bool>, String> {
-                let Some(r) = one(connections, Some(rate), warmup)? else {
+                let Some((r, m)) = one(connections, Some(rate), warmup)? else {
                     return Ok(None);
                 };
                 warmup = Duration::ZERO;
-                let m = metrics(&r, &suite.objective);
                 steps.push(AutoStep {
                     offered_rps: rate,
                     achieved_rps: m.throughput_rps,

@@ -173,7 +173,8 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
         return Some(out.finish());
     }
 
-    let cpu_before = container.cpu_usage_s();
+    // Both closures need the container; the generator calls them in turn.
+    let shared = std::cell::RefCell::new(container);
     let measured = measure::run_level(
         ctx.suite,
         &spec.workload,
@@ -184,9 +185,10 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
             state: spec.state.as_deref(),
         },
         ctx.stop,
-        || container.is_running(),
+        || shared.borrow_mut().is_running(),
+        || shared.borrow().cpu_usage_s(),
     );
-    let cpu_after = container.cpu_usage_s();
+    let mut container = shared.into_inner();
     if ctx.stop.load(Ordering::SeqCst) {
         let _ = container.stop();
         return None;
@@ -202,11 +204,6 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
     match measured {
         Ok(Some(m)) => {
             let mut metrics = m.metrics;
-            if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
-                let cpu = (b - a).max(0.0);
-                metrics.server_cpu_s = Some(cpu);
-                metrics.requests_per_cpu_s = (cpu > 0.0).then(|| metrics.requests as f64 / cpu);
-            }
             if let Ok(a) = &acc {
                 metrics.memory_peak_bytes = a.memory_peak_bytes;
                 metrics.throttled_s = a.throttled_us.map(|t| t as f64 / 1e6);
