@@ -422,3 +422,63 @@ fn report_renders_in_headless_chromium() {
     }
     assert!(dom.contains("The answer"));
 }
+
+#[test]
+fn oom_killed_server_is_recorded_and_the_suite_goes_on() {
+    if !nix_is_root() {
+        println!("skipped: needs root to make a memory-limited cgroup");
+        return;
+    }
+    let tmp = Tmp::new("oom");
+    let suite = tmp.0.join("oom.toml");
+    // 200 clients each waiting for a 1 MiB body: far more than 24 MiB.
+    std::fs::write(
+        &suite,
+        r#"
+name = "oom"
+architectures = ["thread-per-request", "event-loop"]
+duration = "1s"
+allow_unlimited = true
+objective = { percentile = 99.0, latency = "100ms" }
+[[workload]]
+name = "big"
+path = "/work?bytes=1048576&io_ms=200"
+[load]
+connections = [200]
+[limits.tiny]
+memory = "24M"
+"#,
+    )
+    .unwrap();
+    let out = tmp.0.join("results");
+    let o = run_bench(
+        &[suite.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        Duration::from_secs(90),
+    );
+    status_ok(&o.status, &o);
+    let dir = results_dir(&out);
+    let runs = run_files(&dir, "json");
+    assert_eq!(runs.len(), 2, "the suite went on after the OOM kill");
+    let v = json(
+        &runs
+            .iter()
+            .find(|p| p.to_string_lossy().contains("thread-per-request"))
+            .unwrap()
+            .clone(),
+    );
+    if v["unlimited"] == true {
+        println!(
+            "skipped: the sandbox could not enforce limits here: {}",
+            v["reason"]
+        );
+        return;
+    }
+    assert_eq!(v["status"], "oom", "{}", v["reason"]);
+    assert!(v["accounting"]["oom_kills"].as_u64().unwrap() >= 1);
+    assert!(dir.join("report.html").is_file());
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

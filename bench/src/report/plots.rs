@@ -133,7 +133,13 @@ pub fn spectrum(series: &[Spectrum], objective: Option<(f64, f64)>) -> Result<St
     let all: Vec<(f64, f64, f64)> = series
         .iter()
         .flat_map(|s| s.points.iter().map(move |(p, v)| (x_of(*p), v.min, v.max)))
+        .filter(|a| a.0.is_finite() && a.1.is_finite() && a.2.is_finite())
         .collect();
+    if all.is_empty() {
+        // Nothing measured (every run failed): an empty frame, not an
+        // unbounded axis.
+        return curves(&[], "percentile", "latency, ms", false);
+    }
     let x_max = all.iter().map(|a| a.0).fold(10.0f64, f64::max);
     let y_min = all
         .iter()
@@ -308,5 +314,51 @@ mod tests {
         assert_eq!(nines(10.0), "90%");
         assert_eq!(nines(100.0), "99%");
         assert_eq!(nines(1000.0), "99.9%");
+    }
+}
+
+#[cfg(test)]
+mod edge_cases {
+    use super::*;
+
+    #[test]
+    fn plots_without_data_are_empty_frames() {
+        // Regression: an empty spectrum once made an infinite log axis
+        // (and the runner ran out of memory drawing it).
+        assert!(spectrum(&[], Some((99.0, 10.0))).unwrap().contains("<svg"));
+        let empty = Spectrum {
+            colour: 0,
+            points: Vec::new(),
+        };
+        assert!(spectrum(&[empty], None).unwrap().contains("<svg"));
+        assert!(curves(&[], "x", "y", true).unwrap().contains("<svg"));
+        assert!(categorical(&[], "x", "y", &[]).unwrap().contains("<svg"));
+        let none = CatSeries {
+            colour: 1,
+            values: vec![None, None],
+        };
+        assert!(categorical(&["a".into(), "b".into()], "x", "y", &[none])
+            .unwrap()
+            .contains("<svg"));
+    }
+
+    #[test]
+    fn narrow_and_single_point_ranges_draw() {
+        let s = |v: f64| Spread {
+            mean: v,
+            min: v,
+            max: v,
+            n: 1,
+        };
+        let one = Spectrum {
+            colour: 0,
+            points: vec![(0.0, s(5.0))],
+        };
+        assert!(spectrum(&[one], Some((99.0, 100.0))).is_ok());
+        let flat = Curve {
+            colour: 0,
+            points: vec![(1.0, 0.0)],
+        };
+        assert!(curves(&[flat], "s", "ms", false).is_ok());
     }
 }
