@@ -270,11 +270,7 @@ fn group_section(
                     let r = cells[li].runs.iter().find(|r| !r.auto_steps.is_empty())?;
                     Some(Curve {
                         colour: colour_of(names, name),
-                        points: r
-                            .auto_steps
-                            .iter()
-                            .map(|s| (s.offered_rps, s.achieved_rps))
-                            .collect(),
+                        points: sorted_steps(&r.auto_steps),
                     })
                 })
                 .collect();
@@ -353,4 +349,15 @@ fn runs_table(h: &mut String, runs: &[RunRecord]) {
         );
     }
     h.push_str("</table>\n");
+}
+
+/// Auto steps as (offered, achieved) in order of offered rate (the search
+/// goes back down when it refines, which would draw a zig-zag).
+fn sorted_steps(steps: &[crate::results::AutoStep]) -> Vec<(f64, f64)> {
+    let mut v: Vec<(f64, f64)> = steps
+        .iter()
+        .map(|s| (s.offered_rps, s.achieved_rps))
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
 }
