@@ -23,22 +23,8 @@ pub struct Context<'a> {
     pub unlimited: bool,
 }
 
-/// How one run ended, with whatever was measured.
-#[derive(Default)]
-pub struct RunOutcome {
-    pub status: Option<Status>,
-    pub reason: Option<String>,
-    pub unlimited: bool,
-    pub metrics: Option<Metrics>,
-    pub steps: Vec<AutoStep>,
-    pub loadgen: Option<serde_json::Value>,
-    pub accounting: Option<serde_json::Value>,
-    pub server_stats: Option<serde_json::Value>,
-    pub histogram: Option<String>,
-    pub hgrm: Option<String>,
-}
-
-/// The public face of [`RunOutcome`] with a definite status.
+/// How one run ended, with whatever was measured (the fields of the run
+/// file that depend on what happened).
 pub struct Outcome {
     pub status: Status,
     pub reason: Option<String>,
@@ -52,29 +38,27 @@ pub struct Outcome {
     pub hgrm: Option<String>,
 }
 
-impl RunOutcome {
-    fn finish(self) -> Outcome {
+impl Outcome {
+    fn new(status: Status) -> Outcome {
         Outcome {
-            status: self.status.unwrap_or(Status::Ok),
-            reason: self.reason,
-            unlimited: self.unlimited,
-            metrics: self.metrics,
-            steps: self.steps,
-            loadgen: self.loadgen,
-            accounting: self.accounting,
-            server_stats: self.server_stats,
-            histogram: self.histogram,
-            hgrm: self.hgrm,
+            status,
+            reason: None,
+            unlimited: false,
+            metrics: None,
+            steps: Vec::new(),
+            loadgen: None,
+            accounting: None,
+            server_stats: None,
+            histogram: None,
+            hgrm: None,
         }
     }
 
     fn fail(status: Status, reason: impl Into<String>) -> Outcome {
-        RunOutcome {
-            status: Some(status),
+        Outcome {
             reason: Some(reason.into()),
-            ..Default::default()
+            ..Outcome::new(status)
         }
-        .finish()
     }
 }
 
@@ -108,13 +92,13 @@ pub fn missing_binary(command: &str) -> Option<String> {
 pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
     if let Contestant::External(e) = &spec.contestant {
         if let Some(why) = missing_binary(&e.command) {
-            return Some(RunOutcome::fail(Status::Skipped, why));
+            return Some(Outcome::fail(Status::Skipped, why));
         }
     }
     let dir = match RunDir::new() {
         Ok(d) => d,
         Err(e) => {
-            return Some(RunOutcome::fail(
+            return Some(Outcome::fail(
                 Status::Failed,
                 format!("cannot make a temp folder: {e}"),
             ))
@@ -122,17 +106,12 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
     };
     let port = match probe::free_port() {
         Ok(p) => p,
-        Err(e) => {
-            return Some(RunOutcome::fail(
-                Status::Failed,
-                format!("no free port: {e}"),
-            ))
-        }
+        Err(e) => return Some(Outcome::fail(Status::Failed, format!("no free port: {e}"))),
     };
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let (cmd, ready, ready_timeout) = match command(ctx, spec, addr, &dir) {
         Ok(c) => c,
-        Err(e) => return Some(RunOutcome::fail(Status::Failed, e)),
+        Err(e) => return Some(Outcome::fail(Status::Failed, e)),
     };
     let mut limits = spec.limits.clone();
     if limits.cpuset.is_none() {
@@ -147,15 +126,15 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
     let mut container = match spawned {
         Ok(c) => c,
         Err(e) => {
-            return Some(RunOutcome::fail(
+            return Some(Outcome::fail(
                 Status::Failed,
                 format!("cannot start the server: {e}"),
             ))
         }
     };
-    let mut out = RunOutcome {
+    let mut out = Outcome {
         unlimited: ctx.unlimited,
-        ..Default::default()
+        ..Outcome::new(Status::Ok)
     };
     let deadline = Instant::now() + ready_timeout;
     let ready_result = probe::wait_ready(addr, &ready, deadline, || {
@@ -167,10 +146,10 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
     }
     if let Err(why) = ready_result {
         let acc = container.stop();
-        out.status = Some(Status::Failed);
+        out.status = Status::Failed;
         out.reason = Some(format!("server {why}{}", dir.log_tail()));
         verdict_from_accounting(&mut out, acc.as_ref().ok());
-        return Some(out.finish());
+        return Some(out);
     }
 
     // Both closures need the container; the generator calls them in turn.
@@ -222,12 +201,12 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
         }
         Ok(None) => return None,
         Err(e) => {
-            out.status = Some(Status::Failed);
+            out.status = Status::Failed;
             out.reason = Some(e);
         }
     }
     if !running {
-        out.status = Some(Status::Crashed);
+        out.status = Status::Crashed;
         out.reason = Some(format!("server exited during the run{}", dir.log_tail()));
     }
     verdict_from_accounting(&mut out, acc.as_ref().ok());
@@ -235,18 +214,18 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
         let note = format!("accounting unavailable: {e}");
         out.reason = Some(out.reason.map_or(note.clone(), |r| format!("{r}; {note}")));
     }
-    Some(out.finish())
+    Some(out)
 }
 
 /// An OOM kill overrides every other verdict: it explains the rest.
-fn verdict_from_accounting(out: &mut RunOutcome, acc: Option<&Accounting>) {
+fn verdict_from_accounting(out: &mut Outcome, acc: Option<&Accounting>) {
     if let Some(a) = acc {
         out.accounting = serde_json::to_value(a).ok();
         if a.unlimited {
             out.unlimited = true;
         }
         if a.oom_kills.unwrap_or(0) > 0 {
-            out.status = Some(Status::Oom);
+            out.status = Status::Oom;
             let note = format!("OOM killer killed {} process(es)", a.oom_kills.unwrap_or(0));
             out.reason = Some(match out.reason.take() {
                 Some(r) => format!("{note}; {r}"),
