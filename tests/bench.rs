@@ -482,3 +482,69 @@ fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+#[test]
+fn without_cgroups_runs_are_unlimited_only_when_allowed_and_say_so() {
+    // Runs the binary as an unprivileged user, who may not make cgroups.
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !nix_is_root() || !setpriv.exists() {
+        println!("skipped: needs root and /usr/bin/setpriv to run as an unprivileged user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = Tmp::new("unlimited");
+    std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let strict = tmp.0.join("strict.toml");
+    let lenient = tmp.0.join("lenient.toml");
+    let one_run = TINY.replace("[\"iterative\", \"thread-pool\"]", "[\"iterative\"]");
+    let one_run = one_run.split("[[external]]").next().unwrap().to_string();
+    std::fs::write(
+        &strict,
+        one_run.replace("allow_unlimited = true", "allow_unlimited = false"),
+    )
+    .unwrap();
+    std::fs::write(&lenient, &one_run).unwrap();
+    let out = tmp.0.join("results");
+    let as_nobody = |suite: &Path| {
+        let child = Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_serverlab"))
+            .arg("bench")
+            .arg(suite)
+            .args(["--quiet", "--out"])
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_bounded(child, Duration::from_secs(60))
+    };
+    let o = as_nobody(&strict);
+    if o.status.success() {
+        println!("skipped: this unprivileged user may make cgroups here (delegated hierarchy)");
+        return;
+    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot enforce limits") && err.contains("--allow-unlimited"),
+        "{err}"
+    );
+    assert!(!out.exists(), "refused before anything was written");
+
+    let o = as_nobody(&lenient);
+    status_ok(&o.status, &o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("UNLIMITED"), "{stdout}");
+    let dir = results_dir(&out);
+    let runs = run_files(&dir, "json");
+    assert_eq!(runs.len(), 1);
+    let v = json(&runs[0]);
+    assert_eq!(v["unlimited"], true, "{v}");
+    assert_eq!(v["status"], "ok", "{}", v["reason"]);
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("id=\"unlimited\""),
+        "the report says UNLIMITED"
+    );
+}

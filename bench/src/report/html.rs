@@ -44,7 +44,7 @@ pub fn page(suite: &str, env: &Env, runs: &[RunRecord]) -> String {
     if unlimited > 0 {
         let _ = writeln!(
             h,
-            "<p class=\"warn\" id=\"unlimited\">UNLIMITED: {unlimited} of {} runs ran without sandbox limits or accounting (the sandbox could not enforce them here). CPU and memory figures are missing for them and their limits names are not in force.</p>",
+            "<p class=\"warn\" id=\"unlimited\">UNLIMITED: {unlimited} of {} runs ran without a cgroup (the sandbox could not enforce limits here): their limits are not in force, their CPU time per request is not measured, and their memory is the largest process's peak (rusage), not the container's.</p>",
             runs.len()
         );
     }

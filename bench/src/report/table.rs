@@ -20,7 +20,7 @@ pub fn answer_table(runs: &[RunRecord]) -> String {
     let unlimited = runs.iter().filter(|r| r.unlimited).count();
     if unlimited > 0 {
         out.push_str(&format!(
-            "UNLIMITED: {unlimited} of {} runs had no sandbox limits or accounting\n",
+            "UNLIMITED: {unlimited} of {} runs ran without a cgroup: no limits, no CPU per request\n",
             runs.len()
         ));
     }

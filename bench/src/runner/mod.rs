@@ -72,6 +72,18 @@ pub enum RunnerError {
 
 /// Runs `suite` as `opts` say.
 pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> {
+    // Refuse before anything is written when limits cannot be enforced
+    // and unlimited runs are not allowed.
+    let unlimited = server::sandbox_unavailable();
+    if let Some(why) = &unlimited {
+        if !(opts.allow_unlimited || suite.allow_unlimited) {
+            return Err(RunnerError::NoSandbox(format!(
+                "the sandbox cannot enforce limits here ({why}); run as root with cgroups, or allow unlimited runs (--allow-unlimited or allow_unlimited = true in the suite), which are then marked UNLIMITED"
+            )));
+        }
+        eprintln!("serverlab: UNLIMITED: {why}; runs go without limits and are marked UNLIMITED");
+    }
+
     let store = match &opts.resume {
         Some(dir) => {
             let store = Store::open(dir)?;
@@ -127,16 +139,6 @@ pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> 
     let threads = suite
         .generator_threads
         .unwrap_or(generator_cpus.len().max(1));
-    let unlimited = server::sandbox_unavailable();
-    if let Some(why) = &unlimited {
-        if !(opts.allow_unlimited || suite.allow_unlimited) {
-            return Err(RunnerError::NoSandbox(format!(
-                "the sandbox cannot enforce limits here ({why}); run as root with cgroups, or allow unlimited runs (--allow-unlimited or allow_unlimited = true in the suite), which are then marked UNLIMITED"
-            )));
-        }
-        eprintln!("serverlab: UNLIMITED: {why}; runs go without limits and are marked UNLIMITED");
-    }
-
     let bar = progress_bar(opts.progress, todo.len() as u64);
     let mut done = 0;
     let mut interrupted = false;
