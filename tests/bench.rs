@@ -332,13 +332,23 @@ fn interrupt_then_resume_loses_nothing() {
         .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp"));
     assert!(!temp_left, "no half-written run");
 
+    // No suite argument: the folder's own suite.toml is used.
     let o = run_bench(
-        &[suite.to_str().unwrap(), "--resume", dir.to_str().unwrap()],
+        &["--resume", dir.to_str().unwrap()],
         Duration::from_secs(90),
     );
     status_ok(&o.status, &o);
     let all = run_files(&dir, "json");
     assert_eq!(all.len(), 6, "{all:?}");
+    let names: std::collections::BTreeSet<String> = all
+        .iter()
+        .map(|p| json(p)["suite"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names.len(),
+        1,
+        "one suite name across the resume: {names:?}"
+    );
     for (p, text) in kept.iter().zip(&before) {
         assert_eq!(
             &std::fs::read_to_string(p).unwrap(),

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A suite file, or the name of a shipped suite (quick, full).
-    #[arg(default_value = "quick")]
-    suite: String,
+    /// A suite file, or the name of a shipped suite (quick, full); default:
+    /// quick, or with --resume the suite.toml kept in that folder.
+    suite: Option<String>,
     /// Where new result folders go.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -41,7 +41,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("\nserverlab: stopping: the run in progress is discarded, finished runs are kept (Ctrl-C again to quit at once)");
         flag.store(true, Ordering::SeqCst);
     })?;
-    let suite = Suite::load(&args.suite)?;
+    let suite_arg = match (&args.suite, &args.resume) {
+        (Some(s), _) => s.clone(),
+        (None, Some(dir)) => dir.join("suite.toml").to_string_lossy().into_owned(),
+        (None, None) => "quick".to_string(),
+    };
+    let mut suite = Suite::load(&suite_arg)?;
+    if let (None, Some(dir)) = (&args.suite, &args.resume) {
+        // The kept suite.toml may have no name of its own: keep the
+        // folder's, so resumed runs carry the same suite name.
+        if let Some(name) = suite_name_of(dir) {
+            suite.name = name;
+        }
+    }
     for (name, why) in runner::missing_externals(&suite) {
         eprintln!("serverlab: {name} will be skipped: {why}");
     }
@@ -70,12 +82,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     if outcome.interrupted {
         println!(
-            "interrupted: {} runs left; complete it with: serverlab bench {} --resume {}",
+            "interrupted: {} runs left; complete it with: serverlab bench --resume {}",
             outcome.remaining,
-            args.suite,
             dir.display()
         );
         std::process::exit(130);
     }
     Ok(())
+}
+
+/// `quick` from `results/quick-20260101-120000` (or `...-120000-2`).
+fn suite_name_of(dir: &std::path::Path) -> Option<String> {
+    let name = dir.file_name()?.to_str()?;
+    let parts: Vec<&str> = name.split('-').collect();
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let i = (1..parts.len().saturating_sub(1))
+        .rev()
+        .find(|&i| digits(parts[i], 8) && digits(parts[i + 1], 6))?;
+    Some(parts[..i].join("-"))
 }

@@ -138,7 +138,8 @@ pub struct Best {
     pub per_cpu: Option<Spread>,
     /// Peak memory there, bytes.
     pub memory: Option<Spread>,
-    /// Runs that failed, crashed, were OOM-killed or skipped (any level).
+    /// Runs that failed, crashed, were OOM-killed or skipped (any level),
+    /// then the caveats noted at the best point (generator-bound, ...).
     pub failures: Vec<String>,
 }
 
@@ -249,6 +250,7 @@ impl Group<'_> {
                                 r.reason.as_deref().unwrap_or("")
                             )
                         })
+                        .chain(caveats(cell))
                         .collect(),
                 }
             })
@@ -281,4 +283,18 @@ pub fn winners(best: &[Best]) -> [Option<String>; 3] {
         pick(&|b| b.per_cpu.map(|s| s.mean), true),
         pick(&|b| b.memory.map(|s| s.mean), false),
     ]
+}
+
+/// The distinct notes of a cell's runs, each prefixed with its load level.
+fn caveats(cell: Option<&Cell>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in cell.map_or(&[][..], |c| &c.runs[..]) {
+        for n in &r.notes {
+            let text = format!("{}: {n}", r.spec.load.label());
+            if !out.contains(&text) {
+                out.push(text);
+            }
+        }
+    }
+    out
 }

@@ -84,6 +84,7 @@ fn run(arch: &str, conns: u32, rep: u32, rps: f64, p99: f64, cpu: f64, mem: u64)
             ],
         }),
         auto_steps: Vec::new(),
+        notes: Vec::new(),
         loadgen: None,
         accounting: None,
         server_stats: None,
@@ -172,6 +173,12 @@ fn html_has_the_answer_first_and_every_plot() {
     let tmp = TempDir::new("html");
     let mut runs = synthetic();
     runs[0].unlimited = true;
+    for r in runs
+        .iter_mut()
+        .filter(|r| r.key.starts_with("fast__hello__c64"))
+    {
+        r.notes.push("generator-bound: test note".into());
+    }
     let store = store_with(&tmp.0, &runs);
     let path = super::render(store.dir()).unwrap();
     let html = std::fs::read_to_string(path).unwrap();
@@ -197,6 +204,10 @@ fn html_has_the_answer_first_and_every_plot() {
     assert!(html.contains("99.9%"), "nines axis labels");
     assert!(only_svg_namespaces(&html), "no external resources");
     assert!(html.contains("server exited during the run"));
+    assert!(
+        html.contains("c64: generator-bound: test note"),
+        "notes at the best point"
+    );
     // The CSV was rewritten with one row per run plus the header.
     let csv = std::fs::read_to_string(store.dir().join("summary.csv")).unwrap();
     assert_eq!(csv.lines().count(), runs.len() + 1);

@@ -161,6 +161,10 @@ pub struct RunRecord {
     /// The steps of an `auto` load.
     #[serde(default)]
     pub auto_steps: Vec<AutoStep>,
+    /// Caveats about a measured run: the generator was the bottleneck, an
+    /// auto search stopped at its maximum rate, ...
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// The load generator's full report (JSON), for the measured period.
     pub loadgen: Option<serde_json::Value>,
     /// The container's accounting (JSON).
@@ -250,7 +254,11 @@ impl RunRecord {
             opt(m.requests_per_cpu_s),
             m.memory_peak_bytes.map_or(String::new(), |v| v.to_string()),
             opt(m.throttled_s),
-            self.reason.clone().unwrap_or_default(),
+            match (&self.reason, self.notes.is_empty()) {
+                (Some(r), _) => r.clone(),
+                (None, false) => self.notes.join("; "),
+                (None, true) => String::new(),
+            },
         ]
     }
 }

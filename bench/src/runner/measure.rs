@@ -143,6 +143,17 @@ pub struct Measured {
     pub metrics: Metrics,
     /// Auto load only: every step.
     pub steps: Vec<AutoStep>,
+    /// Caveats (see [`crate::results::RunRecord::notes`]).
+    pub notes: Vec<String>,
+}
+
+/// Caveats of one generator report.
+fn notes_of(r: &LoadReport) -> Vec<String> {
+    let mut notes = Vec::new();
+    if r.cpu.generator_bound {
+        notes.push("generator-bound: the load generator's threads were nearly always busy, so the server may not be the limit".to_string());
+    }
+    notes
 }
 
 /// Runs the load level: one measurement, or the auto search. `between`
@@ -156,22 +167,29 @@ pub fn run_level(
     mut alive: impl FnMut() -> bool,
     cpu: impl Fn() -> Option<f64>,
 ) -> Result<Option<Measured>, String> {
-    // One measurement. The warmup is a separate generator run, so that the
-    // server's CPU time can be read exactly around the measured part.
+    // One measurement, warmup included (so connections opened during the
+    // warmup carry on into the measured part). The generator runs on its
+    // own thread while this one reads the server's CPU time when the warmup
+    // ends and when the run returns: the CPU window matches the measured
+    // part within milliseconds.
     let one = |conns: u32,
                rate: Option<f64>,
                warmup: Duration|
      -> Result<Option<(LoadReport, Metrics)>, String> {
-        let gen_err = |e: loadgen::LoadError| format!("load generator: {e}");
-        if !warmup.is_zero() {
-            let mut cfg = config(suite, workload, target, conns, rate, Duration::ZERO);
-            cfg.duration = warmup;
-            loadgen::run(&cfg, stop).map_err(gen_err)?;
-        }
-        let cfg = config(suite, workload, target, conns, rate, Duration::ZERO);
-        let before = cpu();
-        let report = loadgen::run(&cfg, stop).map_err(gen_err)?;
-        let after = cpu();
+        let cfg = config(suite, workload, target, conns, rate, warmup);
+        let (result, before, after) = std::thread::scope(|s| {
+            let started = std::time::Instant::now();
+            let generator = s.spawn(|| loadgen::run(&cfg, stop));
+            while started.elapsed() < warmup && !generator.is_finished() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let before = cpu();
+            let result = generator.join();
+            (result, before, cpu())
+        });
+        let report = result
+            .map_err(|_| "load generator panicked".to_string())?
+            .map_err(|e| format!("load generator: {e}"))?;
         if stop.load(Ordering::SeqCst) {
             return Ok(None);
         }
@@ -186,6 +204,7 @@ pub fn run_level(
     match *load {
         LoadLevel::Closed { connections } => Ok(one(connections, None, suite.warmup)?.map(
             |(report, metrics)| Measured {
+                notes: notes_of(&report),
                 report,
                 metrics,
                 steps: Vec::new(),
@@ -193,6 +212,7 @@ pub fn run_level(
         )),
         LoadLevel::Open { rate, connections } => Ok(one(connections, Some(rate), suite.warmup)?
             .map(|(report, metrics)| Measured {
+                notes: notes_of(&report),
                 report,
                 metrics,
                 steps: Vec::new(),
@@ -207,14 +227,15 @@ pub fn run_level(
             let mut steps = Vec::new();
             let mut best: Option<(LoadReport, Metrics)> = None;
             let mut last: Option<(LoadReport, Metrics)> = None;
-            // Only the first step warms up: later ones follow at once.
+            // The first step warms up fully; later ones only long enough
+            // to open their connections outside the measured part.
             let mut warmup = suite.warmup;
             // One step: Ok(None) when stopped, else whether it was sustainable.
             let mut step = |rate: f64| -> Result<Option<bool>, String> {
                 let Some((r, m)) = one(connections, Some(rate), warmup)? else {
                     return Ok(None);
                 };
-                warmup = Duration::ZERO;
+                warmup = suite.warmup.min(Duration::from_millis(250));
                 steps.push(AutoStep {
                     offered_rps: rate,
                     achieved_rps: m.throughput_rps,
@@ -266,11 +287,35 @@ pub fn run_level(
             let Some((report, metrics)) = best.or(last) else {
                 return Err("the server was gone before the first step".into());
             };
+            let mut notes = notes_of(&report);
+            if good.is_some() && bad.is_none() {
+                notes.push(format!(
+                    "auto search stopped at its maximum rate ({max}/s) with the objective still met: the true limit is higher"
+                ));
+            }
+            let limit = f64::from(connections) * 1e3 / workload_floor_ms(&workload.path);
+            if bad.is_some() && metrics.throughput_rps > 0.7 * limit {
+                notes.push(format!(
+                    "near the generator's ceiling: {connections} connections can carry at most about {limit:.0} requests/s of this workload"
+                ));
+            }
             Ok(Some(Measured {
                 report,
                 metrics,
                 steps,
+                notes,
             }))
         }
     }
+}
+
+/// The least time one request of `path` takes: its `io_ms=` wait, else
+/// nothing to speak of. With one request in flight per connection, N
+/// connections can carry at most N / that time requests per second.
+fn workload_floor_ms(path: &str) -> f64 {
+    path.split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("io_ms="))
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| *v > 0.0)
+        .unwrap_or(1e-3)
 }

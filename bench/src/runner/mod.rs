@@ -176,6 +176,7 @@ pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> 
             wall_s: t0.elapsed().as_secs_f64(),
             metrics: outcome.metrics,
             auto_steps: outcome.steps,
+            notes: outcome.notes,
             loadgen: outcome.loadgen,
             accounting: outcome.accounting,
             server_stats: outcome.server_stats,

@@ -36,6 +36,7 @@ pub struct Outcome {
     pub server_stats: Option<serde_json::Value>,
     pub histogram: Option<String>,
     pub hgrm: Option<String>,
+    pub notes: Vec<String>,
 }
 
 impl Outcome {
@@ -51,6 +52,7 @@ impl Outcome {
             server_stats: None,
             histogram: None,
             hgrm: None,
+            notes: Vec::new(),
         }
     }
 
@@ -198,6 +200,7 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
             out.loadgen = serde_json::to_value(&m.report).ok();
             out.metrics = Some(metrics);
             out.steps = m.steps;
+            out.notes = m.notes;
         }
         Ok(None) => return None,
         Err(e) => {
