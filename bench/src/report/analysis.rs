@@ -263,20 +263,33 @@ impl Group<'_> {
     }
 }
 
+/// Values this close to the best (relative) count as a tie: differences
+/// smaller than run-to-run noise on a shared machine decide nothing.
+pub const TIE: f64 = 0.02;
+
 /// The winners of a group: by throughput, by requests per CPU-second, by
-/// (lowest) memory. `None` where no contestant qualifies.
-pub fn winners(best: &[Best]) -> [Option<String>; 3] {
-    let pick = |f: &dyn Fn(&Best) -> Option<f64>, highest: bool| {
-        best.iter()
-            .filter_map(|b| f(b).map(|v| (b.contestant.clone(), v)))
-            .max_by(|a, b| {
-                if highest {
-                    a.1.total_cmp(&b.1)
-                } else {
-                    b.1.total_cmp(&a.1)
-                }
-            })
+/// (lowest) memory. Each list holds the best contestant first, then every
+/// other within [`TIE`] of it; empty where no contestant qualifies.
+pub fn winners(best: &[Best]) -> [Vec<String>; 3] {
+    let pick = |f: &dyn Fn(&Best) -> Option<f64>, highest: bool| -> Vec<String> {
+        let mut v: Vec<(String, f64)> = best
+            .iter()
+            .filter_map(|b| f(b).map(|x| (b.contestant.clone(), x)))
+            .collect();
+        v.sort_by(|a, b| {
+            if highest {
+                b.1.total_cmp(&a.1)
+            } else {
+                a.1.total_cmp(&b.1)
+            }
+        });
+        let Some(top) = v.first().map(|x| x.1) else {
+            return Vec::new();
+        };
+        v.into_iter()
+            .take_while(|(_, x)| (x - top).abs() <= TIE * top.abs())
             .map(|(n, _)| n)
+            .collect()
     };
     [
         pick(&|b| b.throughput.map(|s| s.mean), true),

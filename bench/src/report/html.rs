@@ -68,15 +68,24 @@ pub fn page(suite: &str, env: &Env, runs: &[RunRecord]) -> String {
     for g in &groups {
         let best = g.best();
         let w = analysis::winners(&best);
-        let cell = |name: &Option<String>, f: &dyn Fn(&analysis::Best) -> String| match name {
-            Some(n) => {
-                let b = best
-                    .iter()
-                    .find(|b| &b.contestant == n)
-                    .expect("winner is in best");
-                format!("<b>{}</b> ({})", esc(n), f(b))
+        let cell = |names: &Vec<String>, f: &dyn Fn(&analysis::Best) -> String| {
+            let Some(n) = names.first() else {
+                return "— (none sustainable or not measured)".to_string();
+            };
+            let b = best
+                .iter()
+                .find(|b| &b.contestant == n)
+                .expect("winner is in best");
+            let mut text = format!("<b>{}</b> ({})", esc(n), f(b));
+            if names.len() > 1 {
+                let others: Vec<String> = names[1..].iter().map(|o| esc(o)).collect();
+                text.push_str(&format!(
+                    "; tied within {:.0} % with {}",
+                    analysis::TIE * 100.0,
+                    others.join(", ")
+                ));
             }
-            None => "— (none sustainable or not measured)".into(),
+            text
         };
         let _ = writeln!(
             h,
@@ -150,7 +159,7 @@ fn group_section(
     let w = analysis::winners(&best);
     for b in &best {
         let win = |i: usize| {
-            if w[i].as_deref() == Some(&b.contestant) {
+            if w[i].contains(&b.contestant) {
                 " class=\"win\""
             } else {
                 ""

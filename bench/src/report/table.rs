@@ -14,7 +14,7 @@ pub fn answer_table(runs: &[RunRecord]) -> String {
         return "no runs\n".to_string();
     };
     out.push_str(&format!(
-        "Objective: {} (sustainable = every repetition met it; * = best)\n",
+        "Objective: {} (sustainable = every repetition met it; * = best, or within 2 % of it)\n",
         first.objective.describe()
     ));
     let unlimited = runs.iter().filter(|r| r.unlimited).count();
@@ -41,7 +41,7 @@ pub fn answer_table(runs: &[RunRecord]) -> String {
         ]);
         for b in &best {
             let star = |i: usize, text: String| {
-                if w[i].as_deref() == Some(&b.contestant) {
+                if w[i].contains(&b.contestant) {
                     format!("{text} *")
                 } else {
                     text

@@ -163,9 +163,9 @@ fn answer_picks_winners_by_each_measure() {
     assert_eq!(broken.failures.len(), 2);
     assert!(broken.failures[0].contains("crashed"));
     let w = analysis::winners(&best);
-    assert_eq!(w[0].as_deref(), Some("fast"));
-    assert_eq!(w[1].as_deref(), Some("lean"));
-    assert_eq!(w[2].as_deref(), Some("lean"));
+    assert_eq!(w[0], ["fast"]);
+    assert_eq!(w[1], ["lean"]);
+    assert_eq!(w[2], ["lean"]);
 }
 
 #[test]
@@ -284,4 +284,23 @@ fn open_loop_levels_decide_when_present() {
     assert_eq!(groups[0].loads[best[0].load.unwrap()].label(), "auto");
     let fast = best.iter().find(|b| b.contestant == "fast").unwrap();
     assert!(fast.load.is_none());
+}
+
+#[test]
+fn near_equal_winners_are_a_tie() {
+    let mut runs = synthetic();
+    // "close" reaches 99 % of fast's sustainable throughput at c64.
+    for rep in 1..=2 {
+        runs.push(run("close", 64, rep, 11900.0, 8.0, 2.0, 70 << 20));
+    }
+    let best = analysis::groups(&runs)[0].best();
+    let w = analysis::winners(&best);
+    assert_eq!(w[0], ["fast", "close"]);
+    let tmp = TempDir::new("tie");
+    let store = store_with(&tmp.0, &runs);
+    let html = std::fs::read_to_string(super::render(store.dir()).unwrap()).unwrap();
+    assert!(
+        html.contains("tied within 2 % with close"),
+        "tie shown in the answer"
+    );
 }
