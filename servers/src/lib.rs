@@ -13,6 +13,7 @@ pub mod handler;
 pub mod net;
 pub mod process;
 pub mod reactor;
+pub mod shm;
 pub mod shutdown;
 pub mod state;
 pub mod stats;

@@ -7,6 +7,7 @@
 //! wakes them all without signals. The flag lives in shared memory, so
 //! forked children see it set too and close after their in-flight response.
 
+use crate::shm::Shared;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Inner {
-    flag: SharedFlag,
+    /// In shared memory, so the parent's trigger is seen by forked children.
+    flag: Shared<AtomicBool>,
     read: OwnedFd,
     write: OwnedFd,
 }
@@ -45,7 +47,8 @@ impl Shutdown {
         // SAFETY: both fds are fresh and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         Ok(Shutdown(Arc::new(Inner {
-            flag: SharedFlag::new()?,
+            // SAFETY: a zero byte is `false`; an atomic is process-safe.
+            flag: unsafe { Shared::zeroed()? },
             read,
             write,
         })))
@@ -124,50 +127,6 @@ impl Shutdown {
                 return Ok(Readiness::Ready);
             }
         }
-    }
-}
-
-/// An `AtomicBool` in an anonymous `MAP_SHARED` page made before any fork,
-/// so the parent's trigger is visible to its forked children.
-struct SharedFlag(std::ptr::NonNull<AtomicBool>);
-
-// SAFETY: the mapping is only accessed through the atomic, and lives as long
-// as the `SharedFlag` that owns it.
-unsafe impl Send for SharedFlag {}
-unsafe impl Sync for SharedFlag {}
-
-impl SharedFlag {
-    fn new() -> io::Result<SharedFlag> {
-        // SAFETY: a fresh anonymous mapping; a zero byte is a valid `false`.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                std::mem::size_of::<AtomicBool>(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        match std::ptr::NonNull::new(ptr.cast::<AtomicBool>()) {
-            Some(p) if ptr != libc::MAP_FAILED => Ok(SharedFlag(p)),
-            _ => Err(io::Error::last_os_error()),
-        }
-    }
-}
-
-impl std::ops::Deref for SharedFlag {
-    type Target = AtomicBool;
-    fn deref(&self) -> &AtomicBool {
-        // SAFETY: see `new`; valid while `self` lives.
-        unsafe { self.0.as_ref() }
-    }
-}
-
-impl Drop for SharedFlag {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what `new` mapped, exactly once.
-        unsafe { libc::munmap(self.0.as_ptr().cast(), std::mem::size_of::<AtomicBool>()) };
     }
 }
 

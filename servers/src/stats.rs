@@ -5,6 +5,7 @@
 //! fork: threads and forked children all see the same atomics. (Atomics in
 //! shared memory are safe across processes on Linux for lock-free types.)
 
+use crate::shm::Shared;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 #[repr(C)]
@@ -17,40 +18,20 @@ struct Counters {
 
 /// A handle to the shared counters; cheap to share by reference.
 pub struct Stats {
-    counters: *const Counters,
+    counters: Shared<Counters>,
 }
-
-// SAFETY: the mapping is only ever accessed through atomics and lives as long
-// as the `Stats` that owns it.
-unsafe impl Send for Stats {}
-unsafe impl Sync for Stats {}
 
 impl Stats {
     /// Maps a fresh zeroed page of counters, shared with future children.
     pub fn new() -> std::io::Result<Stats> {
-        let size = std::mem::size_of::<Counters>();
-        // SAFETY: a fresh anonymous mapping; zero bytes are valid atomics.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
         Ok(Stats {
-            counters: ptr.cast(),
+            // SAFETY: zero bytes are valid atomics, usable across processes.
+            counters: unsafe { Shared::zeroed()? },
         })
     }
 
     fn c(&self) -> &Counters {
-        // SAFETY: see `new`; the pointer is valid while `self` lives.
-        unsafe { &*self.counters }
+        &self.counters
     }
 
     /// Counts one response sent.
@@ -78,15 +59,6 @@ impl Stats {
             connections_total: c.connections_total.load(Ordering::Relaxed),
             connections_open: c.connections_open.load(Ordering::Relaxed).max(0),
             workers: c.workers.load(Ordering::Relaxed).max(0),
-        }
-    }
-}
-
-impl Drop for Stats {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what `new` mapped, exactly once.
-        unsafe {
-            libc::munmap(self.counters as *mut _, std::mem::size_of::<Counters>());
         }
     }
 }

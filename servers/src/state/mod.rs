@@ -5,7 +5,7 @@
 //!   ([`token`]); the server keeps nothing, so any replica can answer.
 //! - **stateful**: the server keeps the counter in a session table
 //!   ([`table`]) behind a random 128-bit id ([`sid`]) sent as a cookie. The
-//!   table lives in shared memory ([`shm`]), so forked workers share it.
+//!   table lives in shared memory ([`crate::shm`]), so forked workers share it.
 //!   An unknown id is answered `410` + `X-Session: unknown`, never silently
 //!   reset; a full table refuses new sessions with `503`.
 //! - **soft**: stateful, but the state may be dropped (time-to-live,
@@ -15,7 +15,6 @@
 //!
 //! The exact wire protocol is in the README ("State modes").
 
-pub mod shm;
 pub mod sid;
 pub mod table;
 pub mod token;

@@ -27,8 +27,8 @@
 //! `ttl` after their last use; expired slots are reclaimed lazily, when a
 //! lookup or an insert meets them.
 
-use super::shm::SharedRegion;
 use super::sid::SessionId;
+use crate::shm::SharedRegion;
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -1,14 +1,16 @@
 //! A zeroed anonymous `MAP_SHARED` mapping: memory that a process and every
 //! child it forks afterwards see as the same bytes.
 //!
-//! This is how the session table survives `fork()`: `process-per-request`
-//! and `prefork` children inherit the mapping, so an increment made by one
-//! child is seen by the next. Only lock-free atomics are placed in it, and
+//! This is how state survives `fork()`: `process-per-request` and `prefork`
+//! children inherit the mapping, so an increment made by one child is seen by
+//! the next. The session table, the `/stats` counters and the shutdown flag
+//! all live in such mappings. Only lock-free atomics are placed in it, and
 //! those work across processes on Linux (`std::sync::Mutex` would not: it is
 //! not process-shared). The pages are allocated by the kernel on first touch,
 //! so a large, mostly empty table costs address space, not memory.
 
 use std::io;
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 /// An anonymous shared mapping of a fixed size, unmapped on drop.
@@ -72,5 +74,34 @@ impl Drop for SharedRegion {
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
+    }
+}
+
+/// One value of type `T` alone in a shared mapping.
+pub struct Shared<T> {
+    region: SharedRegion,
+    _value: PhantomData<T>,
+}
+
+impl<T> Shared<T> {
+    /// Maps a zeroed `T`.
+    ///
+    /// # Safety
+    /// All-zero bytes must be a valid `T`, and `T` must be safe to use from
+    /// several processes at once: plain atomics (or structs of them) only.
+    pub unsafe fn zeroed() -> io::Result<Shared<T>> {
+        Ok(Shared {
+            region: SharedRegion::new(std::mem::size_of::<T>())?,
+            _value: PhantomData,
+        })
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the region is page-aligned, at least size_of::<T>() long,
+        // holds a valid T (see `zeroed`), and lives as long as `self`.
+        unsafe { &*self.region.as_ptr().cast::<T>() }
     }
 }
