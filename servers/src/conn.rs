@@ -163,6 +163,20 @@ pub fn serve_blocking(mut stream: TcpStream, handler: &Handler, shutdown: &Shutd
     }
 }
 
+/// Answers `503 Service Unavailable` and closes: the server is out of
+/// workers right now, the client may retry.
+pub fn refuse_busy(mut stream: TcpStream, handler: &Handler) {
+    let mut out = Vec::with_capacity(128);
+    let resp = Response::text(503, "server busy: no worker available").closing();
+    codec::write_response(&mut out, &resp, false, false);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(&out).is_ok() {
+        handler.stats().request_served();
+    }
+    // The client's request is unread: linger so the 503 is not lost to a reset.
+    linger_close(stream, true);
+}
+
 /// Closes a connection so that a final error response still reaches the
 /// client: closing with unread input would make the kernel send a reset
 /// that can destroy the response before the client reads it. So: stop

@@ -19,7 +19,6 @@
 //!   amortises it. Peak tasks in the sandbox accounting grow with open
 //!   connections. `/stats` `workers` counts the live children.
 
-use super::thread_per_request::refuse;
 use crate::conn::serve_blocking;
 use crate::handler::Handler;
 use crate::net::accept_loop;
@@ -66,7 +65,7 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
         if let Err(e) = forked {
             tracing::warn!("fork failed: {e}; answering 503");
             if let Some(stream) = stream.take() {
-                refuse(stream, &handler);
+                crate::conn::refuse_busy(stream, &handler);
             }
         }
     });

@@ -15,12 +15,11 @@
 //!   clients, 503s and memory growth. `/stats` `workers` counts the
 //!   connection threads alive now (the accepting thread is not counted).
 
-use crate::codec::{self, Response};
-use crate::conn::{linger_close, serve_blocking};
+use crate::conn::{refuse_busy, serve_blocking};
 use crate::handler::Handler;
 use crate::net::accept_loop;
 use crate::shutdown::Shutdown;
-use std::io::{self, Write};
+use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::{Arc, Condvar, Mutex};
@@ -70,22 +69,8 @@ fn spawn_for(stream: TcpStream, handler: &Arc<Handler>, shutdown: &Shutdown, liv
         // SAFETY: the spawn failed, so the closure never ran and the fd is
         // still owned here alone.
         let stream = unsafe { TcpStream::from_raw_fd(fd) };
-        refuse(stream, handler);
+        refuse_busy(stream, handler);
     }
-}
-
-/// Answers `503 Service Unavailable` and closes: the server is out of
-/// workers right now, the client may retry.
-pub(crate) fn refuse(mut stream: TcpStream, handler: &Handler) {
-    let mut out = Vec::with_capacity(128);
-    let resp = Response::text(503, "server busy: no worker available").closing();
-    codec::write_response(&mut out, &resp, false, false);
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    if stream.write_all(&out).is_ok() {
-        handler.stats().request_served();
-    }
-    // The client's request is unread: linger so the 503 is not lost to a reset.
-    linger_close(stream, true);
 }
 
 /// Counts one connection thread out when dropped.
