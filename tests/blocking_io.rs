@@ -90,3 +90,15 @@ fn async_blocking_io_stalls_its_workers() {
         "async {timers:?} vs --blocking-io {blocking:?}"
     );
 }
+
+#[test]
+fn amped_helpers_bound_the_waits_in_progress() {
+    // 50 waits through 5 helpers run 5 at a time: about 10 rounds of 50 ms,
+    // where 50 helpers finish them in about one round.
+    let few = concurrent_waits("amped", &["--helpers", "5"]);
+    let many = concurrent_waits("amped", &["--helpers", "50"]);
+    println!("{CLIENTS} × {IO_MS} ms waits: amped --helpers 5 {few:?}, --helpers 50 {many:?}");
+    let rounds = Duration::from_millis(IO_MS * (CLIENTS as u64 / 5));
+    assert!(few >= rounds * 4 / 5, "5 helpers took only {few:?}");
+    assert!(many < few / 2, "50 helpers {many:?} vs 5 helpers {few:?}");
+}

@@ -20,12 +20,17 @@ pub struct Config {
     pub limits: Limits,
     /// Where `/file/<name>` is served from; `None` answers 404.
     pub docroot: Option<PathBuf>,
+    /// AMPED only: the most helper threads running blocking steps at once.
+    pub helpers: usize,
     /// Event-driven servers only: run blocking steps inline, stalling the
     /// loop (the classic single-threaded pitfall, kept for teaching).
     pub blocking_io: bool,
     /// How `POST /counter` keeps state (`--state`, `--ttl`, ...).
     pub state: StateConfig,
 }
+
+/// AMPED's default cap on helper threads.
+pub const DEFAULT_HELPERS: usize = 128;
 
 impl Default for Config {
     fn default() -> Self {
@@ -35,6 +40,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             docroot: None,
+            helpers: DEFAULT_HELPERS,
             blocking_io: false,
             state: StateConfig::default(),
         }

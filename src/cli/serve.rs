@@ -27,6 +27,9 @@ pub struct Args {
     /// Close connections with no complete request for this long.
     #[arg(long, default_value = "10s", value_parser = super::duration)]
     idle_timeout: Duration,
+    /// amped: the most helper threads running blocking steps at once.
+    #[arg(long, default_value_t = servers::config::DEFAULT_HELPERS)]
+    helpers: usize,
     /// Event-driven servers: run blocking waits inline, stalling the loop
     /// (the classic pitfall, for teaching).
     #[arg(long)]
@@ -67,6 +70,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.workers == Some(0) {
         bail!("--workers must be at least 1");
     }
+    if args.helpers == 0 {
+        bail!("--helpers must be at least 1");
+    }
     let workers = args.workers.unwrap_or_else(servers::config::available_cpus);
     let state = state_config(&args)?;
     let config = servers::Config {
@@ -74,6 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         workers,
         idle_timeout: args.idle_timeout,
         docroot: args.docroot,
+        helpers: args.helpers,
         blocking_io: args.blocking_io,
         state,
         ..Default::default()

@@ -9,10 +9,11 @@
 //!   a channel and wakes the loop with a mio `Waker`. `Compute` stays on the
 //!   loop: helpers exist for blocking, not for extra CPUs.
 //! - Helpers are started on demand, one whenever a job arrives and all are
-//!   busy, up to [`MAX_HELPERS`] (Flash likewise grew its helper pool with
-//!   the number of outstanding disk operations). Teaching simplification:
-//!   the cap is a constant; a real server would make it configurable. Past
-//!   the cap, jobs queue.
+//!   busy, up to `--helpers` (default [`DEFAULT_HELPERS`]; Flash likewise
+//!   grew its helper pool with the number of outstanding disk operations).
+//!   Past the cap, jobs queue: the cap bounds how many blocking steps are
+//!   in progress at once, so it caps `io_ms` throughput at helpers / wait,
+//!   exactly as a thread pool's size does.
 //! - Cost: a channel send, a wake-up and two context switches per blocking
 //!   step, plus a thread (its stack) per concurrently blocked step.
 //! - What to look for: on `io_ms=` or cold-file workloads, latency close
@@ -32,8 +33,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// Most helper threads one server starts.
-pub const MAX_HELPERS: usize = 128;
+/// Most helper threads one server starts unless `--helpers` says otherwise.
+pub const DEFAULT_HELPERS: usize = crate::config::DEFAULT_HELPERS;
 
 /// Serves `listener` from one loop on this thread, with blocking steps
 /// given to helper threads, until `shutdown`.
@@ -92,7 +93,7 @@ impl<'h> Helpers<'h> {
 impl Offload for Helpers<'_> {
     fn submit(&mut self, job: Job) {
         let busy = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        if busy > self.threads.len() && self.threads.len() < MAX_HELPERS {
+        if busy > self.threads.len() && self.threads.len() < self.handler.config().helpers {
             if let Err(e) = self.spawn_helper() {
                 // Under a pids limit: carry on with the helpers we have.
                 tracing::warn!("starting a helper thread: {e}");
