@@ -180,7 +180,10 @@ pub fn clean_shutdown(arch: &str) {
 }
 
 macro_rules! conformance {
-    ($($module:ident => $name:literal,)*) => {$(
+    ($($module:ident => $name:literal,)*) => {
+        /// Every architecture the suite covers.
+        const COVERED: &[&str] = &[$($name),*];
+        $(
         mod $module {
             #[test] fn routes() { super::routes($name) }
             #[test] fn keep_alive_and_close() { super::keep_alive_and_close($name) }
@@ -203,4 +206,14 @@ conformance! {
     reactor_per_core => "reactor-per-core",
     amped => "amped",
     tokio_hyper => "async",
+}
+
+/// An architecture added to `servers::arch::ALL` must be added above too.
+#[test]
+fn every_architecture_is_covered() {
+    let mut covered = COVERED.to_vec();
+    let mut all = servers::arch::names();
+    covered.sort_unstable();
+    all.sort_unstable();
+    assert_eq!(covered, all);
 }

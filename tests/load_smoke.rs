@@ -90,4 +90,8 @@ load_smoke! {
     thread_pool => "thread-pool",
     process_per_request => "process-per-request",
     prefork => "prefork",
+    event_loop => "event-loop",
+    reactor_per_core => "reactor-per-core",
+    amped => "amped",
+    tokio_hyper => "async",
 }
