@@ -1,8 +1,9 @@
 //! The conformance suite: the same real-bytes-on-the-wire checks against
 //! every architecture, each started through `serverlab serve` on port 0.
-//! Adding an architecture means adding one line to the `conformance!` list
-//! at the bottom.
+//! Adding an architecture means adding one line to the list in
+//! `tests/common/mod.rs` (`every_arch!`).
 
+#[macro_use]
 mod common;
 
 use common::{get, Client, Server};
@@ -196,17 +197,7 @@ macro_rules! conformance {
     )*};
 }
 
-conformance! {
-    iterative => "iterative",
-    thread_per_request => "thread-per-request",
-    thread_pool => "thread-pool",
-    process_per_request => "process-per-request",
-    prefork => "prefork",
-    event_loop => "event-loop",
-    reactor_per_core => "reactor-per-core",
-    amped => "amped",
-    tokio_hyper => "async",
-}
+every_arch!(conformance);
 
 /// An architecture added to `servers::arch::ALL` must be added above too.
 #[test]

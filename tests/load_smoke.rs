@@ -4,6 +4,7 @@
 //! timeout and every test a deadline. Adding an architecture means adding
 //! one line to the `load_smoke!` list at the bottom.
 
+#[macro_use]
 mod common;
 
 use common::{Client, Server};
@@ -84,14 +85,4 @@ macro_rules! load_smoke {
     )*};
 }
 
-load_smoke! {
-    iterative => "iterative",
-    thread_per_request => "thread-per-request",
-    thread_pool => "thread-pool",
-    process_per_request => "process-per-request",
-    prefork => "prefork",
-    event_loop => "event-loop",
-    reactor_per_core => "reactor-per-core",
-    amped => "amped",
-    tokio_hyper => "async",
-}
+every_arch!(load_smoke);

@@ -203,3 +203,23 @@ pub fn get(addr: SocketAddr, path: &str) -> Resp {
     Client::connect(addr)
         .request(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
 }
+
+/// Calls `$callback! { module => "name", ... }` with every architecture, so
+/// that each per-architecture test file lists them in one place. The
+/// conformance suite checks this list against `servers::arch::ALL`.
+#[allow(unused_macros)]
+macro_rules! every_arch {
+    ($callback:ident) => {
+        $callback! {
+            iterative => "iterative",
+            thread_per_request => "thread-per-request",
+            thread_pool => "thread-pool",
+            process_per_request => "process-per-request",
+            prefork => "prefork",
+            event_loop => "event-loop",
+            reactor_per_core => "reactor-per-core",
+            amped => "amped",
+            tokio_hyper => "async",
+        }
+    };
+}
