@@ -21,6 +21,7 @@ use std::time::Duration;
 pub const SHIPPED: &[(&str, &str)] = &[
     ("quick", include_str!("../../suites/quick.toml")),
     ("full", include_str!("../../suites/full.toml")),
+    ("state", include_str!("../../suites/state.toml")),
 ];
 
 /// A checked suite, ready to run.
