@@ -82,6 +82,8 @@ pub struct Conn {
     /// connecting, so no connection is opened for a request that will not
     /// be sent.
     pub ticket: bool,
+    /// Got at least one answer inside the measured window.
+    pub answered: bool,
 }
 
 impl Conn {
@@ -105,6 +107,7 @@ impl Conn {
             sent_on_socket: 0,
             failures: 0,
             ticket: false,
+            answered: false,
         }
     }
 

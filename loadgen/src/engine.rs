@@ -7,7 +7,9 @@ use crate::config::{LoadConfig, Target};
 use crate::cpu::{CpuTime, BUSY_THRESHOLD};
 use crate::hist::{self, new_histogram, Recorder};
 use crate::output::IntervalLog;
-use crate::report::{CpuReport, IntervalSummary, Latency, LoadReport, SCHEMA};
+use crate::report::{
+    CpuReport, IntervalSummary, Latency, LittlesLaw, LoadReport, LITTLE_TOLERANCE, SCHEMA,
+};
 use crate::worker::{Counters, IntervalMsg, Plan, Worker, WorkerResult};
 use crate::LoadError;
 use hdrhistogram::Histogram;
@@ -34,24 +36,16 @@ pub fn run(config: &LoadConfig, stop: &AtomicBool) -> Result<LoadReport, LoadErr
             Some(*sum)
         })
         .collect();
-    let mut log = match &config.log {
+    // Opened now so that a bad path fails before any traffic; its header
+    // is written when the clock has started (see `Collector::add`).
+    let log_file = match &config.log {
         Some(path) => {
-            let file = File::create(path)
-                .map_err(|e| LoadError::Log(format!("{}: {e}", path.display())))?;
-            let comment = format!(
-                "serverlab load {}: corrected latency in microseconds, one histogram per {:?}",
-                config.url, config.interval
-            );
-            let started = SystemTime::now() + config.warmup;
-            Some(
-                IntervalLog::start(BufWriter::new(file), started, &comment)
-                    .map_err(|e| LoadError::Log(e.to_string()))?,
-            )
+            Some(BufWriter::new(File::create(path).map_err(|e| {
+                LoadError::Log(format!("{}: {e}", path.display()))
+            })?))
         }
         None => None,
     };
-    let start = Instant::now();
-    let measure_start = start + config.warmup;
     let plan = Plan {
         addr: target.addr,
         host: target.host.clone(),
@@ -63,16 +57,22 @@ pub fn run(config: &LoadConfig, stop: &AtomicBool) -> Result<LoadReport, LoadErr
         timeout: config.timeout,
         conn_rate: config.rate.map(|r| r / config.connections as f64),
         arrivals: config.arrivals,
-        start,
-        measure_start,
-        end: match config.requests {
+        warmup: config.warmup,
+        duration: match config.requests {
             Some(_) => None,
-            None => Some(measure_start + config.duration),
+            None => Some(config.duration),
         },
+        ready: std::sync::Barrier::new(config.threads),
+        clock: std::sync::OnceLock::new(),
         tickets: config.requests.map(AtomicU64::new),
         stop,
         interval: config.interval,
     };
+    let comment = format!(
+        "serverlab load {}: corrected latency in microseconds, one histogram per {:?}",
+        config.url, config.interval
+    );
+    let mut log = log_file.map(|file| PendingLog::Waiting(file, comment));
     let (tx, rx) = mpsc::channel::<IntervalMsg>();
     let mut collector = Collector::new(config.threads, config.interval);
     let results = std::thread::scope(|scope| -> Result<Vec<WorkerResult>, LoadError> {
@@ -98,7 +98,11 @@ pub fn run(config: &LoadConfig, stop: &AtomicBool) -> Result<LoadReport, LoadErr
         drop(tx);
         // Until every worker has dropped its sender.
         for msg in rx.iter() {
-            collector.add(msg, log.as_mut())?;
+            let log = match &mut log {
+                Some(l) => Some(l.started(&plan)?),
+                None => None,
+            };
+            collector.add(msg, log)?;
         }
         let mut results = Vec::new();
         for (t, h) in handles.into_iter().enumerate() {
@@ -115,12 +119,21 @@ pub fn run(config: &LoadConfig, stop: &AtomicBool) -> Result<LoadReport, LoadErr
         }
         Ok(results)
     })?;
+    // Every thread passed the barrier, so the clock is set.
+    let measure_start = plan
+        .clock
+        .get()
+        .map_or_else(Instant::now, |c| c.measure_start);
     let ended = results
         .iter()
         .map(|r| r.ended)
         .max()
         .unwrap_or(measure_start);
     let duration = ended.saturating_duration_since(measure_start);
+    let mut log = match log {
+        Some(l) => Some(l.into_started(&plan)?),
+        None => None,
+    };
     collector.finish(duration, log.as_mut())?;
     if let Some(log) = log {
         log.finish().map_err(|e| LoadError::Log(e.to_string()))?;
@@ -133,6 +146,49 @@ pub fn run(config: &LoadConfig, stop: &AtomicBool) -> Result<LoadReport, LoadErr
         duration,
         stop,
     ))
+}
+
+/// The interval log: its file until the clock starts, then the log.
+enum PendingLog {
+    Waiting(BufWriter<File>, String),
+    Started(IntervalLog<BufWriter<File>>),
+    Gone,
+}
+
+impl PendingLog {
+    /// The log, its header written with the measurement's start time.
+    fn started(&mut self, plan: &Plan) -> Result<&mut IntervalLog<BufWriter<File>>, LoadError> {
+        if let PendingLog::Waiting(..) = self {
+            let PendingLog::Waiting(file, comment) = std::mem::replace(self, PendingLog::Gone)
+            else {
+                unreachable!("matched above");
+            };
+            // The wall-clock time of the measurement's start.
+            let measure_start = plan
+                .clock
+                .get()
+                .map_or_else(Instant::now, |c| c.measure_start);
+            let started = match measure_start.checked_duration_since(Instant::now()) {
+                Some(ahead) => SystemTime::now() + ahead,
+                None => SystemTime::now() - Instant::now().duration_since(measure_start),
+            };
+            let log = IntervalLog::start(file, started, &comment)
+                .map_err(|e| LoadError::Log(e.to_string()))?;
+            *self = PendingLog::Started(log);
+        }
+        match self {
+            PendingLog::Started(log) => Ok(log),
+            _ => Err(LoadError::Log("the interval log failed earlier".into())),
+        }
+    }
+
+    fn into_started(mut self, plan: &Plan) -> Result<IntervalLog<BufWriter<File>>, LoadError> {
+        self.started(plan)?;
+        match self {
+            PendingLog::Started(log) => Ok(log),
+            _ => Err(LoadError::Log("the interval log failed earlier".into())),
+        }
+    }
 }
 
 /// The bytes of one GET request, built once and copied per send.
@@ -280,7 +336,12 @@ fn assemble(
         });
     }
     let secs = duration.as_secs_f64();
-    let finished = rec.corrected.len();
+    // Requests that ended in the window; the corrected histogram also
+    // holds one sample for each that was still waiting at the end.
+    let finished = rec
+        .corrected
+        .len()
+        .saturating_sub(c.in_flight_at_end + c.behind_schedule_at_end);
     let achieved_rate = if secs > 0.0 {
         finished as f64 / secs
     } else {
@@ -328,6 +389,40 @@ fn assemble(
             c.behind_schedule_at_end
         ));
     }
+    if c.starved > 0 {
+        warnings.push(format!(
+            "{} of {} connections got no answer in the whole measured window although they \
+             had a request waiting: the server starved them (their waiting requests are \
+             counted as latency samples of their age)",
+            c.starved, config.connections
+        ));
+    }
+    let littles_law =
+        (config.rate.is_none() && config.requests.is_none() && secs > 0.0).then(|| {
+            let expected = (config.connections * config.pipeline) as f64;
+            let observed = c.busy_s / secs;
+            LittlesLaw {
+                expected,
+                observed,
+                ratio: observed / expected,
+            }
+        });
+    if let Some(l) = &littles_law {
+        if (l.ratio - 1.0).abs() > LITTLE_TOLERANCE {
+            warnings.push(format!(
+                "Little's law check failed: {:.1} requests were in flight on average, against \
+                 {:.0} connections × pipeline; {}",
+                l.observed,
+                l.expected,
+                if l.ratio < 1.0 {
+                    "the connections spent time idle between answer and next request (a busy \
+                     generator, or reconnects)"
+                } else {
+                    "more requests were in flight than the connections can carry (a bug)"
+                }
+            ));
+        }
+    }
     let cpu_total = cpu.total().as_secs_f64();
     LoadReport {
         schema: SCHEMA,
@@ -354,6 +449,8 @@ fn assemble(
         responses: c.responses,
         in_flight_at_end: c.in_flight_at_end,
         behind_schedule_at_end: c.behind_schedule_at_end,
+        starved_connections: c.starved,
+        littles_law,
         connects: c.connects,
         bytes_read: c.bytes_read,
         bytes_written: c.bytes_written,
@@ -397,4 +494,6 @@ fn add_counters(into: &mut Counters, c: &Counters) {
     into.restores += c.restores;
     into.in_flight_at_end += c.in_flight_at_end;
     into.behind_schedule_at_end += c.behind_schedule_at_end;
+    into.starved += c.starved;
+    into.busy_s += c.busy_s;
 }

@@ -41,18 +41,29 @@ pub struct LoadReport {
     pub stopped_early: bool,
     /// Open loop: the requests per second asked for.
     pub target_rate: Option<f64>,
-    /// Finished requests (answered or failed) per second of measurement.
+    /// Requests that ended (answered or failed) inside the measured window,
+    /// per second of it, whenever they were sent.
     pub achieved_rate: f64,
     /// Measured requests sent.
     pub requests: u64,
-    /// Measured requests that got a complete response (any status).
+    /// Requests answered inside the measured window (any status), whenever
+    /// they were sent (with `--requests`: of those N requests).
     pub responses: u64,
-    /// Requests still waiting for their answer when the run ended (neither
-    /// answered nor failed, so in no histogram).
+    /// Requests still waiting for their answer when the run ended; each is
+    /// in the latency histograms at its age at the end.
     pub in_flight_at_end: u64,
     /// Open loop: requests whose send time had come but that were not yet
     /// sent when the run ended (the generator or the connection was behind).
     pub behind_schedule_at_end: u64,
+    /// Connections that got no answer during the whole measured window
+    /// although they had a request waiting for at least half of it: clients
+    /// the server starved (an iterative server with many keep-alive
+    /// clients, a pool with fewer workers than connections).
+    #[serde(default)]
+    pub starved_connections: u64,
+    /// Closed loop: Little's law as a self-check of the measurement.
+    #[serde(default)]
+    pub littles_law: Option<LittlesLaw>,
     /// Connections opened (including reconnects).
     pub connects: u64,
     /// Bytes read from and written to sockets.
@@ -82,6 +93,27 @@ pub struct LoadReport {
     /// Plain-language warnings: the generator was the bottleneck, no
     /// connection ever succeeded, the target rate was not reached...
     pub warnings: Vec<String>,
+}
+
+/// How far the mean number of requests in flight may stray from the
+/// connections × pipeline a closed loop keeps busy before the check fails.
+pub const LITTLE_TOLERANCE: f64 = 0.15;
+
+/// Little's law (L = λW) as a check of a closed-loop run: every connection
+/// keeps `pipeline` requests in flight, so throughput × mean time in
+/// flight must equal connections × pipeline. Less means the connections
+/// idled between answer and next request (the generator could not keep
+/// up, or reconnects took time), so the figures describe the generator
+/// as much as the server.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LittlesLaw {
+    /// Connections × pipeline.
+    pub expected: f64,
+    /// Requests in flight on average over the window (time in flight of
+    /// everything inside the window ÷ its length).
+    pub observed: f64,
+    /// `observed / expected`.
+    pub ratio: f64,
 }
 
 /// Responses by status class.

@@ -39,17 +39,61 @@ pub struct Plan<'a> {
     /// Open loop: requests per second for each connection.
     pub conn_rate: Option<f64>,
     pub arrivals: crate::Arrivals,
-    pub start: Instant,
-    pub measure_start: Instant,
-    /// End of the measurement; `None` with `--requests`.
-    pub end: Option<Instant>,
+    /// Discarded load before the measured window.
+    pub warmup: Duration,
+    /// The measured window; `None` with `--requests`.
+    pub duration: Option<Duration>,
+    /// Keep-alive runs open every connection before the clock starts:
+    /// threads wait here for each other, then the first sets the clock.
+    pub ready: std::sync::Barrier,
+    /// The run's clock, set once every thread's connections are open.
+    pub clock: std::sync::OnceLock<Clock>,
     /// `--requests`: measured requests still to send.
     pub tickets: Option<AtomicU64>,
     pub stop: &'a AtomicBool,
     pub interval: Duration,
 }
 
+/// When the run began (every connection open, for keep-alive runs), when
+/// its measured window begins and ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub start: Instant,
+    pub measure_start: Instant,
+    /// `None` with `--requests`.
+    pub end: Option<Instant>,
+}
+
+impl Clock {
+    fn starting(start: Instant, warmup: Duration, duration: Option<Duration>) -> Clock {
+        let measure_start = start + warmup;
+        Clock {
+            start,
+            measure_start,
+            end: duration.map(|d| measure_start + d),
+        }
+    }
+
+    /// Whether an outcome at `now` falls inside the measured window.
+    fn in_window(&self, now: Instant) -> bool {
+        now >= self.measure_start
+    }
+}
+
 impl Plan<'_> {
+    /// Whether request `p`, ending at `now`, counts in the results. A
+    /// timed run counts what *ends* inside the measured window, whenever it
+    /// was sent: counting only what was sent after the warmup and answered
+    /// before the end would bias throughput low by latency ÷ duration, and
+    /// would drop warmup requests that fail during the window. A run of
+    /// exactly `--requests` N counts those N requests.
+    fn counts(&self, clock: &Clock, p: &Pending, now: Instant) -> bool {
+        match self.tickets {
+            Some(_) => p.measured,
+            None => clock.in_window(now),
+        }
+    }
+
     fn take_ticket(&self) -> bool {
         match &self.tickets {
             None => true,
@@ -96,6 +140,13 @@ pub struct Counters {
     pub restores: u64,
     pub in_flight_at_end: u64,
     pub behind_schedule_at_end: u64,
+    /// Connections that got no answer in the whole window although they
+    /// had a request waiting for at least half of it.
+    pub starved: u64,
+    /// Seconds requests spent in flight inside the window (from their
+    /// intended send, or the window's start, to their end or the run's). Divided by the window, the mean number in
+    /// flight (Little's law: L = λW).
+    pub busy_s: f64,
 }
 
 /// What a thread hands back when it ends.
@@ -133,8 +184,8 @@ struct Tally {
 
 impl Tally {
     /// Sends every interval that has ended by `now` to the collector.
-    fn tick(&mut self, plan: &Plan, now: Instant) {
-        let Some(since) = now.checked_duration_since(plan.measure_start) else {
+    fn tick(&mut self, plan: &Plan, clock: &Clock, now: Instant) {
+        let Some(since) = now.checked_duration_since(clock.measure_start) else {
             return;
         };
         let current = (since.as_nanos() / plan.interval.as_nanos()) as u64;
@@ -157,16 +208,22 @@ impl Tally {
     }
 
     /// Ends request `p` at `now` with `failure` (or success).
-    fn finish(&mut self, plan: &Plan, p: Pending, now: Instant, failure: Option<Failure>) {
-        if !p.measured {
+    fn finish(
+        &mut self,
+        plan: &Plan,
+        clock: &Clock,
+        p: Pending,
+        now: Instant,
+        failure: Option<Failure>,
+    ) {
+        if !plan.counts(clock, &p, now) {
             return;
         }
-        self.tick(plan, now);
-        let us = |d: Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
-        self.rec.request(
-            us(now - p.intended),
-            us(now.saturating_duration_since(p.sent)),
-        );
+        self.tick(plan, clock, now);
+        let served = now.saturating_duration_since(p.sent);
+        let inside = now.saturating_duration_since(p.intended.max(clock.measure_start));
+        self.c.busy_s += inside.as_secs_f64();
+        self.rec.request(us(now - p.intended), us(served));
         self.interval_requests += 1;
         let Some(f) = failure else { return };
         self.interval_errors += 1;
@@ -194,9 +251,15 @@ impl Tally {
     }
 }
 
+fn us(d: Duration) -> u64 {
+    d.as_micros().min(u128::from(u64::MAX)) as u64
+}
+
 /// One thread's event loop and connections.
 pub struct Worker<'a> {
     plan: &'a Plan<'a>,
+    /// Set when the run starts (after the connections are open).
+    clock: Clock,
     poll: Poll,
     timer: Timer,
     conns: Vec<Conn>,
@@ -216,19 +279,17 @@ impl<'a> Worker<'a> {
     ) -> std::io::Result<Self> {
         let poll = Poll::new()?;
         let timer = Timer::new(poll.registry(), TIMER)?;
-        let mut rng = Rng::new(seed);
+        let now = Instant::now();
         let conns = (0..connections)
             .map(|i| {
-                let mut c = Conn::new(Token(i), plan.start, plan.flow.is_some());
-                c.schedule = plan
-                    .conn_rate
-                    .map(|rate| Schedule::new(plan.arrivals, rate, plan.start, rng.next_u64()));
+                let mut c = Conn::new(Token(i), now, plan.flow.is_some());
                 c.session = plan.flow.map(CounterSession::new);
                 c
             })
             .collect();
         Ok(Worker {
             plan,
+            clock: Clock::starting(now, plan.warmup, plan.duration),
             poll,
             timer,
             conns,
@@ -241,36 +302,144 @@ impl<'a> Worker<'a> {
                 interval_errors: 0,
                 tx,
             },
-            rng,
+            rng: Rng::new(seed),
         })
+    }
+
+    /// Keep-alive runs: opens every connection before the clock starts, so
+    /// that no connect (a SYN retried after a full accept queue takes a
+    /// second) falls inside the measured window, and no open-loop schedule
+    /// counts time before its connection could possibly send. Connections
+    /// that fail here are retried by the run itself. Bounded by the
+    /// request timeout (at least 5 s) whatever the count.
+    fn open_all(&mut self) -> std::io::Result<()> {
+        if !self.plan.keepalive {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let deadline = started + self.plan.timeout.max(Duration::from_secs(5));
+        for i in 0..self.conns.len() {
+            if self.conns[i]
+                .connect(self.poll.registry(), self.plan.addr, started)
+                .is_err()
+            {
+                self.pre_connect_failed(i, started);
+            }
+        }
+        let mut events = Events::with_capacity(1024);
+        while self
+            .conns
+            .iter()
+            .any(|c| matches!(c.state, State::Connecting { .. }))
+        {
+            let now = Instant::now();
+            if now >= deadline || self.plan.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            match self.poll.poll(&mut events, Some(deadline - now)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                let i = event.token().0;
+                if i >= self.conns.len() {
+                    continue;
+                }
+                let State::Connecting { since } = self.conns[i].state else {
+                    continue;
+                };
+                match self.conns[i].finish_connect() {
+                    Ok(true) => {
+                        self.tally.c.connects += 1;
+                        self.tally.rec.connect.saturating_record(us(now - since));
+                    }
+                    Ok(false) => {}
+                    Err(_) => self.pre_connect_failed(i, now),
+                }
+            }
+        }
+        // Whatever is still connecting is given up and retried in the run.
+        let now = Instant::now();
+        for i in 0..self.conns.len() {
+            if matches!(self.conns[i].state, State::Connecting { .. }) {
+                self.pre_connect_failed(i, now);
+            }
+        }
+        Ok(())
+    }
+
+    fn pre_connect_failed(&mut self, i: usize, now: Instant) {
+        let c = &mut self.conns[i];
+        c.failures += 1;
+        c.close(self.poll.registry(), now);
+    }
+
+    /// Waits for every thread's connections, then starts the clock (the
+    /// first thread past the barrier sets it for all) and the schedules.
+    fn start_clock(&mut self) {
+        self.plan.ready.wait();
+        let plan = self.plan;
+        self.clock = *plan
+            .clock
+            .get_or_init(|| Clock::starting(Instant::now(), plan.warmup, plan.duration));
+        for c in &mut self.conns {
+            c.schedule = plan.conn_rate.map(|rate| {
+                Schedule::new(plan.arrivals, rate, self.clock.start, self.rng.next_u64())
+            });
+            if let State::Closed { .. } = c.state {
+                c.state = State::Closed {
+                    retry_at: self.clock.start,
+                };
+            }
+        }
     }
 
     /// Runs until the end, the stop flag, or the last ticketed request.
     pub fn run(mut self) -> std::io::Result<WorkerResult> {
         let plan = self.plan;
+        // Even a thread whose connects failed must reach the barrier, or
+        // the others would wait for it forever.
+        let opened = self.open_all();
+        self.start_clock();
+        opened?;
+        let clock = self.clock;
         let mut events = Events::with_capacity(1024);
         let mut measuring = false;
         let mut cpu_start = CpuTime::this_thread();
         let mut next_sweep = Instant::now() + SWEEP;
-        for i in 0..self.conns.len() {
-            self.fill(i, Instant::now());
-        }
+        let mut started = false;
         let ended = loop {
             let now = Instant::now();
-            if !measuring && now >= plan.measure_start {
+            if !measuring && now >= clock.measure_start {
                 // The warmup is over: forget it.
                 measuring = true;
                 cpu_start = CpuTime::this_thread();
+                // Connects made before the clock started are the run's own.
+                let (connects, connect) = (self.tally.c.connects, self.tally.rec.connect.clone());
                 self.tally.rec.reset();
-                self.tally.c = Counters::default();
+                self.tally.c = Counters {
+                    connects,
+                    ..Counters::default()
+                };
+                self.tally.rec.connect = connect;
             }
-            if let Some(end) = plan.end.filter(|&e| now >= e) {
+            if !started {
+                // The first requests go out once the warmup question is
+                // settled, so that a run without warmup counts them.
+                started = true;
+                for i in 0..self.conns.len() {
+                    self.fill(i, now);
+                }
+            }
+            if let Some(end) = clock.end.filter(|&e| now >= e) {
                 break end;
             }
             if plan.stop.load(Ordering::Relaxed) || self.finished() {
                 break now;
             }
-            self.tally.tick(plan, now);
+            self.tally.tick(plan, &clock, now);
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + SWEEP;
@@ -283,7 +452,7 @@ impl<'a> Worker<'a> {
                 .peek()
                 .map(|Reverse((t, _))| *t)
                 .into_iter()
-                .chain(plan.end)
+                .chain(clock.end)
                 .min();
             if let Some(at) = wake {
                 self.timer.arm(at)?;
@@ -314,7 +483,7 @@ impl<'a> Worker<'a> {
         let cpu = CpuTime::this_thread().since(cpu_start);
         self.account_unfinished(ended);
         Ok(WorkerResult {
-            wall: ended.saturating_duration_since(plan.measure_start),
+            wall: ended.saturating_duration_since(clock.measure_start),
             rec: self.tally.rec,
             counters: self.tally.c,
             cpu: if measuring { cpu } else { CpuTime::default() },
@@ -332,26 +501,57 @@ impl<'a> Worker<'a> {
     }
 
     /// Counts what is left at the end, then flushes the last interval.
+    ///
+    /// Every client counts: a request still unanswered at the end (in
+    /// flight, or due on an open-loop schedule and not yet sent) is a
+    /// latency sample of its age at the end, at least; that is wrk2's
+    /// correction applied to what was never answered. Without it, a server
+    /// that serves one connection and leaves the rest waiting would show
+    /// only the fast answers of the one it serves. A connection with no
+    /// answer in the whole window, although it had a request waiting for
+    /// at least half of it, is counted as starved.
     fn account_unfinished(&mut self, ended: Instant) {
+        let plan = self.plan;
+        let clock = self.clock;
+        let window = ended.saturating_duration_since(clock.measure_start);
+        let long_wait = ended.checked_sub(window / 2).unwrap_or(ended);
+        let tally = &mut self.tally;
         for c in &self.conns {
-            self.tally.c.in_flight_at_end +=
-                c.inflight.iter().filter(|p| p.measured).count() as u64;
-            if let Some(s) = &c.schedule {
-                // Only the measured part of the backlog counts.
-                let due = s.behind(ended);
-                let before = if s.next() < self.plan.measure_start {
-                    s.behind(self.plan.measure_start)
-                } else {
-                    0
-                };
-                self.tally.c.behind_schedule_at_end += due.saturating_sub(before);
+            let mut waiting_since: Option<Instant> = None;
+            for p in &c.inflight {
+                if plan.tickets.is_some() && !p.measured {
+                    continue;
+                }
+                tally.c.in_flight_at_end += 1;
+                tally
+                    .rec
+                    .request(us(ended - p.intended), us(ended - p.sent));
+                let inside = ended.saturating_duration_since(p.intended.max(clock.measure_start));
+                tally.c.busy_s += inside.as_secs_f64();
+                waiting_since = Some(waiting_since.map_or(p.intended, |w| w.min(p.intended)));
+            }
+            if let (Some(s), None) = (&c.schedule, &plan.tickets) {
+                let mut due = s.clone();
+                while due.next() <= ended {
+                    let intended = due.next();
+                    tally.c.behind_schedule_at_end += 1;
+                    tally.rec.corrected.saturating_record(us(ended - intended));
+                    waiting_since = Some(waiting_since.map_or(intended, |w| w.min(intended)));
+                    due.advance();
+                }
+            } else if c.inflight.is_empty() && c.state != State::Open && !window.is_zero() {
+                // A closed-loop client still trying to connect.
+                waiting_since = Some(c.connect_began);
+            }
+            if !c.answered && !window.is_zero() && waiting_since.is_some_and(|w| w <= long_wait) {
+                tally.c.starved += 1;
             }
         }
-        if ended >= self.plan.measure_start {
-            self.tally.tick(self.plan, ended);
+        if ended >= clock.measure_start {
+            self.tally.tick(plan, &clock, ended);
             // The interval the run ended in, unless it ended exactly on its
             // start (then it is empty and would be reported at full length).
-            let start = self.plan.measure_start + self.plan.interval * self.tally.index as u32;
+            let start = clock.measure_start + plan.interval * self.tally.index as u32;
             if ended > start {
                 self.tally.send_interval(true);
             }
@@ -398,7 +598,7 @@ impl<'a> Worker<'a> {
     }
 
     fn connect_failed(&mut self, i: usize, now: Instant) {
-        self.tally.c.errors.connect += u64::from(now >= self.plan.measure_start);
+        self.tally.c.errors.connect += u64::from(self.clock.in_window(now));
         let c = &mut self.conns[i];
         c.failures += 1;
         let retry = now + c.backoff();
@@ -410,7 +610,7 @@ impl<'a> Worker<'a> {
     fn fail_all(&mut self, i: usize, now: Instant, f: Failure) {
         let c = &mut self.conns[i];
         for p in c.inflight.drain(..) {
-            self.tally.finish(self.plan, p, now, Some(f));
+            self.tally.finish(self.plan, &self.clock, p, now, Some(f));
         }
         c.close(self.poll.registry(), now);
     }
@@ -428,7 +628,7 @@ impl<'a> Worker<'a> {
         if let State::Connecting { since } = self.conns[i].state {
             match self.conns[i].finish_connect() {
                 Ok(true) => {
-                    if now >= self.plan.measure_start {
+                    if self.clock.in_window(now) {
                         self.tally.c.connects += 1;
                         self.tally
                             .rec
@@ -530,6 +730,8 @@ impl<'a> Worker<'a> {
             self.fail_all(i, now, Failure::Parse);
             return false;
         };
+        let counts = plan.counts(&self.clock, &p, now);
+        c.answered |= self.clock.in_window(now);
         let failure = match c.session.as_mut().map(|s| s.on_response(&r)) {
             None => match r.status {
                 400..=499 => Some(Failure::Status4xx),
@@ -538,11 +740,11 @@ impl<'a> Worker<'a> {
             },
             Some(Outcome::Ok) => None,
             Some(Outcome::NewSession) => {
-                self.tally.c.sessions += u64::from(p.measured);
+                self.tally.c.sessions += u64::from(counts);
                 None
             }
             Some(Outcome::Restore) => {
-                self.tally.c.restores += u64::from(p.measured);
+                self.tally.c.restores += u64::from(counts);
                 c.restore_pending = true;
                 None
             }
@@ -550,11 +752,11 @@ impl<'a> Worker<'a> {
             Some(Outcome::Status4xx) => Some(Failure::Status4xx),
             Some(Outcome::Status5xx) => Some(Failure::Status5xx),
         };
-        if p.measured {
+        if counts {
             self.tally.c.responses += 1;
             self.tally.status(r.status);
         }
-        self.tally.finish(plan, p, now, failure);
+        self.tally.finish(plan, &self.clock, p, now, failure);
         if r.close || !plan.keepalive {
             self.close_and_reconnect(i, now);
             return false;
@@ -566,7 +768,7 @@ impl<'a> Worker<'a> {
     /// depth and the tickets allow on connection `i`.
     fn fill(&mut self, i: usize, now: Instant) {
         let plan = self.plan;
-        if plan.end.is_some_and(|e| now >= e) || plan.stop.load(Ordering::Relaxed) {
+        if self.clock.end.is_some_and(|e| now >= e) || plan.stop.load(Ordering::Relaxed) {
             return;
         }
         match self.conns[i].state {
@@ -585,7 +787,7 @@ impl<'a> Worker<'a> {
                     }
                 }
                 let c = &mut self.conns[i];
-                if now >= plan.measure_start && !c.restore_pending && !c.ticket {
+                if self.clock.in_window(now) && !c.restore_pending && !c.ticket {
                     if !plan.keepalive {
                         // One connection per request: hold its ticket first.
                         if !plan.take_ticket() {
@@ -628,7 +830,7 @@ impl<'a> Worker<'a> {
             } else {
                 now
             };
-            let measured = intended >= plan.measure_start;
+            let measured = self.clock.in_window(intended);
             let held = std::mem::take(&mut c.ticket);
             if held && (!measured || restore) {
                 plan.give_back_ticket();

@@ -166,6 +166,62 @@ fn timeouts_are_counted_and_their_latency_recorded() {
 }
 
 #[test]
+fn starved_connections_are_counted_with_the_age_of_what_they_wait_for() {
+    // The iterative server serves one keep-alive connection until that
+    // client leaves: of 16 clients, 15 never get an answer. Their waiting
+    // requests must weigh in the latency, and the run must say so.
+    let server = ArchServer::start("iterative");
+    let report = run(LoadConfig {
+        url: format!("http://{}/work?io_ms=10", server.addr),
+        connections: 16,
+        threads: 1,
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_secs(1),
+        timeout: Duration::from_secs(10),
+        ..Default::default()
+    });
+    assert_eq!(report.starved_connections, 15, "{report:?}");
+    assert_eq!(report.in_flight_at_end, 16);
+    assert!(
+        report.corrected.p99_us >= 1_000_000,
+        "p99 {} µs: the waiting clients are not counted",
+        report.corrected.p99_us
+    );
+    // One connection at a time, 10 ms each: 1/w = 100 requests/s.
+    let rate = report.statuses.s2xx as f64 / report.duration_s;
+    assert!((85.0..=105.0).contains(&rate), "{rate} req/s");
+    // Starving clients is not a measurement fault: every connection had a
+    // request in flight all the time.
+    let little = report.littles_law.expect("closed loop");
+    assert!((little.ratio - 1.0).abs() < 0.1, "{little:?}");
+    assert!(report.warnings.iter().any(|w| w.contains("starved")));
+}
+
+#[test]
+fn throughput_counts_what_ends_in_the_window_whenever_it_was_sent() {
+    // 4 clients, 300 ms per answer: 13.3 answers per second. Counting only
+    // requests both sent after the warmup and answered before the end
+    // would find 8 per second in this window (sends at 0, 0.3, 0.6, 0.9 s,
+    // window 0.15–1.15 s).
+    let server =
+        TestServer::start(|_, _| Reply::DelayThenSend(Duration::from_millis(300), ok("slow")));
+    let report = run(LoadConfig {
+        url: server.url("/"),
+        connections: 4,
+        threads: 1,
+        warmup: Duration::from_millis(150),
+        duration: Duration::from_secs(1),
+        ..Default::default()
+    });
+    let rate = report.statuses.s2xx as f64 / report.duration_s;
+    assert!((11.3..=15.4).contains(&rate), "{rate} req/s");
+    assert_eq!(report.starved_connections, 0);
+    // Little's law: 4 requests in flight all the time.
+    let little = report.littles_law.expect("closed loop");
+    assert!((little.ratio - 1.0).abs() < 0.05, "{little:?}");
+}
+
+#[test]
 fn the_corrected_histogram_shows_a_stall_that_the_uncorrected_one_hides() {
     // At 500 req/s over 10 connections, the server stalls once for 500 ms
     // (holding every connection) about 1 s into the run.

@@ -18,6 +18,8 @@ pub enum Reply {
     Send(Vec<u8>),
     /// Hold every connection's requests for this long, then send.
     StallThenSend(Duration, Vec<u8>),
+    /// Wait this long (this connection only), then send.
+    DelayThenSend(Duration, Vec<u8>),
     /// Never answer (until the client goes away).
     Hang,
 }
@@ -108,6 +110,11 @@ fn serve(
                         Some(bytes)
                     }
                     Reply::Send(bytes) => Some(bytes),
+                    Reply::DelayThenSend(d, bytes) => {
+                        drop(_g);
+                        std::thread::sleep(d);
+                        Some(bytes)
+                    }
                     Reply::Hang => None,
                 }
             };
