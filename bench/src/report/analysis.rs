@@ -3,14 +3,25 @@
 //! contestant's best sustainable point.
 //!
 //! "Sustainable" means every measured repetition at that load level met the
-//! suite's latency objective (with < 1 % errors and, in open loop, at least
-//! 95 % of the offered rate achieved). A contestant's best point is the
-//! sustainable level with the highest mean throughput — among the open-loop
-//! and auto levels when the group has any, since closed-loop latencies miss
-//! the clients a server leaves waiting; its efficiency (requests per
-//! CPU-second) and memory are read at that point.
+//! suite's latency objective (with < 1 % errors, no starved connection and,
+//! in open loop, at least 95 % of the offered rate achieved). A
+//! contestant's best point is the sustainable level with the highest mean
+//! throughput (among the open-loop and auto levels when the group has any).
+//!
+//! The answer is honest about what the measurements can tell apart:
+//! - each contestant's capacity is a range — an auto search's bracket
+//!   (last sustainable, first unsustainable rate) over every repetition, a
+//!   fixed rate up to the next rate offered, a closed loop's min–max — and
+//!   contestants whose ranges overlap the best one's are tied with it;
+//! - a figure limited by the load generator (or by the search's maximum,
+//!   or by the highest rate offered) is only a lower bound: its range is
+//!   open above, so it is never ranked against another such figure;
+//! - requests per CPU-second depend on the load, so they are compared at
+//!   one common offered rate every contestant sustained;
+//! - memory is the server's own (anonymous + shared, no page cache), and
+//!   without a cgroup no memory winner is named.
 
-use crate::results::{Metrics, RunRecord, Status};
+use crate::results::{AutoStep, Metrics, RunRecord, Status};
 use crate::suite::LoadLevel;
 use std::collections::BTreeMap;
 
@@ -136,11 +147,36 @@ pub struct Best {
     pub objective_latency: Option<Spread>,
     /// Requests per CPU-second there.
     pub per_cpu: Option<Spread>,
-    /// Peak memory there, bytes.
+    /// The server's own peak memory there, bytes (`None` without a cgroup).
     pub memory: Option<Spread>,
+    /// Where the capacity lies, over every repetition.
+    pub capacity: Option<Capacity>,
     /// Runs that failed, crashed, were OOM-killed or skipped (any level),
     /// then the caveats noted at the best point (generator-bound, ...).
     pub failures: Vec<String>,
+}
+
+/// Where a contestant's capacity lies: at least `low`; below `high`
+/// (exclusive) when that is known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    /// The lowest sustainable rate over the repetitions.
+    pub low: f64,
+    /// The highest rate known to be too much; `None`: open above (the
+    /// load generator, the search's maximum or the highest rate offered
+    /// was the limit, not the server).
+    pub high: Option<f64>,
+    /// Why it is open above, when it is.
+    pub open_because: Option<&'static str>,
+}
+
+impl Capacity {
+    /// Whether the two ranges share any rate: then the measurements do not
+    /// tell the two apart.
+    pub fn overlaps(&self, o: &Capacity) -> bool {
+        let below = |a: &Capacity, b: &Capacity| a.high.is_some_and(|h| h <= b.low);
+        !below(self, o) && !below(o, self)
+    }
 }
 
 /// Orders load levels: closed (by connections), open (by rate), auto.
@@ -232,13 +268,19 @@ impl Group<'_> {
                     .map(|(i, _)| i);
                 let cell = load.map(|i| &cells[i]);
                 let at = |f: fn(&Metrics) -> Option<f64>| cell.and_then(|c| c.spread(f));
+                let limited = cell.is_some_and(|c| c.runs.iter().any(|r| r.unlimited));
                 Best {
                     contestant: name.clone(),
                     load,
                     throughput: at(|m| Some(m.throughput_rps)),
                     objective_latency: at(|m| Some(m.objective_latency_ms)),
                     per_cpu: at(|m| m.requests_per_cpu_s),
-                    memory: at(|m| m.memory_peak_bytes.map(|b| b as f64)),
+                    memory: if limited {
+                        None
+                    } else {
+                        at(|m| m.memory_own_bytes.map(|b| b as f64))
+                    },
+                    capacity: load.and_then(|i| self.capacity(cells, i)),
                     failures: cells
                         .iter()
                         .flat_map(|c| c.failures())
@@ -263,39 +305,353 @@ impl Group<'_> {
     }
 }
 
-/// Values this close to the best (relative) count as a tie: differences
-/// smaller than run-to-run noise on a shared machine decide nothing.
+/// Closed loops and CPU efficiency: values this close to the best
+/// (relative) count as a tie when their spreads do not overlap already.
 pub const TIE: f64 = 0.02;
 
-/// The winners of a group: by throughput, by requests per CPU-second, by
-/// (lowest) memory. Each list holds the best contestant first, then every
-/// other within [`TIE`] of it; empty where no contestant qualifies.
-pub fn winners(best: &[Best]) -> [Vec<String>; 3] {
-    let pick = |f: &dyn Fn(&Best) -> Option<f64>, highest: bool| -> Vec<String> {
-        let mut v: Vec<(String, f64)> = best
+impl Group<'_> {
+    /// The capacity range of a contestant's sustainable level `i`.
+    fn capacity(&self, cells: &[Cell], i: usize) -> Option<Capacity> {
+        let cell = &cells[i];
+        let runs: Vec<&RunRecord> = cell
+            .runs
             .iter()
-            .filter_map(|b| f(b).map(|x| (b.contestant.clone(), x)))
+            .copied()
+            .filter(|r| r.status == Status::Ok)
             .collect();
-        v.sort_by(|a, b| {
-            if highest {
-                b.1.total_cmp(&a.1)
-            } else {
-                a.1.total_cmp(&b.1)
-            }
+        let generator_bound = runs.iter().any(|r| {
+            r.loadgen
+                .as_ref()
+                .and_then(|l| l.pointer("/cpu/generator_bound"))
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
         });
-        let Some(top) = v.first().map(|x| x.1) else {
-            return Vec::new();
-        };
-        v.into_iter()
-            .take_while(|(_, x)| (x - top).abs() <= TIE * top.abs())
-            .map(|(n, _)| n)
+        match self.loads[i] {
+            LoadLevel::Auto { .. } => {
+                let brackets: Vec<_> = runs.iter().filter_map(|r| r.bracket).collect();
+                if brackets.is_empty() {
+                    return None;
+                }
+                let low = brackets
+                    .iter()
+                    .filter_map(|b| b.sustainable_rps)
+                    .fold(f64::INFINITY, f64::min);
+                let open_because = if brackets.iter().any(|b| b.generator_bound) {
+                    Some("limited by the load generator")
+                } else if brackets.iter().any(|b| b.unsustainable_rps.is_none()) {
+                    Some("the search reached its maximum rate")
+                } else {
+                    None
+                };
+                let high = match open_because {
+                    Some(_) => None,
+                    None => brackets
+                        .iter()
+                        .filter_map(|b| b.unsustainable_rps)
+                        .reduce(f64::max),
+                };
+                low.is_finite().then_some(Capacity {
+                    low,
+                    high,
+                    open_because,
+                })
+            }
+            LoadLevel::Open { rate, .. } => {
+                // Up to the next rate offered, if it was not sustained.
+                let next = self
+                    .loads
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, l)| match l {
+                        LoadLevel::Open { rate: r, .. } if *r > rate => Some((j, *r)),
+                        _ => None,
+                    })
+                    .min_by(|a, b| a.1.total_cmp(&b.1));
+                let (high, open_because) = if generator_bound {
+                    (None, Some("limited by the load generator"))
+                } else {
+                    match next {
+                        Some((j, r)) if !cells[j].sustainable() => (Some(r), None),
+                        Some(_) => (None, None),
+                        None => (None, Some("the highest rate offered")),
+                    }
+                };
+                Some(Capacity {
+                    low: rate,
+                    high,
+                    open_because,
+                })
+            }
+            LoadLevel::Closed { .. } => {
+                let s = cell.spread(|m| Some(m.throughput_rps))?;
+                Some(Capacity {
+                    low: s.min,
+                    high: (!generator_bound).then_some(s.max * (1.0 + TIE)),
+                    open_because: generator_bound.then_some("limited by the load generator"),
+                })
+            }
+        }
+    }
+
+    /// The load at which CPU efficiency compares like with like: the
+    /// highest offered rate that every contestant with any sustainable
+    /// point sustained in every repetition (auto steps or open levels);
+    /// failing that, the largest closed-loop level they all sustained.
+    pub fn common_load(&self) -> Option<Common> {
+        let mut rates: Option<Vec<f64>> = None;
+        let mut closed: Option<Vec<usize>> = None;
+        for (_, cells) in &self.contestants {
+            let mine = sustained_rates(&self.loads, cells);
+            let mine_closed: Vec<usize> = (0..cells.len())
+                .filter(|&i| {
+                    matches!(self.loads[i], LoadLevel::Closed { .. }) && cells[i].sustainable()
+                })
+                .collect();
+            if mine.is_empty() && mine_closed.is_empty() {
+                continue;
+            }
+            rates = Some(match rates {
+                None => mine,
+                Some(c) => c
+                    .into_iter()
+                    .filter(|r| mine.iter().any(|x| same(*x, *r)))
+                    .collect(),
+            });
+            closed = Some(match closed {
+                None => mine_closed,
+                Some(c) => c.into_iter().filter(|i| mine_closed.contains(i)).collect(),
+            });
+        }
+        if let Some(r) = rates.and_then(|r| r.into_iter().reduce(f64::max)) {
+            return Some(Common::Rate(r));
+        }
+        closed?
+            .into_iter()
+            .max_by(|a, b| {
+                load_order(&self.loads[*a])
+                    .partial_cmp(&load_order(&self.loads[*b]))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+            .map(|i| Common::Closed(i, self.loads[i].label()))
+    }
+
+    /// Requests per CPU-second of each contestant at `at` (spread over
+    /// repetitions), for those that sustained it.
+    pub fn per_cpu_at(&self, at: &Common) -> Vec<(String, Spread)> {
+        self.contestants
+            .iter()
+            .filter_map(|(name, cells)| {
+                let values = cells.iter().enumerate().flat_map(|(i, c)| {
+                    c.runs
+                        .iter()
+                        .filter(|r| r.status == Status::Ok)
+                        .filter_map(move |r| {
+                            let m = r.metrics.as_ref();
+                            match (self.loads[i], at) {
+                                (LoadLevel::Auto { .. }, Common::Rate(rate)) => r
+                                    .auto_steps
+                                    .iter()
+                                    .find(|s| s.sustainable && same(s.offered_rps, *rate))
+                                    .and_then(|s| s.requests_per_cpu_s),
+                                (LoadLevel::Open { rate: r0, .. }, Common::Rate(rate))
+                                    if same(r0, *rate) && c.sustainable() =>
+                                {
+                                    m.and_then(|m| m.requests_per_cpu_s)
+                                }
+                                (LoadLevel::Closed { .. }, Common::Closed(j, _))
+                                    if i == *j && c.sustainable() =>
+                                {
+                                    m.and_then(|m| m.requests_per_cpu_s)
+                                }
+                                _ => None,
+                            }
+                        })
+                });
+                Spread::of(values).map(|s| (name.clone(), s))
+            })
             .collect()
+    }
+
+    /// The answer for this group.
+    pub fn answer(&self) -> Answer {
+        let best = self.best();
+        Answer::of(self, best)
+    }
+}
+
+/// The load at which CPU efficiency is compared.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Common {
+    /// An offered open-loop rate, requests per second.
+    Rate(f64),
+    /// A closed-loop level: its index in the group's loads, and its label.
+    Closed(usize, String),
+}
+
+impl Common {
+    /// `at 8000 req/s offered` or `at c64`.
+    pub fn describe(&self) -> String {
+        match self {
+            Common::Rate(r) => format!("at {} req/s offered", super::rps(*r)),
+            Common::Closed(_, label) => format!("at {label}"),
+        }
+    }
+}
+
+/// Whether two offered rates are the same step (the ramp computes them the
+/// same way for every contestant).
+fn same(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * a.abs().max(b.abs())
+}
+
+/// Offered rates a contestant sustained in every repetition.
+fn sustained_rates(loads: &[LoadLevel], cells: &[Cell]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for (i, c) in cells.iter().enumerate() {
+        match loads[i] {
+            LoadLevel::Open { rate, .. } if c.sustainable() => out.push(rate),
+            LoadLevel::Auto { .. } => {
+                let ok: Vec<&RunRecord> = c
+                    .runs
+                    .iter()
+                    .copied()
+                    .filter(|r| r.status == Status::Ok)
+                    .collect();
+                if ok.is_empty() || ok.len() < c.runs.len() {
+                    continue;
+                }
+                let steps = |r: &RunRecord| -> Vec<f64> {
+                    r.auto_steps
+                        .iter()
+                        .filter(|s: &&AutoStep| s.sustainable)
+                        .map(|s| s.offered_rps)
+                        .collect()
+                };
+                let mut rates = steps(ok[0]);
+                for r in &ok[1..] {
+                    let other = steps(r);
+                    rates.retain(|x| other.iter().any(|y| same(*x, *y)));
+                }
+                out.extend(rates);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A group's answer: the winners by each measure, and what qualifies them.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Every contestant's best point, most throughput first.
+    pub best: Vec<Best>,
+    /// Most sustainable throughput: the best first, then every contestant
+    /// whose capacity range overlaps it.
+    pub throughput: Vec<String>,
+    /// The best's capacity is open above (only a lower bound), and why.
+    pub throughput_open: Option<&'static str>,
+    /// Fixed rates only: every contestant sustained the highest rate
+    /// offered, so the rates did not separate them.
+    pub unseparated: Option<f64>,
+    /// Most requests per CPU-second at `common` (ties within [`TIE`] or
+    /// overlapping spreads).
+    pub per_cpu: Vec<(String, Spread)>,
+    /// The load the CPU efficiency was compared at.
+    pub common: Option<Common>,
+    /// Least own memory (empty when any run went without a cgroup).
+    pub memory: Vec<String>,
+    /// Some runs went without a cgroup: no memory winner.
+    pub memory_unmeasured: bool,
+}
+
+impl Answer {
+    fn of(g: &Group, best: Vec<Best>) -> Answer {
+        // Throughput: the highest mean, tied with every overlapping range.
+        let ranked: Vec<&Best> = best.iter().filter(|b| b.capacity.is_some()).collect();
+        let (throughput, throughput_open) = match ranked.first() {
+            None => (Vec::new(), None),
+            Some(top) => {
+                let c = top.capacity.expect("filtered");
+                let tied = ranked
+                    .iter()
+                    .filter(|b| b.capacity.is_some_and(|o| o.overlaps(&c)))
+                    .map(|b| b.contestant.clone())
+                    .collect();
+                (tied, c.open_because)
+            }
+        };
+        let only_rates = g.loads.iter().all(|l| matches!(l, LoadLevel::Open { .. }));
+        let top_rate = g
+            .loads
+            .iter()
+            .filter_map(|l| match l {
+                LoadLevel::Open { rate, .. } => Some(*rate),
+                _ => None,
+            })
+            .reduce(f64::max);
+        let unseparated = top_rate.filter(|&top| {
+            only_rates
+                && !ranked.is_empty()
+                && g.contestants.len() > 1
+                && best
+                    .iter()
+                    .all(|b| b.capacity.is_some_and(|c| same(c.low, top)))
+        });
+        let common = g.common_load();
+        let mut per_cpu = common.as_ref().map_or_else(Vec::new, |c| g.per_cpu_at(c));
+        per_cpu.sort_by(|a, b| b.1.mean.total_cmp(&a.1.mean));
+        if let Some(top) = per_cpu.first().map(|x| x.1) {
+            per_cpu
+                .retain(|(_, s)| s.max >= top.min || (top.mean - s.mean).abs() <= TIE * top.mean);
+        }
+        let memory_unmeasured = g
+            .contestants
+            .iter()
+            .flat_map(|(_, cells)| cells.iter().flat_map(|c| c.runs.iter()))
+            .any(|r| r.unlimited);
+        let memory = if memory_unmeasured {
+            Vec::new()
+        } else {
+            lowest(&best, |b| b.memory)
+        };
+        Answer {
+            best,
+            throughput,
+            throughput_open,
+            unseparated,
+            per_cpu,
+            common,
+            memory,
+            memory_unmeasured,
+        }
+    }
+
+    /// Whether `name` is among the winners of measure 0 (throughput),
+    /// 1 (CPU) or 2 (memory).
+    pub fn wins(&self, measure: usize, name: &str) -> bool {
+        match measure {
+            0 => self.throughput.iter().any(|n| n == name),
+            1 => self.per_cpu.iter().any(|(n, _)| n == name),
+            _ => self.memory.iter().any(|n| n == name),
+        }
+    }
+}
+
+/// The contestants with the least of `f`, the lowest first, with those
+/// within [`TIE`] of it.
+fn lowest(best: &[Best], f: impl Fn(&Best) -> Option<Spread>) -> Vec<String> {
+    let mut v: Vec<(String, f64)> = best
+        .iter()
+        .filter_map(|b| f(b).map(|x| (b.contestant.clone(), x.mean)))
+        .collect();
+    v.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let Some(top) = v.first().map(|x| x.1) else {
+        return Vec::new();
     };
-    [
-        pick(&|b| b.throughput.map(|s| s.mean), true),
-        pick(&|b| b.per_cpu.map(|s| s.mean), true),
-        pick(&|b| b.memory.map(|s| s.mean), false),
-    ]
+    v.into_iter()
+        .take_while(|(_, x)| (x - top).abs() <= TIE * top.abs())
+        .map(|(n, _)| n)
+        .collect()
 }
 
 /// The distinct notes of a cell's runs, each prefixed with its load level.

@@ -61,45 +61,16 @@ pub fn page(suite: &str, env: &Env, runs: &[RunRecord]) -> String {
     // The answer first.
     let _ = writeln!(
         h,
-        "<h2 id=\"answer\">The answer</h2>\n<p>Objective: {} with under 1 % errors (open loop: achieved ≥ 95 % of offered). Sustainable throughput is the best load level at which every repetition met it (only open-loop and auto levels count when there are any: a closed loop hides starved clients); requests per CPU-second and peak memory are read at that point.</p>",
+        "<h2 id=\"answer\">The answer</h2>\n<p>Objective: {} with under 1 % errors (open loop: achieved ≥ 95 % of offered). A run with a starved connection (no answer in the whole window) never meets it. Sustainable throughput is the best load level at which every repetition met it (only open-loop and auto levels count when there are any); its capacity is the range the measurements allow (an auto search's bracket over every repetition), and contestants whose ranges overlap are not told apart. A figure limited by the load generator is only a lower bound. Requests per CPU-second are compared at one offered rate every contestant sustained; memory is the server's own (anonymous + shared, no page cache), never compared without a cgroup.</p>",
         esc(&objective.describe())
     );
     h.push_str("<table id=\"answer-table\"><tr><th>workload</th><th>most throughput at the objective</th><th>most requests per CPU-second</th><th>least memory</th></tr>\n");
     for g in &groups {
-        let best = g.best();
-        let w = analysis::winners(&best);
-        let cell = |names: &Vec<String>, f: &dyn Fn(&analysis::Best) -> String| {
-            let Some(n) = names.first() else {
-                return "— (none sustainable or not measured)".to_string();
-            };
-            let b = best
-                .iter()
-                .find(|b| &b.contestant == n)
-                .expect("winner is in best");
-            let mut text = format!("<b>{}</b> ({})", esc(n), f(b));
-            if names.len() > 1 {
-                let others: Vec<String> = names[1..].iter().map(|o| esc(o)).collect();
-                text.push_str(&format!(
-                    "; tied within {:.0} % with {}",
-                    analysis::TIE * 100.0,
-                    others.join(", ")
-                ));
-            }
-            text
-        };
+        let [throughput, per_cpu, memory] = super::answer_cells(&g.answer(), true);
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{throughput}</td><td>{per_cpu}</td><td>{memory}</td></tr>",
             esc(&g.key.title(show_limits, show_state)),
-            cell(&w[0], &|b| format!(
-                "{} req/s",
-                rps(b.throughput.map_or(0.0, |s| s.mean))
-            )),
-            cell(&w[1], &|b| format!(
-                "{} req/CPU-s",
-                rps(b.per_cpu.map_or(0.0, |s| s.mean))
-            )),
-            cell(&w[2], &|b| mib(b.memory.map_or(0.0, |s| s.mean))),
         );
     }
     h.push_str("</table>\n");
@@ -154,30 +125,52 @@ fn group_section(
         esc(&g.key.title(show_limits, show_state)),
         esc(&g.path)
     );
-    h.push_str("<table><tr><th>contestant</th><th>sustainable req/s (min–max)</th><th>at load</th><th>objective latency, ms</th><th>req/CPU-s</th><th>peak memory</th><th>problems</th></tr>\n");
-    let best = g.best();
-    let w = analysis::winners(&best);
-    for b in &best {
+    let answer = g.answer();
+    let _ = writeln!(
+        h,
+        "<table><tr><th>contestant</th><th>sustainable req/s (min–max)</th><th>capacity</th><th>at load</th><th>objective latency, ms</th><th>req/CPU-s {}</th><th>own memory (page cache)</th><th>problems</th></tr>",
+        esc(&answer.common.as_ref().map_or(String::new(), |c| c.describe()))
+    );
+    let at_common = answer
+        .common
+        .as_ref()
+        .map_or_else(Vec::new, |c| g.per_cpu_at(c));
+    for b in &answer.best {
+        let per_cpu = at_common
+            .iter()
+            .find(|(n, _)| *n == b.contestant)
+            .map(|(_, s)| *s);
         let win = |i: usize| {
-            if w[i].contains(&b.contestant) {
+            if answer.wins(i, &b.contestant) {
                 " class=\"win\""
             } else {
                 ""
             }
         };
+        let cache = b
+            .load
+            .and_then(|i| {
+                g.contestants
+                    .iter()
+                    .find(|(n, _)| *n == b.contestant)
+                    .map(|(_, c)| &c[i])
+            })
+            .and_then(|c| c.spread(|m| m.memory_cache_bytes.map(|v| v as f64)));
         let _ = writeln!(
             h,
-            "<tr><td><span class=\"sw\" style=\"background:{}\"></span>{}</td><td{}>{}</td><td>{}</td><td>{}</td><td{}>{}</td><td{}>{}</td><td class=\"failed\">{}</td></tr>",
+            "<tr><td><span class=\"sw\" style=\"background:{}\"></span>{}</td><td{}>{}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td><td{}>{} ({})</td><td class=\"failed\">{}</td></tr>",
             hex(colour_of(names, &b.contestant)),
             esc(&b.contestant),
             win(0),
             spread_text(b.throughput, rps),
+            esc(&b.capacity.map_or("none".into(), |c| super::capacity_text(&c))),
             b.load.map_or("none".into(), |i| g.loads[i].label()),
             spread_text(b.objective_latency, |v| format!("{v:.2}")),
             win(1),
-            spread_text(b.per_cpu, rps),
+            spread_text(per_cpu, rps),
             win(2),
             spread_text(b.memory, mib),
+            spread_text(cache, mib),
             esc(&b.failures.join("; "))
         );
     }

@@ -51,6 +51,95 @@ pub(crate) fn rps(v: f64) -> String {
     }
 }
 
+/// A capacity range in words: `118000–124000`, or `≥ 118000 (limited by
+/// the load generator)`.
+pub(crate) fn capacity_text(c: &analysis::Capacity) -> String {
+    match (c.high, c.open_because) {
+        (Some(h), _) => format!("{}–{}", rps(c.low), rps(h)),
+        (None, Some(why)) => format!("≥ {} ({why})", rps(c.low)),
+        (None, None) => format!("≥ {}", rps(c.low)),
+    }
+}
+
+/// The answer's three cells in plain text (HTML-escaped when `html`):
+/// throughput, CPU efficiency, memory.
+pub(crate) fn answer_cells(a: &analysis::Answer, html: bool) -> [String; 3] {
+    let e = |s: &str| if html { esc(s) } else { s.to_string() };
+    let bold = |s: &str| {
+        if html {
+            format!("<b>{}</b>", esc(s))
+        } else {
+            s.to_string()
+        }
+    };
+    let find = |n: &str| a.best.iter().find(|b| b.contestant == n);
+    let others = |names: &[String]| names.iter().map(|n| e(n)).collect::<Vec<_>>().join(", ");
+    let throughput = match (a.unseparated, a.throughput.first()) {
+        (Some(rate), _) => format!(
+            "not separated: every contestant sustained the highest rate offered ({} req/s)",
+            rps(rate)
+        ),
+        (None, None) => "— (none sustainable or not measured)".to_string(),
+        (None, Some(n)) => {
+            let b = find(n).expect("winner is in best");
+            let t = b.throughput.map_or(0.0, |s| s.mean);
+            let mut text = match (a.throughput_open, b.capacity) {
+                (Some(why), _) => format!("{} (at least {} req/s: {why})", bold(n), rps(t)),
+                (None, Some(c)) => format!(
+                    "{} ({} req/s; capacity {})",
+                    bold(n),
+                    rps(t),
+                    capacity_text(&c)
+                ),
+                (None, None) => format!("{} ({} req/s)", bold(n), rps(t)),
+            };
+            if a.throughput.len() > 1 {
+                text.push_str(&format!(
+                    "; not told apart from {} (capacity ranges overlap)",
+                    others(&a.throughput[1..])
+                ));
+            }
+            text
+        }
+    };
+    let per_cpu = match (a.per_cpu.first(), &a.common) {
+        (Some((n, s)), Some(common)) => {
+            let mut text = format!(
+                "{} ({} req/CPU-s {}, a load every contestant sustained)",
+                bold(n),
+                rps(s.mean),
+                e(&common.describe())
+            );
+            if a.per_cpu.len() > 1 {
+                let names: Vec<String> = a.per_cpu[1..].iter().map(|(n, _)| n.clone()).collect();
+                text.push_str(&format!("; tied with {}", others(&names)));
+            }
+            text
+        }
+        _ => "— (no load every contestant sustained, or CPU not measured)".to_string(),
+    };
+    let memory = match a.memory.first() {
+        _ if a.memory_unmeasured => "— (runs without a cgroup: memory not compared)".to_string(),
+        None => "— (not measured)".to_string(),
+        Some(n) => {
+            let b = find(n).expect("winner is in best");
+            let mut text = format!(
+                "{} ({} own)",
+                bold(n),
+                mib(b.memory.map_or(0.0, |s| s.mean))
+            );
+            if a.memory.len() > 1 {
+                text.push_str(&format!(
+                    "; tied within 2 % with {}",
+                    others(&a.memory[1..])
+                ));
+            }
+            text
+        }
+    };
+    [throughput, per_cpu, memory]
+}
+
 /// Formats bytes as MiB.
 pub(crate) fn mib(bytes: f64) -> String {
     format!("{:.1} MiB", bytes / (1024.0 * 1024.0))

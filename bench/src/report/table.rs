@@ -1,7 +1,7 @@
 //! The answer as a terminal table, printed at the end of every suite.
 
 use super::analysis::{self, Spread};
-use super::{mib, rps};
+use super::{answer_cells, capacity_text, mib, rps};
 use crate::results::RunRecord;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Table};
 
@@ -14,34 +14,39 @@ pub fn answer_table(runs: &[RunRecord]) -> String {
         return "no runs\n".to_string();
     };
     out.push_str(&format!(
-        "Objective: {} (sustainable = every repetition met it; * = best, or within 2 % of it)\n",
+        "Objective: {} (sustainable = every repetition met it; * = best, or not told apart from it)\n",
         first.objective.describe()
     ));
     let unlimited = runs.iter().filter(|r| r.unlimited).count();
     if unlimited > 0 {
         out.push_str(&format!(
-            "UNLIMITED: {unlimited} of {} runs ran without a cgroup: no limits, no CPU per request\n",
+            "UNLIMITED: {unlimited} of {} runs ran without a cgroup: no limits, no CPU per request, no memory comparison\n",
             runs.len()
         ));
     }
     let groups = analysis::groups(runs);
     for g in &groups {
-        let best = g.best();
-        let w = analysis::winners(&best);
+        let a = g.answer();
+        let at_common = a.common.as_ref().map_or_else(Vec::new, |c| g.per_cpu_at(c));
+        let per_cpu_at = |name: &str| at_common.iter().find(|(n, _)| n == name).map(|(_, s)| *s);
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED);
+        let cpu_head = match &a.common {
+            Some(c) => format!("req/CPU-s {}", c.describe()),
+            None => "req/CPU-s".to_string(),
+        };
         t.set_header(vec![
             "contestant",
             "sustainable req/s",
-            "at",
+            "capacity",
             &format!("p{} ms", first.objective.percentile),
-            "req/CPU-s",
-            "peak memory",
+            &cpu_head,
+            "own memory",
             "problems",
         ]);
-        for b in &best {
+        for b in &a.best {
             let star = |i: usize, text: String| {
-                if w[i].contains(&b.contestant) {
+                if a.wins(i, &b.contestant) {
                     format!("{text} *")
                 } else {
                     text
@@ -52,15 +57,16 @@ pub fn answer_table(runs: &[RunRecord]) -> String {
             t.add_row(vec![
                 Cell::new(&b.contestant),
                 Cell::new(star(0, s(b.throughput, rps))),
-                Cell::new(b.load.map_or("none".into(), |i| g.loads[i].label())),
+                Cell::new(b.capacity.map_or("none".into(), |c| capacity_text(&c))),
                 Cell::new(s(b.objective_latency, |v| format!("{v:.2}"))),
-                Cell::new(star(1, s(b.per_cpu, rps))),
+                Cell::new(star(1, s(per_cpu_at(&b.contestant), rps))),
                 Cell::new(star(2, s(b.memory, mib))),
                 Cell::new(summarise(&b.failures)),
             ]);
         }
+        let [throughput, per_cpu, memory] = answer_cells(&a, false);
         out.push_str(&format!(
-            "\n{} ({}, limits {}, state {})\n{t}\n",
+            "\n{} ({}, limits {}, state {})\n{t}\n  most throughput: {throughput}\n  most requests per CPU-second: {per_cpu}\n  least memory: {memory}\n",
             g.key.workload, g.path, g.key.limits, g.key.state
         ));
     }

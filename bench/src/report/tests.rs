@@ -60,6 +60,10 @@ fn run(arch: &str, conns: u32, rep: u32, rps: f64, p99: f64, cpu: f64, mem: u64)
             server_cpu_s: Some(cpu),
             requests_per_cpu_s: Some(requests as f64 / cpu),
             memory_peak_bytes: Some(mem),
+            memory_own_bytes: Some(mem),
+            memory_cache_bytes: Some(0),
+            starved_connections: 0,
+            littles_law_ratio: Some(1.0),
             throttled_s: Some(0.0),
             generator_cpu_s: Some(0.1),
             spectrum: vec![
@@ -84,6 +88,7 @@ fn run(arch: &str, conns: u32, rep: u32, rps: f64, p99: f64, cpu: f64, mem: u64)
             ],
         }),
         auto_steps: Vec::new(),
+        bracket: None,
         notes: Vec::new(),
         loadgen: None,
         accounting: None,
@@ -162,10 +167,13 @@ fn answer_picks_winners_by_each_measure() {
     let broken = best.iter().find(|b| b.contestant == "broken").unwrap();
     assert_eq!(broken.failures.len(), 2);
     assert!(broken.failures[0].contains("crashed"));
-    let w = analysis::winners(&best);
-    assert_eq!(w[0], ["fast"]);
-    assert_eq!(w[1], ["lean"]);
-    assert_eq!(w[2], ["lean"]);
+    let a = groups[0].answer();
+    assert_eq!(a.throughput, ["fast"]);
+    // CPU efficiency is compared at c8, the largest level both sustained.
+    assert_eq!(a.common, Some(analysis::Common::Closed(0, "c8".into())));
+    assert_eq!(a.per_cpu.len(), 1);
+    assert_eq!(a.per_cpu[0].0, "lean");
+    assert_eq!(a.memory, ["lean"]);
 }
 
 #[test]
@@ -186,7 +194,7 @@ fn html_has_the_answer_first_and_every_plot() {
     let first_plot = html.find("<figure class=\"plot\"").expect("plots");
     assert!(answer < first_plot, "the answer comes before the plots");
     assert!(
-        html.contains("<b>fast</b> (12015 req/s)"),
+        html.contains("<b>fast</b> (12015 req/s; capacity 12010–"),
         "throughput winner"
     );
     assert!(html.contains("id=\"unlimited\""), "UNLIMITED banner");
@@ -271,7 +279,7 @@ fn open_loop_levels_decide_when_present() {
         start: 100.0,
         factor: 2.0,
         max: 1e5,
-        refine: 2,
+        resolution: 0.05,
         connections: 32,
     };
     auto.key = auto.spec.key();
@@ -293,14 +301,13 @@ fn near_equal_winners_are_a_tie() {
     for rep in 1..=2 {
         runs.push(run("close", 64, rep, 11900.0, 8.0, 2.0, 70 << 20));
     }
-    let best = analysis::groups(&runs)[0].best();
-    let w = analysis::winners(&best);
-    assert_eq!(w[0], ["fast", "close"]);
+    let a = analysis::groups(&runs)[0].answer();
+    assert_eq!(a.throughput, ["fast", "close"]);
     let tmp = TempDir::new("tie");
     let store = store_with(&tmp.0, &runs);
     let html = std::fs::read_to_string(super::render(store.dir()).unwrap()).unwrap();
     assert!(
-        html.contains("tied within 2 % with close"),
+        html.contains("not told apart from close"),
         "tie shown in the answer"
     );
 }

@@ -88,10 +88,28 @@ pub struct AutoStep {
     pub achieved_rps: f64,
     /// Latency at the objective's percentile, ms.
     pub objective_latency_ms: f64,
+    /// Median latency, ms.
+    #[serde(default)]
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    #[serde(default)]
+    pub p99_ms: f64,
     /// Errors in the step.
     pub errors: u64,
+    /// Connections starved in the step.
+    #[serde(default)]
+    pub starved_connections: u64,
     /// Whether the step met the objective and kept up with the offer.
     pub sustainable: bool,
+    /// Whether the load generator was saturated during the step.
+    #[serde(default)]
+    pub generator_bound: bool,
+    /// Server CPU time during the step, s.
+    #[serde(default)]
+    pub server_cpu_s: Option<f64>,
+    /// Responses per server CPU-second in the step.
+    #[serde(default)]
+    pub requests_per_cpu_s: Option<f64>,
 }
 
 /// The measurements of a finished run.
@@ -103,8 +121,17 @@ pub struct Metrics {
     pub errors: u64,
     /// Length of the measured period, s.
     pub duration_s: f64,
-    /// Responses per second.
+    /// Responses per second (every response that ended inside the
+    /// measured window).
     pub throughput_rps: f64,
+    /// Connections that got no answer in the whole window although they
+    /// had a request waiting: a run with any cannot meet the objective.
+    #[serde(default)]
+    pub starved_connections: u64,
+    /// Closed loop: mean requests in flight ÷ (connections × pipeline),
+    /// Little's law as a check of the measurement (≈ 1 when sound).
+    #[serde(default)]
+    pub littles_law_ratio: Option<f64>,
     /// Open loop: the rate asked for.
     pub offered_rps: Option<f64>,
     /// Latency percentiles, ms.
@@ -118,8 +145,17 @@ pub struct Metrics {
     pub server_cpu_s: Option<f64>,
     /// Responses per server CPU-second.
     pub requests_per_cpu_s: Option<f64>,
-    /// Peak memory of the server's container, bytes.
+    /// Peak memory of the server's container, bytes (page cache included).
     pub memory_peak_bytes: Option<u64>,
+    /// Peak of the server's own memory (anonymous + shared memory, no page
+    /// cache), sampled from the cgroup's memory statistics, bytes: the
+    /// figure memory answers compare.
+    #[serde(default)]
+    pub memory_own_bytes: Option<u64>,
+    /// Page cache charged to the container at the end, bytes (depends on
+    /// which run read a file first; shown apart, never compared).
+    #[serde(default)]
+    pub memory_cache_bytes: Option<u64>,
     /// Time the server was throttled by its CPU quota, s.
     pub throttled_s: Option<f64>,
     /// CPU time the load generator used, s.
@@ -161,6 +197,9 @@ pub struct RunRecord {
     /// The steps of an `auto` load.
     #[serde(default)]
     pub auto_steps: Vec<AutoStep>,
+    /// `auto` loads: what the capacity search found (the bracket).
+    #[serde(default)]
+    pub bracket: Option<crate::runner::search::Bracket>,
     /// Caveats about a measured run: the generator was the bottleneck, an
     /// auto search stopped at its maximum rate, ...
     #[serde(default)]
@@ -192,6 +231,9 @@ pub const CSV_HEADER: &[&str] = &[
     "errors",
     "throughput_rps",
     "offered_rps",
+    "sustainable_rps",
+    "unsustainable_rps",
+    "starved_connections",
     "p50_ms",
     "p90_ms",
     "p99_ms",
@@ -201,6 +243,8 @@ pub const CSV_HEADER: &[&str] = &[
     "server_cpu_s",
     "requests_per_cpu_s",
     "memory_peak_bytes",
+    "memory_own_bytes",
+    "memory_cache_bytes",
     "throttled_s",
     "reason",
 ];
@@ -240,6 +284,13 @@ impl RunRecord {
             },
             num(m.throughput_rps),
             opt(m.offered_rps),
+            opt(self.bracket.and_then(|b| b.sustainable_rps)),
+            opt(self.bracket.and_then(|b| b.unsustainable_rps)),
+            if has {
+                m.starved_connections.to_string()
+            } else {
+                String::new()
+            },
             num(m.latency_ms.p50),
             num(m.latency_ms.p90),
             num(m.latency_ms.p99),
@@ -253,6 +304,9 @@ impl RunRecord {
             opt(m.server_cpu_s),
             opt(m.requests_per_cpu_s),
             m.memory_peak_bytes.map_or(String::new(), |v| v.to_string()),
+            m.memory_own_bytes.map_or(String::new(), |v| v.to_string()),
+            m.memory_cache_bytes
+                .map_or(String::new(), |v| v.to_string()),
             opt(m.throttled_s),
             match (&self.reason, self.notes.is_empty()) {
                 (Some(r), _) => r.clone(),

@@ -2,6 +2,7 @@
 //! report to [`Metrics`]. Includes the `auto` search for the highest
 //! sustainable open-loop rate.
 
+use super::search::{self, Bracket, Next, Probe};
 use crate::results::{AutoStep, Metrics, Percentiles, TimePoint};
 use crate::suite::{LoadLevel, Objective, Suite, Workload};
 use loadgen::{LoadConfig, LoadReport};
@@ -13,6 +14,8 @@ use std::time::Duration;
 pub const KEEP_UP: f64 = 0.95;
 /// The largest share of failed requests a sustainable run may have.
 pub const MAX_ERRORS: f64 = 0.01;
+/// Most steps of one capacity search (a bound on its time).
+pub const MAX_AUTO_STEPS: usize = 16;
 
 /// Where and how the generator sends, for every measurement of a run.
 pub struct Target<'a> {
@@ -52,6 +55,9 @@ pub fn config(
         pipeline: workload.pipeline as usize,
         keepalive: workload.keep_alive,
         flow,
+        // Short runs get sub-second intervals, so that latency over time
+        // has enough points to read.
+        interval: (suite.duration / 20).clamp(Duration::from_millis(100), Duration::from_secs(1)),
         ..Default::default()
     }
 }
@@ -74,15 +80,21 @@ pub fn metrics(r: &LoadReport, objective: &Objective) -> Metrics {
     let throughput = ok as f64 / duration;
     let objective_latency = q(objective.percentile / 100.0);
     let kept_up = r.target_rate.map_or(true, |t| throughput >= KEEP_UP * t);
+    // A starved client fails the run whatever the others saw: its waiting
+    // requests are in the histogram, but at a low percentile they could
+    // hide behind the fast answers of the clients that were served.
     let meets = ok > 0
         && objective_latency <= objective.latency.as_secs_f64() * 1e3
         && (errors as f64) <= MAX_ERRORS * finished as f64
-        && kept_up;
+        && kept_up
+        && r.starved_connections == 0;
     Metrics {
         requests: ok,
         errors,
         duration_s: r.duration_s,
         throughput_rps: throughput,
+        starved_connections: r.starved_connections,
+        littles_law_ratio: r.littles_law.map(|l| l.ratio),
         offered_rps: r.target_rate,
         latency_ms: Percentiles {
             p50: ms(r.corrected.p50_us),
@@ -97,6 +109,8 @@ pub fn metrics(r: &LoadReport, objective: &Objective) -> Metrics {
         server_cpu_s: None,
         requests_per_cpu_s: None,
         memory_peak_bytes: None,
+        memory_own_bytes: None,
+        memory_cache_bytes: None,
         throttled_s: None,
         generator_cpu_s: Some(r.cpu.user_s + r.cpu.system_s),
         spectrum: spectrum(h),
@@ -143,6 +157,8 @@ pub struct Measured {
     pub metrics: Metrics,
     /// Auto load only: every step.
     pub steps: Vec<AutoStep>,
+    /// Auto load only: what the search found.
+    pub bracket: Option<Bracket>,
     /// Caveats (see [`crate::results::RunRecord::notes`]).
     pub notes: Vec<String>,
 }
@@ -152,6 +168,20 @@ fn notes_of(r: &LoadReport) -> Vec<String> {
     let mut notes = Vec::new();
     if r.cpu.generator_bound {
         notes.push("generator-bound: the load generator's threads were nearly always busy, so the server may not be the limit".to_string());
+    }
+    if r.starved_connections > 0 {
+        notes.push(format!(
+            "starved: {} of {} connections got no answer in the whole measured window (the run cannot meet the objective)",
+            r.starved_connections, r.connections
+        ));
+    }
+    if let Some(l) = r.littles_law {
+        if (l.ratio - 1.0).abs() > loadgen::report::LITTLE_TOLERANCE {
+            notes.push(format!(
+                "Little's law check failed: {:.1} requests in flight on average against {:.0} connections × pipeline (ratio {:.2}): the connections idled between answers, so the figures describe the generator as much as the server",
+                l.observed, l.expected, l.ratio
+            ));
+        }
     }
     notes
 }
@@ -208,6 +238,7 @@ pub fn run_level(
                 report,
                 metrics,
                 steps: Vec::new(),
+                bracket: None,
             },
         )),
         LoadLevel::Open { rate, connections } => Ok(one(connections, Some(rate), suite.warmup)?
@@ -216,22 +247,47 @@ pub fn run_level(
                 report,
                 metrics,
                 steps: Vec::new(),
+                bracket: None,
             })),
         LoadLevel::Auto {
             start,
             factor,
             max,
-            refine,
+            resolution,
             connections,
         } => {
+            let params = search::Params {
+                start,
+                factor,
+                max,
+                resolution,
+                keep_up: KEEP_UP,
+                max_steps: MAX_AUTO_STEPS,
+            };
             let mut steps = Vec::new();
-            let mut best: Option<(LoadReport, Metrics)> = None;
-            let mut last: Option<(LoadReport, Metrics)> = None;
+            let mut probes = Vec::new();
+            let mut measured: Vec<(LoadReport, Metrics)> = Vec::new();
             // The first step warms up fully; later ones only long enough
-            // to open their connections outside the measured part.
+            // to settle (their connections are open before the clock).
             let mut warmup = suite.warmup;
-            // One step: Ok(None) when stopped, else whether it was sustainable.
-            let mut step = |rate: f64| -> Result<Option<bool>, String> {
+            let bracket = loop {
+                let rate = match search::next(&params, &probes) {
+                    Next::Probe(rate) => rate,
+                    Next::Done(b) => break b,
+                };
+                if !alive() {
+                    // The server died: judge what was measured.
+                    match search::next(
+                        &search::Params {
+                            max_steps: probes.len(),
+                            ..params
+                        },
+                        &probes,
+                    ) {
+                        Next::Done(b) if !probes.is_empty() => break b,
+                        _ => return Err("the server was gone before the first step".into()),
+                    }
+                }
                 let Some((r, m)) = one(connections, Some(rate), warmup)? else {
                     return Ok(None);
                 };
@@ -240,61 +296,36 @@ pub fn run_level(
                     offered_rps: rate,
                     achieved_rps: m.throughput_rps,
                     objective_latency_ms: m.objective_latency_ms,
+                    p50_ms: m.latency_ms.p50,
+                    p99_ms: m.latency_ms.p99,
                     errors: m.errors,
+                    starved_connections: m.starved_connections,
                     sustainable: m.meets_objective,
+                    generator_bound: r.cpu.generator_bound,
+                    server_cpu_s: m.server_cpu_s,
+                    requests_per_cpu_s: m.requests_per_cpu_s,
                 });
-                let ok = m.meets_objective;
-                let better = best
-                    .as_ref()
-                    .map_or(true, |b| m.throughput_rps > b.1.throughput_rps);
-                if ok && better {
-                    best = Some((r.clone(), m.clone()));
-                }
-                last = Some((r, m));
-                Ok(Some(ok))
+                probes.push(Probe {
+                    offered: rate,
+                    achieved: m.throughput_rps,
+                    sustainable: m.meets_objective,
+                    generator_bound: r.cpu.generator_bound,
+                });
+                measured.push((r, m));
             };
-            // Geometric steps up to the first failure ...
-            let (mut good, mut bad) = (None, None);
-            let mut rate = start;
-            while rate <= max * 1.000_001 && alive() {
-                match step(rate)? {
-                    None => return Ok(None),
-                    Some(true) => good = Some(rate),
-                    Some(false) => {
-                        bad = Some(rate);
-                        break;
-                    }
-                }
-                rate *= factor;
-            }
-            // ... then a few bisections (geometric means) between the last
-            // sustainable rate and the first that was not.
-            if let (Some(mut lo), Some(mut hi)) = (good, bad) {
-                for _ in 0..refine {
-                    if !alive() {
-                        break;
-                    }
-                    let mid = (lo * hi).sqrt();
-                    match step(mid)? {
-                        None => return Ok(None),
-                        Some(true) => lo = mid,
-                        Some(false) => hi = mid,
-                    }
-                }
-            }
-            // The run's result is the best sustainable step; when none was,
-            // the first failing step (so the report shows why).
-            let Some((report, metrics)) = best.or(last) else {
-                return Err("the server was gone before the first step".into());
+            // The run's result is the measurement at the bracket's
+            // sustainable end; when nothing was sustainable, the lowest
+            // failing step (so the report shows why).
+            let pick = bracket.sustainable_rps.or(bracket.unsustainable_rps);
+            let Some(i) = pick.and_then(|rate| probes.iter().position(|p| p.offered == rate))
+            else {
+                return Err("the capacity search measured nothing".into());
             };
+            let (report, metrics) = measured.swap_remove(i);
             let mut notes = notes_of(&report);
-            if good.is_some() && bad.is_none() {
-                notes.push(format!(
-                    "auto search stopped at its maximum rate ({max}/s) with the objective still met: the true limit is higher"
-                ));
-            }
+            notes.extend(bracket_notes(&bracket, max));
             let limit = f64::from(connections) * 1e3 / workload_floor_ms(&workload.path);
-            if bad.is_some() && metrics.throughput_rps > 0.7 * limit {
+            if bracket.unsustainable_rps.is_some() && metrics.throughput_rps > 0.7 * limit {
                 notes.push(format!(
                     "near the generator's ceiling: {connections} connections can carry at most about {limit:.0} requests/s of this workload"
                 ));
@@ -303,10 +334,33 @@ pub fn run_level(
                 report,
                 metrics,
                 steps,
+                bracket: Some(bracket),
                 notes,
             }))
         }
     }
+}
+
+/// Caveats of a capacity search's verdict.
+fn bracket_notes(b: &Bracket, max: f64) -> Vec<String> {
+    let mut notes = Vec::new();
+    match b.end {
+        search::End::AtMax => notes.push(format!(
+            "auto search stopped at its maximum rate ({max}/s) with the objective still met: the true limit is higher"
+        )),
+        search::End::StepLimit => notes.push(format!(
+            "auto search used its {MAX_AUTO_STEPS} steps before the bracket was within {:.0} %",
+            b.resolution * 100.0
+        )),
+        search::End::Converged | search::End::NoneSustainable => {}
+    }
+    if b.generator_bound {
+        notes.push("generator-bound: the load generator was saturated at the first unsustainable rate, so the server's capacity may lie above it".into());
+    }
+    if b.non_monotonic {
+        notes.push("non-monotonic: a rate above the bracket was sustainable (noise, or the server's capacity changed during the search)".into());
+    }
+    notes
 }
 
 /// The least time one request of `path` takes: its `io_ms=` wait, else

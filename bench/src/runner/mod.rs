@@ -12,6 +12,7 @@
 mod measure;
 pub mod placement;
 mod probe;
+pub mod search;
 mod server;
 
 use crate::results::{Env, Placement, RunRecord, Status, Store, StoreError};
@@ -176,6 +177,7 @@ pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> 
             wall_s: t0.elapsed().as_secs_f64(),
             metrics: outcome.metrics,
             auto_steps: outcome.steps,
+            bracket: outcome.bracket,
             notes: outcome.notes,
             loadgen: outcome.loadgen,
             accounting: outcome.accounting,

@@ -31,6 +31,7 @@ pub struct Outcome {
     pub unlimited: bool,
     pub metrics: Option<Metrics>,
     pub steps: Vec<AutoStep>,
+    pub bracket: Option<crate::runner::search::Bracket>,
     pub loadgen: Option<serde_json::Value>,
     pub accounting: Option<serde_json::Value>,
     pub server_stats: Option<serde_json::Value>,
@@ -47,6 +48,7 @@ impl Outcome {
             unlimited: false,
             metrics: None,
             steps: Vec::new(),
+            bracket: None,
             loadgen: None,
             accounting: None,
             server_stats: None,
@@ -187,6 +189,8 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
             let mut metrics = m.metrics;
             if let Ok(a) = &acc {
                 metrics.memory_peak_bytes = a.memory_peak_bytes;
+                metrics.memory_own_bytes = a.memory_own_peak_bytes;
+                metrics.memory_cache_bytes = a.memory_cache_peak_bytes;
                 metrics.throttled_s = a.throttled_us.map(|t| t as f64 / 1e6);
             }
             let mut hgrm = Vec::new();
@@ -200,6 +204,7 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
             out.loadgen = serde_json::to_value(&m.report).ok();
             out.metrics = Some(metrics);
             out.steps = m.steps;
+            out.bracket = m.bracket;
             out.notes = m.notes;
         }
         Ok(None) => return None,

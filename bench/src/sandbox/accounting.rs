@@ -43,6 +43,13 @@ pub struct Accounting {
     pub memory_peak_bytes: Option<u64>,
     /// True when `memory_peak_bytes` comes from sampling, not a kernel peak.
     pub memory_peak_sampled: bool,
+    /// Highest memory the tasks themselves owned (anonymous + shared
+    /// memory, no page cache), sampled from `memory.stat`, bytes.
+    #[serde(default)]
+    pub memory_own_peak_bytes: Option<u64>,
+    /// Highest page cache charged to the container (sampled), bytes.
+    #[serde(default)]
+    pub memory_cache_peak_bytes: Option<u64>,
     /// Processes killed by the OOM killer in this container.
     pub oom_kills: Option<u64>,
     /// Highest number of tasks (processes + threads), the PID-1 reaper included.
@@ -167,11 +174,25 @@ pub fn parse_flat_keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// Samples memory use and task count where the kernel keeps no peak,
-/// every [`SAMPLE_EVERY`], keeping the maxima.
+/// Samples memory use and task count where the kernel keeps no peak, and
+/// the split of memory into the tasks' own and page cache (no kernel
+/// keeps a peak of those), every [`SAMPLE_EVERY`], keeping the maxima.
 pub struct Sampler {
     stop: std::sync::mpsc::Sender<()>,
-    thread: Option<std::thread::JoinHandle<(Option<u64>, Option<u64>)>>,
+    thread: Option<std::thread::JoinHandle<Sampled>>,
+}
+
+/// The maxima a [`Sampler`] saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sampled {
+    /// Memory use (when sampled).
+    pub memory: Option<u64>,
+    /// Tasks (when sampled).
+    pub tasks: Option<u64>,
+    /// The tasks' own memory.
+    pub own: Option<u64>,
+    /// Page cache.
+    pub cache: Option<u64>,
 }
 
 /// Sampling interval: short spikes between samples are missed (hence the
@@ -179,7 +200,8 @@ pub struct Sampler {
 pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Sampler {
-    /// Starts sampling `cgroup` (memory only if `memory`, tasks only if `tasks`).
+    /// Starts sampling `cgroup` (memory use only if `memory`, tasks only
+    /// if `tasks`; the memory split always).
     pub fn start(
         cgroup: std::sync::Arc<super::cgroup::Cgroup>,
         memory: bool,
@@ -189,18 +211,22 @@ impl Sampler {
         let thread = std::thread::Builder::new()
             .name("sampler".into())
             .spawn(move || {
-                let (mut mem_max, mut tasks_max) = (None::<u64>, None::<u64>);
+                let mut max = Sampled::default();
                 loop {
                     let (m, t) = cgroup.current();
                     if memory {
-                        mem_max = mem_max.max(m);
+                        max.memory = max.memory.max(m);
                     }
                     if tasks {
-                        tasks_max = tasks_max.max(t);
+                        max.tasks = max.tasks.max(t);
+                    }
+                    if let Some((own, cache)) = cgroup.memory_split() {
+                        max.own = max.own.max(Some(own));
+                        max.cache = max.cache.max(Some(cache));
                     }
                     match stopped.recv_timeout(SAMPLE_EVERY) {
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        _ => return (mem_max, tasks_max),
+                        _ => return max,
                     }
                 }
             })?;
@@ -210,13 +236,13 @@ impl Sampler {
         })
     }
 
-    /// Stops and returns (memory peak, task peak) as sampled.
-    pub fn stop(&mut self) -> (Option<u64>, Option<u64>) {
+    /// Stops and returns the maxima it saw.
+    pub fn stop(&mut self) -> Sampled {
         let _ = self.stop.send(());
         self.thread
             .take()
             .and_then(|t| t.join().ok())
-            .unwrap_or((None, None))
+            .unwrap_or_default()
     }
 }
 

@@ -64,12 +64,9 @@ impl Sandbox {
         };
         // Helpers start after the command, so that a failed start leaves none.
         let (mem_peak, pids_peak) = cgroup.has_peaks();
-        if !mem_peak || !pids_peak {
-            c.sampler = Some(
-                Sampler::start(cgroup.clone(), !mem_peak, !pids_peak)
-                    .map_err(SandboxError::Spawn)?,
-            );
-        }
+        c.sampler = Some(
+            Sampler::start(cgroup.clone(), !mem_peak, !pids_peak).map_err(SandboxError::Spawn)?,
+        );
         if let Some(credits) = limits.credits {
             let ceiling = limits.cpus.unwrap_or_else(|| usable_cpus(limits) as f64);
             c.credits = Some(
@@ -350,15 +347,17 @@ impl Container {
                 Ok(())
             }
         };
-        if let Some((mem, tasks)) = sampled {
-            if acc.memory_peak_bytes.is_none() && mem.is_some() {
-                acc.memory_peak_bytes = mem;
+        if let Some(s) = sampled {
+            if acc.memory_peak_bytes.is_none() && s.memory.is_some() {
+                acc.memory_peak_bytes = s.memory;
                 acc.memory_peak_sampled = true;
             }
-            if acc.peak_tasks.is_none() && tasks.is_some() {
-                acc.peak_tasks = tasks;
+            if acc.peak_tasks.is_none() && s.tasks.is_some() {
+                acc.peak_tasks = s.tasks;
                 acc.peak_tasks_sampled = true;
             }
+            acc.memory_own_peak_bytes = s.own;
+            acc.memory_cache_peak_bytes = s.cache;
         }
         let torn = self.res.teardown();
         cleanup::deregister(&self.res);

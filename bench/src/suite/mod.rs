@@ -138,21 +138,28 @@ pub enum LoadLevel {
         /// Connections carrying them.
         connections: u32,
     },
-    /// Open-loop rates stepped up geometrically until the objective breaks
-    /// or the achieved rate falls below 95 % of the offered one, then
-    /// `refine` bisections between the last good and the first bad rate.
+    /// The capacity search (see `runner::search`): open-loop rates stepped
+    /// up geometrically until one is unsustainable, then the bracket
+    /// between the last sustainable and the first unsustainable rate
+    /// narrowed until it is within `resolution`.
     Auto {
         /// First rate.
         start: f64,
-        /// Each step multiplies the rate by this.
+        /// Each ramp step multiplies the rate by this.
         factor: f64,
         /// Stop here even if the objective still holds.
         max: f64,
-        /// Bisection steps after the first failure.
-        refine: u32,
+        /// Stop when the bracket's ends are within this share (0.05: 5 %).
+        #[serde(default = "default_resolution")]
+        resolution: f64,
         /// Connections carrying the requests.
         connections: u32,
     },
+}
+
+/// The default resolution of the capacity search: 5 %.
+pub fn default_resolution() -> f64 {
+    0.05
 }
 
 impl LoadLevel {

@@ -84,12 +84,10 @@ struct RawAuto {
     factor: f64,
     #[serde(default = "default_max")]
     max: f64,
-    #[serde(default = "default_refine")]
-    refine: u32,
-}
-
-fn default_refine() -> u32 {
-    2
+    #[serde(default = "super::default_resolution")]
+    resolution: f64,
+    /// Replaced by `resolution`; refused with a hint.
+    refine: Option<u32>,
 }
 
 fn default_factor() -> f64 {
@@ -351,23 +349,31 @@ fn loads(loc: &Locator, raw: &Spanned<RawLoad>) -> Result<Vec<LoadLevel>, SuiteE
     }
     if let Some(a) = &l.auto {
         let v = a.get_ref();
+        if v.refine.is_some() {
+            return Err(loc.at(
+                a.span(),
+                "load.auto",
+                "`refine` was replaced by `resolution` (the search now narrows the bracket until its ends are within it; default 0.05)",
+            ));
+        }
         let ok = v.start.is_finite()
             && v.start > 0.0
             && v.factor > 1.0
             && v.max >= v.start
-            && v.refine <= 10;
+            && v.resolution > 0.0
+            && v.resolution <= 0.5;
         if !ok {
             return Err(loc.at(
                 a.span(),
                 "load.auto",
-                "needs start > 0, factor > 1, max >= start and refine <= 10",
+                "needs start > 0, factor > 1, max >= start and 0 < resolution <= 0.5",
             ));
         }
         out.push(LoadLevel::Auto {
             start: v.start,
             factor: v.factor,
             max: v.max,
-            refine: v.refine,
+            resolution: v.resolution,
             connections: open_connections,
         });
     }

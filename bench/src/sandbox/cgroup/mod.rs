@@ -117,6 +117,18 @@ impl Cgroup {
         }
     }
 
+    /// The memory the tasks own (anonymous + shared memory: heaps, stacks,
+    /// the session table's shared mapping) and the page cache charged to
+    /// the cgroup, from `memory.stat`: (own, cache) bytes. The cache is
+    /// charged to whichever cgroup read a file first, so it is shown
+    /// apart and never compared.
+    pub fn memory_split(&self) -> Option<(u64, u64)> {
+        match self.layout.version {
+            CgroupVersion::V2 => v2::memory_split(self),
+            CgroupVersion::V1 => v1::memory_split(self),
+        }
+    }
+
     /// Whether the kernel keeps peak files: (memory peak, pids peak).
     pub fn has_peaks(&self) -> (bool, bool) {
         match self.layout.version {

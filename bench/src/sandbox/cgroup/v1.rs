@@ -180,6 +180,18 @@ pub(super) fn current(cg: &Cgroup) -> (Option<u64>, Option<u64>) {
     (mem, tasks)
 }
 
+pub(super) fn memory_split(cg: &Cgroup) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(cg.dir("memory")?.join("memory.stat")).ok()?;
+    let k = |key| parse_flat_keyed(&stat, key);
+    // Hierarchical totals; `cache` includes shared memory.
+    let (rss, shmem, cache) = (
+        k("total_rss")?,
+        k("total_shmem").unwrap_or(0),
+        k("total_cache")?,
+    );
+    Some((rss + shmem, cache.saturating_sub(shmem)))
+}
+
 pub(super) fn has_peaks(cg: &Cgroup) -> (bool, bool) {
     let mem = cg
         .dir("memory")

@@ -9,6 +9,7 @@
 //! under the root, which is exempt from the no-internal-processes rule.
 
 use super::{keyed, read, read_u64, set, set_number, write_existing, Cgroup};
+use crate::sandbox::accounting::parse_flat_keyed;
 use crate::sandbox::limits::{parse_cpu_list, Limits, CFS_PERIOD_US};
 use crate::sandbox::{Accounting, Result, SandboxError};
 
@@ -149,6 +150,14 @@ pub(super) fn current(cg: &Cgroup) -> (Option<u64>, Option<u64>) {
         read_u64(&d.join("memory.current")),
         read_u64(&d.join("pids.current")),
     )
+}
+
+pub(super) fn memory_split(cg: &Cgroup) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(dir(cg).join("memory.stat")).ok()?;
+    let k = |key| parse_flat_keyed(&stat, key);
+    // `file` includes shared memory.
+    let (anon, shmem, file) = (k("anon")?, k("shmem").unwrap_or(0), k("file")?);
+    Some((anon + shmem, file.saturating_sub(shmem)))
 }
 
 pub(super) fn has_peaks(cg: &Cgroup) -> (bool, bool) {

@@ -1,0 +1,346 @@
+//! The capacity search behind `auto` loads, as a pure function: given the
+//! steps measured so far, which open-loop rate to offer next, or the
+//! verdict. The runner measures; this decides.
+//!
+//! 1. **Ramp**: `start`, `start × factor`, ... while every step is
+//!    sustainable (up to `max`). Every contestant walks the same ramp, so
+//!    its rates are common ground for comparing CPU efficiency.
+//! 2. **Bracket**: the highest sustainable rate below the lowest
+//!    unsustainable one (`lo`, `hi`). The capacity lies between them.
+//! 3. **Narrow** the bracket until `hi / lo ≤ 1 + resolution`. When an
+//!    overloaded step fell short of its offered rate, what it did achieve
+//!    is an estimate of the capacity: the next probes go just below and
+//!    just above it, which usually closes the bracket in two steps. Other
+//!    cuts are geometric bisections.
+//!
+//! The verdict is the bracket itself, not a grid point: two contestants
+//! whose brackets overlap are not told apart by this search.
+
+/// One measured step, as the search sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Probe {
+    /// Requests per second offered.
+    pub offered: f64,
+    /// Responses per second achieved.
+    pub achieved: f64,
+    /// Whether the step met the objective (latency, errors, keep-up, no
+    /// starved connection).
+    pub sustainable: bool,
+    /// Whether the load generator was saturated during the step.
+    pub generator_bound: bool,
+}
+
+/// The search's settings (the suite's `auto`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// First rate.
+    pub start: f64,
+    /// Ramp factor (> 1).
+    pub factor: f64,
+    /// Highest rate ever offered.
+    pub max: f64,
+    /// Stop when `hi / lo ≤ 1 + resolution` (0.05: 5 %).
+    pub resolution: f64,
+    /// A step counts as keeping up when it achieved this share of its offer.
+    pub keep_up: f64,
+    /// Most steps in all (a bound on time, whatever happens).
+    pub max_steps: usize,
+}
+
+/// How a search ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum End {
+    /// The bracket is within the resolution.
+    Converged,
+    /// Every step up to `max` was sustainable: the capacity is higher.
+    AtMax,
+    /// Not even the first rate was sustainable.
+    NoneSustainable,
+    /// The step budget ran out before the bracket was narrow enough.
+    StepLimit,
+}
+
+/// What the search found.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Bracket {
+    /// The highest sustainable rate below `unsustainable_rps` (`None`: none).
+    pub sustainable_rps: Option<f64>,
+    /// The lowest unsustainable rate (`None`: every step was sustainable).
+    pub unsustainable_rps: Option<f64>,
+    /// How the search ended.
+    pub end: End,
+    /// The resolution asked for.
+    pub resolution: f64,
+    /// The unsustainable end was set by a step during which the load
+    /// generator was saturated: the server's capacity may lie above it.
+    pub generator_bound: bool,
+    /// Some step above the bracket was sustainable (noise, or a server
+    /// whose capacity changed during the search).
+    pub non_monotonic: bool,
+}
+
+/// What to do next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    /// Measure this rate.
+    Probe(f64),
+    /// Done.
+    Done(Bracket),
+}
+
+/// Relative margin within which two rates count as the same probe.
+const SAME: f64 = 1e-6;
+
+/// The next step of the search after `steps` (in the order measured).
+pub fn next(p: &Params, steps: &[Probe]) -> Next {
+    let Some(last) = steps.last() else {
+        return Next::Probe(p.start);
+    };
+    let hi = steps
+        .iter()
+        .filter(|s| !s.sustainable)
+        .min_by(|a, b| a.offered.total_cmp(&b.offered));
+    let lo = steps
+        .iter()
+        .filter(|s| s.sustainable && hi.map_or(true, |h| s.offered < h.offered))
+        .max_by(|a, b| a.offered.total_cmp(&b.offered));
+    let done = |end: End| {
+        Next::Done(Bracket {
+            sustainable_rps: lo.map(|s| s.offered),
+            unsustainable_rps: hi.map(|s| s.offered),
+            end,
+            resolution: p.resolution,
+            generator_bound: hi.is_some_and(|h| h.generator_bound),
+            non_monotonic: hi.is_some_and(|h| {
+                steps
+                    .iter()
+                    .any(|s| s.sustainable && s.offered > h.offered * (1.0 + SAME))
+            }),
+        })
+    };
+    let Some(hi) = hi else {
+        // Still ramping.
+        if last.offered >= p.max * (1.0 - SAME) {
+            return done(End::AtMax);
+        }
+        if steps.len() >= p.max_steps {
+            return done(End::StepLimit);
+        }
+        return Next::Probe((last.offered * p.factor).min(p.max));
+    };
+    let Some(lo) = lo else {
+        return done(End::NoneSustainable);
+    };
+    let (lo, hi) = (lo.offered, hi.offered);
+    if hi <= lo * (1.0 + p.resolution) * (1.0 + SAME) {
+        return done(End::Converged);
+    }
+    if steps.len() >= p.max_steps {
+        return done(End::StepLimit);
+    }
+    Next::Probe(cut(p, steps, lo, hi))
+}
+
+/// Where to cut the bracket (lo, hi): beside the capacity estimate when
+/// there is a usable one, else at the geometric mean.
+fn cut(p: &Params, steps: &[Probe], lo: f64, hi: f64) -> f64 {
+    // An overloaded step achieves about what the server can do: the
+    // lowest such figure is the best estimate.
+    let estimate = steps
+        .iter()
+        .filter(|s| !s.sustainable && s.achieved < p.keep_up * s.offered && s.achieved > 0.0)
+        .map(|s| s.achieved)
+        .min_by(f64::total_cmp);
+    if let Some(e) = estimate {
+        // Probes 0.45 × resolution either side of it: if the capacity is
+        // there, the two close the bracket to within the resolution.
+        let margin = 1.0 + p.resolution / 4.0;
+        let inside = |x: f64| x > lo * margin && x < hi / margin;
+        let tried = |x: f64| {
+            steps
+                .iter()
+                .any(|s| (s.offered / x - 1.0).abs() < p.resolution / 8.0)
+        };
+        for x in [
+            e * (1.0 - 0.45 * p.resolution),
+            e * (1.0 + 0.45 * p.resolution),
+        ] {
+            if inside(x) && !tried(x) {
+                return x;
+            }
+        }
+    }
+    (lo * hi).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Params {
+        Params {
+            start: 1000.0,
+            factor: 4.0,
+            max: 1e6,
+            resolution: 0.05,
+            keep_up: 0.95,
+            max_steps: 20,
+        }
+    }
+
+    /// A synthetic server: sustainable up to `capacity`; above it, it
+    /// achieves `overload_share` of its capacity.
+    fn server(capacity: f64, overload_share: f64) -> impl Fn(f64) -> Probe {
+        move |offered| {
+            let sustainable = offered <= capacity;
+            Probe {
+                offered,
+                achieved: if sustainable {
+                    offered
+                } else {
+                    capacity * overload_share
+                },
+                sustainable,
+                generator_bound: false,
+            }
+        }
+    }
+
+    /// Runs the search against `measure` and returns the steps and verdict.
+    fn search(p: &Params, measure: impl Fn(f64) -> Probe) -> (Vec<Probe>, Bracket) {
+        let mut steps = Vec::new();
+        loop {
+            match next(p, &steps) {
+                Next::Probe(rate) => steps.push(measure(rate)),
+                Next::Done(b) => return (steps, b),
+            }
+        }
+    }
+
+    #[test]
+    fn converges_within_the_resolution_around_the_capacity() {
+        for capacity in [1500.0, 7_777.0, 13_721.0, 15_185.0, 98_000.0, 543_210.0] {
+            for share in [1.0, 0.9, 0.5] {
+                let (steps, b) = search(&params(), server(capacity, share));
+                assert_eq!(b.end, End::Converged, "{capacity} {share}: {b:?}");
+                let (lo, hi) = (b.sustainable_rps.unwrap(), b.unsustainable_rps.unwrap());
+                assert!(lo <= capacity && capacity < hi, "{capacity}: {lo}..{hi}");
+                assert!(hi / lo <= 1.05 + 1e-9, "{capacity}: {lo}..{hi}");
+                assert!(
+                    steps.len() <= 16,
+                    "{capacity} {share}: {} steps",
+                    steps.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_overload_estimate_closes_the_bracket_in_two_probes() {
+        // Ramp 1k, 4k, 16k, 64k (fails, achieves 30k): then 29.3k, 30.7k.
+        let (steps, b) = search(&params(), server(30_000.0, 1.0));
+        assert_eq!(steps.len(), 6, "{steps:?}");
+        assert_eq!(b.end, End::Converged);
+        let (lo, hi) = (b.sustainable_rps.unwrap(), b.unsustainable_rps.unwrap());
+        assert!(lo > 29_000.0 && hi < 31_000.0, "{lo}..{hi}");
+    }
+
+    #[test]
+    fn every_step_sustainable_ends_at_the_maximum() {
+        let p = Params {
+            max: 20_000.0,
+            ..params()
+        };
+        let (steps, b) = search(&p, server(1e9, 1.0));
+        let offered: Vec<f64> = steps.iter().map(|s| s.offered).collect();
+        assert_eq!(offered, vec![1000.0, 4000.0, 16_000.0, 20_000.0]);
+        assert_eq!(b.end, End::AtMax);
+        assert_eq!(b.sustainable_rps, Some(20_000.0));
+        assert_eq!(b.unsustainable_rps, None);
+    }
+
+    #[test]
+    fn nothing_sustainable_says_so_after_one_step() {
+        let (steps, b) = search(&params(), server(10.0, 1.0));
+        assert_eq!(steps.len(), 1);
+        assert_eq!(b.end, End::NoneSustainable);
+        assert_eq!(b.sustainable_rps, None);
+        assert_eq!(b.unsustainable_rps, Some(1000.0));
+    }
+
+    #[test]
+    fn a_latency_wall_below_the_throughput_capacity_still_converges() {
+        // Keeps up to 50k, but latency breaks the objective above 31k:
+        // the estimate (50k) is misleading and must not stall the search.
+        let measure = |offered: f64| Probe {
+            offered,
+            achieved: offered.min(50_000.0),
+            sustainable: offered <= 31_000.0,
+            generator_bound: false,
+        };
+        let (_, b) = search(&params(), measure);
+        let (lo, hi) = (b.sustainable_rps.unwrap(), b.unsustainable_rps.unwrap());
+        assert_eq!(b.end, End::Converged);
+        assert!(lo <= 31_000.0 && 31_000.0 < hi && hi / lo <= 1.05 + 1e-9);
+    }
+
+    #[test]
+    fn the_step_budget_bounds_the_search() {
+        let p = Params {
+            max_steps: 5,
+            resolution: 0.001,
+            ..params()
+        };
+        let (steps, b) = search(&p, server(77_777.0, 0.3));
+        assert_eq!(steps.len(), 5);
+        assert_eq!(b.end, End::StepLimit);
+        assert!(b.sustainable_rps.unwrap() <= 77_777.0);
+    }
+
+    #[test]
+    fn a_generator_bound_upper_end_is_flagged() {
+        let measure = |offered: f64| Probe {
+            offered,
+            achieved: offered.min(60_000.0),
+            sustainable: offered <= 60_000.0,
+            generator_bound: offered > 60_000.0,
+        };
+        let (_, b) = search(&params(), measure);
+        assert!(b.generator_bound, "{b:?}");
+    }
+
+    #[test]
+    fn a_sustainable_step_above_the_bracket_is_flagged_as_non_monotonic() {
+        let steps = [
+            Probe {
+                offered: 1000.0,
+                achieved: 1000.0,
+                sustainable: true,
+                generator_bound: false,
+            },
+            Probe {
+                offered: 4000.0,
+                achieved: 4000.0,
+                sustainable: false,
+                generator_bound: false,
+            },
+            Probe {
+                offered: 5000.0,
+                achieved: 5000.0,
+                sustainable: true,
+                generator_bound: false,
+            },
+        ];
+        let p = Params {
+            max_steps: 3,
+            ..params()
+        };
+        let Next::Done(b) = next(&p, &steps) else {
+            panic!("the budget is spent")
+        };
+        assert!(b.non_monotonic);
+        assert_eq!(b.sustainable_rps, Some(1000.0));
+        assert_eq!(b.unsustainable_rps, Some(4000.0));
+    }
+}
