@@ -91,6 +91,11 @@ pub struct LoadConfig {
     /// Write an HdrHistogram interval log (one corrected-latency histogram
     /// per interval) to this file while running.
     pub log: Option<PathBuf>,
+    /// Keep-alive runs: after the warmup, wait up to this much longer until
+    /// every connection has had an answer before measuring, so that a
+    /// server's start-up (forking a process or a thread per connection)
+    /// is not measured as its steady state. `None`: the warmup alone.
+    pub settle: Option<Duration>,
     /// Length of one interval of the latency-over-time data and the log.
     pub interval: Duration,
 }
@@ -113,6 +118,7 @@ impl Default for LoadConfig {
             flow: None,
             log: None,
             interval: Duration::from_secs(1),
+            settle: None,
         }
     }
 }

@@ -84,6 +84,9 @@ pub struct Conn {
     pub ticket: bool,
     /// Got at least one answer inside the measured window.
     pub answered: bool,
+    /// Got an answer while caught up with its schedule (settling waits for
+    /// every connection to be warm).
+    pub warm: bool,
 }
 
 impl Conn {
@@ -108,6 +111,7 @@ impl Conn {
             failures: 0,
             ticket: false,
             answered: false,
+            warm: false,
         }
     }
 

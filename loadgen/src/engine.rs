@@ -58,6 +58,10 @@ pub fn run(config: &LoadConfig, stop: &AtomicBool) -> Result<LoadReport, LoadErr
         conn_rate: config.rate.map(|r| r / config.connections as f64),
         arrivals: config.arrivals,
         warmup: config.warmup,
+        settle: config.settle,
+        connections: config.connections,
+        warm_answered: std::sync::atomic::AtomicUsize::new(0),
+        measure_start: std::sync::OnceLock::new(),
         duration: match config.requests {
             Some(_) => None,
             None => Some(config.duration),
@@ -121,9 +125,13 @@ pub fn run(config: &LoadConfig, stop: &AtomicBool) -> Result<LoadReport, LoadErr
     })?;
     // Every thread passed the barrier, so the clock is set.
     let measure_start = plan
-        .clock
+        .measure_start
         .get()
-        .map_or_else(Instant::now, |c| c.measure_start);
+        .copied()
+        .unwrap_or_else(Instant::now);
+    let warmup = plan.clock.get().map_or(config.warmup, |c| {
+        measure_start.saturating_duration_since(c.start)
+    });
     let ended = results
         .iter()
         .map(|r| r.ended)
@@ -138,14 +146,16 @@ pub fn run(config: &LoadConfig, stop: &AtomicBool) -> Result<LoadReport, LoadErr
     if let Some(log) = log {
         log.finish().map_err(|e| LoadError::Log(e.to_string()))?;
     }
-    Ok(assemble(
+    let mut report = assemble(
         config,
         &target,
         results,
         collector.summaries,
         duration,
         stop,
-    ))
+    );
+    report.warmup_s = warmup.as_secs_f64();
+    Ok(report)
 }
 
 /// The interval log: its file until the clock starts, then the log.
@@ -165,9 +175,10 @@ impl PendingLog {
             };
             // The wall-clock time of the measurement's start.
             let measure_start = plan
-                .clock
+                .measure_start
                 .get()
-                .map_or_else(Instant::now, |c| c.measure_start);
+                .copied()
+                .unwrap_or_else(Instant::now);
             let started = match measure_start.checked_duration_since(Instant::now()) {
                 Some(ahead) => SystemTime::now() + ahead,
                 None => SystemTime::now() - Instant::now().duration_since(measure_start),

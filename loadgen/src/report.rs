@@ -33,7 +33,8 @@ pub struct LoadReport {
     pub pipeline: usize,
     /// Whether connections were reused.
     pub keepalive: bool,
-    /// Warmup that was run and discarded, in seconds.
+    /// Warmup that was run and discarded, in seconds (with settling: as
+    /// long as it took, see `LoadConfig::settle`).
     pub warmup_s: f64,
     /// Length of the measured part, in seconds.
     pub duration_s: f64,

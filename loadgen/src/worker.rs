@@ -41,6 +41,16 @@ pub struct Plan<'a> {
     pub arrivals: crate::Arrivals,
     /// Discarded load before the measured window.
     pub warmup: Duration,
+    /// Keep-alive runs: after the warmup, wait up to this much longer for
+    /// every connection to have had an answer (servers that fork or spawn
+    /// per connection settle in first), then start measuring.
+    pub settle: Option<Duration>,
+    /// Connections in the run, over every thread.
+    pub connections: usize,
+    /// Connections warm (see `Conn::warm`) before measuring began.
+    pub warm_answered: std::sync::atomic::AtomicUsize,
+    /// When the measured window began: decided once, for every thread.
+    pub measure_start: std::sync::OnceLock<Instant>,
     /// The measured window; `None` with `--requests`.
     pub duration: Option<Duration>,
     /// Keep-alive runs open every connection before the clock starts:
@@ -59,19 +69,37 @@ pub struct Plan<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     pub start: Instant,
+    /// The warmup's end: the window begins here at the earliest ...
+    pub earliest: Instant,
+    /// ... and here at the latest (the warmup plus the settling time).
+    pub latest: Instant,
+    /// The window's start once decided; until then `latest`, so that
+    /// nothing counts early.
     pub measure_start: Instant,
     /// `None` with `--requests`.
     pub end: Option<Instant>,
+    duration: Option<Duration>,
 }
 
 impl Clock {
-    fn starting(start: Instant, warmup: Duration, duration: Option<Duration>) -> Clock {
-        let measure_start = start + warmup;
-        Clock {
+    fn starting(start: Instant, plan: &Plan) -> Clock {
+        let earliest = start + plan.warmup;
+        let latest = earliest + plan.settle.unwrap_or_default();
+        let mut clock = Clock {
             start,
-            measure_start,
-            end: duration.map(|d| measure_start + d),
-        }
+            earliest,
+            latest,
+            measure_start: latest,
+            end: None,
+            duration: plan.duration,
+        };
+        clock.begin_window(latest);
+        clock
+    }
+
+    fn begin_window(&mut self, at: Instant) {
+        self.measure_start = at;
+        self.end = self.duration.map(|d| at + d);
     }
 
     /// Whether an outcome at `now` falls inside the measured window.
@@ -289,7 +317,7 @@ impl<'a> Worker<'a> {
             .collect();
         Ok(Worker {
             plan,
-            clock: Clock::starting(now, plan.warmup, plan.duration),
+            clock: Clock::starting(now, plan),
             poll,
             timer,
             conns,
@@ -383,7 +411,11 @@ impl<'a> Worker<'a> {
         let plan = self.plan;
         self.clock = *plan
             .clock
-            .get_or_init(|| Clock::starting(Instant::now(), plan.warmup, plan.duration));
+            .get_or_init(|| Clock::starting(Instant::now(), plan));
+        if plan.settle.is_none() || !plan.keepalive {
+            // A fixed warmup: the window's start is known now.
+            plan.measure_start.get_or_init(|| self.clock.earliest);
+        }
         for c in &mut self.conns {
             c.schedule = plan.conn_rate.map(|rate| {
                 Schedule::new(plan.arrivals, rate, self.clock.start, self.rng.next_u64())
@@ -404,7 +436,6 @@ impl<'a> Worker<'a> {
         let opened = self.open_all();
         self.start_clock();
         opened?;
-        let clock = self.clock;
         let mut events = Events::with_capacity(1024);
         let mut measuring = false;
         let mut cpu_start = CpuTime::this_thread();
@@ -412,8 +443,9 @@ impl<'a> Worker<'a> {
         let mut started = false;
         let ended = loop {
             let now = Instant::now();
-            if !measuring && now >= clock.measure_start {
+            if let Some(at) = (!measuring).then(|| self.window_start(now)).flatten() {
                 // The warmup is over: forget it.
+                self.clock.begin_window(at);
                 measuring = true;
                 cpu_start = CpuTime::this_thread();
                 // Connects made before the clock started are the run's own.
@@ -433,6 +465,7 @@ impl<'a> Worker<'a> {
                     self.fill(i, now);
                 }
             }
+            let clock = self.clock;
             if let Some(end) = clock.end.filter(|&e| now >= e) {
                 break end;
             }
@@ -483,12 +516,28 @@ impl<'a> Worker<'a> {
         let cpu = CpuTime::this_thread().since(cpu_start);
         self.account_unfinished(ended);
         Ok(WorkerResult {
-            wall: ended.saturating_duration_since(clock.measure_start),
+            wall: ended.saturating_duration_since(self.clock.measure_start),
             rec: self.tally.rec,
             counters: self.tally.c,
             cpu: if measuring { cpu } else { CpuTime::default() },
             ended,
         })
+    }
+
+    /// When the measured window begins, once `now` is past its start: after
+    /// the warmup, and (with settling) once every connection has had an
+    /// answer or the settling time is up. The first thread to see it
+    /// decides for all.
+    fn window_start(&self, now: Instant) -> Option<Instant> {
+        let plan = self.plan;
+        if let Some(&at) = plan.measure_start.get() {
+            return (now >= at).then_some(at);
+        }
+        if now < self.clock.earliest {
+            return None;
+        }
+        let settled = plan.warm_answered.load(Ordering::Relaxed) >= plan.connections;
+        (settled || now >= self.clock.latest).then(|| *plan.measure_start.get_or_init(|| now))
     }
 
     /// With `--requests`: every ticket is spent and every answer is in.
@@ -731,6 +780,17 @@ impl<'a> Worker<'a> {
             return false;
         };
         let counts = plan.counts(&self.clock, &p, now);
+        // Warm: answered, and (open loop) no more than one gap behind its
+        // schedule, so the backlog of a slow start has drained. A closed
+        // loop has no schedule to fall behind.
+        let caught_up = match (&c.schedule, plan.conn_rate) {
+            (Some(s), Some(rate)) => s.next() + Duration::from_secs_f64(1.0 / rate) >= now,
+            _ => true,
+        };
+        if !c.warm && caught_up {
+            c.warm = true;
+            plan.warm_answered.fetch_add(1, Ordering::Relaxed);
+        }
         c.answered |= self.clock.in_window(now);
         let failure = match c.session.as_mut().map(|s| s.on_response(&r)) {
             None => match r.status {

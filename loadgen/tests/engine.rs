@@ -222,6 +222,49 @@ fn throughput_counts_what_ends_in_the_window_whenever_it_was_sent() {
 }
 
 #[test]
+fn settling_waits_until_every_connection_has_been_answered() {
+    // Each connection's first answer takes 400 ms (a server forking per
+    // connection, say); then answers are quick. With a 100 ms warmup the
+    // slow start would fall inside the window; settling waits it out.
+    let server = TestServer::start(|_, n| {
+        if n < 8 {
+            Reply::DelayThenSend(Duration::from_millis(400), ok("first"))
+        } else {
+            Reply::Send(ok("x"))
+        }
+    });
+    let config = |settle| LoadConfig {
+        url: server.url("/"),
+        connections: 8,
+        threads: 2,
+        rate: Some(400.0),
+        warmup: Duration::from_millis(100),
+        duration: Duration::from_millis(600),
+        settle,
+        ..Default::default()
+    };
+    let settled = run(config(Some(Duration::from_secs(3))));
+    assert!(settled.warmup_s >= 0.39, "warmup {}", settled.warmup_s);
+    assert!(
+        settled.corrected.max_us < 200_000,
+        "max {} µs: the start-up was measured",
+        settled.corrected.max_us
+    );
+    server.requests.store(0, Ordering::SeqCst);
+    let unsettled = run(config(None));
+    assert!(
+        (unsettled.warmup_s - 0.1).abs() < 0.01,
+        "{}",
+        unsettled.warmup_s
+    );
+    assert!(
+        unsettled.corrected.max_us >= 250_000,
+        "{}",
+        unsettled.corrected.max_us
+    );
+}
+
+#[test]
 fn the_corrected_histogram_shows_a_stall_that_the_uncorrected_one_hides() {
     // At 500 req/s over 10 connections, the server stalls once for 500 ms
     // (holding every connection) about 1 s into the run.

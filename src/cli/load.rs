@@ -28,6 +28,11 @@ pub struct Args {
     /// Run this long first and discard the results.
     #[arg(long, default_value = "0s", value_parser = super::duration)]
     warmup: Duration,
+    /// After the warmup, wait up to this much longer until every connection
+    /// has had an answer and caught up with its schedule, then measure
+    /// (keep-alive only; for servers that fork or spawn per connection).
+    #[arg(long, value_parser = super::duration)]
+    settle: Option<Duration>,
     /// Open loop at this many requests per second in total (default: closed loop).
     #[arg(short = 'R', long)]
     rate: Option<f64>,
@@ -94,6 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         duration: args.duration,
         requests: args.requests,
         warmup: args.warmup,
+        settle: args.settle,
         rate: args.rate,
         arrivals: match args.arrivals {
             ArrivalsArg::Uniform => Arrivals::Uniform,

@@ -13,9 +13,13 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hard CPU limit in CPUs (0.5 = half a CPU; quota per 100 ms period).
+    /// Hard CPU limit in CPUs (0.5 = half a CPU; quota per period).
     #[arg(long)]
     cpus: Option<f64>,
+    /// The CFS period of the quota (default 100ms; shorter periods throttle
+    /// in shorter stalls); needs --cpus.
+    #[arg(long, value_parser = super::duration)]
+    cpu_period: Option<Duration>,
     /// Proportional CPU share, 1..=10000 (cgroup v2 scale, default 100).
     #[arg(long)]
     cpu_weight: Option<u64>,
@@ -78,6 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
     let limits = Limits {
         cpus: args.cpus,
+        cpu_period: args.cpu_period,
         cpu_weight: args.cpu_weight,
         cpu_burst: args.cpu_burst,
         credits: args.credits,

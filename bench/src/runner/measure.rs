@@ -14,6 +14,9 @@ use std::time::Duration;
 pub const KEEP_UP: f64 = 0.95;
 /// The largest share of failed requests a sustainable run may have.
 pub const MAX_ERRORS: f64 = 0.01;
+/// Longest wait after the warmup for every connection to be answered and
+/// caught up before measuring.
+pub const SETTLE: Duration = Duration::from_secs(2);
 /// Most steps of one capacity search (a bound on its time).
 pub const MAX_AUTO_STEPS: usize = 16;
 
@@ -55,6 +58,10 @@ pub fn config(
         pipeline: workload.pipeline as usize,
         keepalive: workload.keep_alive,
         flow,
+        // Measure steady state: servers that fork or spawn per connection
+        // settle in first (bounded; a server that never does is measured
+        // as it is).
+        settle: Some(SETTLE),
         // Short runs get sub-second intervals, so that latency over time
         // has enough points to read.
         interval: (suite.duration / 20).clamp(Duration::from_millis(100), Duration::from_secs(1)),

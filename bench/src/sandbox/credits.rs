@@ -12,7 +12,7 @@
 //! only feeds it usage readings.
 
 use super::cgroup::Cgroup;
-use super::limits::{Credits, Limits};
+use super::limits::{Credits, Limits, CFS_PERIOD_US};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -96,7 +96,9 @@ impl CreditController {
                         .unwrap_or_else(|p| p.into_inner())
                         .step(used, dt);
                     if next != quota {
-                        if let Err(e) = cgroup.set_quota(Some(Limits::quota_us(next))) {
+                        if let Err(e) = cgroup
+                            .set_quota(Some(Limits::quota_us(next, CFS_PERIOD_US)), CFS_PERIOD_US)
+                        {
                             tracing::warn!("credits: cannot move the quota: {e}");
                         }
                         quota = next;

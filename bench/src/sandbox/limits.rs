@@ -14,6 +14,12 @@ use std::time::Duration;
 pub struct Limits {
     /// Hard CPU limit in CPUs (0.5 = half a CPU): quota = cpus × period.
     pub cpus: Option<f64>,
+    /// The CFS period the quota is granted in (default 100 ms, the
+    /// kernel's). A throttled group waits up to `period × (1 − cpus)` for
+    /// its next quota, so a shorter period (say 10 ms) keeps a quota from
+    /// adding tens of milliseconds to tail latency.
+    #[serde(with = "opt_duration")]
+    pub cpu_period: Option<Duration>,
     /// Proportional CPU share, cgroup v2 scale 1..=10000 (default 100).
     pub cpu_weight: Option<u64>,
     /// CFS burst: CPU time a quota-limited group may bank within periods.
@@ -67,6 +73,17 @@ impl Limits {
                 }
             }
         }
+        if let Some(p) = self.cpu_period {
+            if self.cpus.is_none() {
+                return Err("cpu_period only applies with a quota (cpus)".into());
+            }
+            if self.credits.is_some() {
+                return Err("cpu_period does not combine with credits (their controller works in 100 ms periods)".into());
+            }
+            if p < Duration::from_millis(1) || p > Duration::from_secs(1) {
+                return Err(format!("cpu_period must be between 1ms and 1s, got {p:?}"));
+            }
+        }
         if let Some(b) = self.cpu_burst {
             if self.cpus.is_none() && self.credits.is_none() {
                 return Err("cpu_burst only applies with a quota (cpus or credits)".into());
@@ -96,9 +113,26 @@ impl Limits {
         Ok(())
     }
 
-    /// The quota in µs per [`CFS_PERIOD_US`] for `cpus`.
-    pub fn quota_us(cpus: f64) -> u64 {
-        ((cpus * CFS_PERIOD_US as f64).round() as u64).max(1000)
+    /// The quota in µs per `period_us` for `cpus` (the kernel's least
+    /// quota is 1 ms).
+    pub fn quota_us(cpus: f64, period_us: u64) -> u64 {
+        ((cpus * period_us as f64).round() as u64).max(1000)
+    }
+
+    /// The CFS period in µs: `cpu_period`, else [`CFS_PERIOD_US`].
+    pub fn period_us(&self) -> u64 {
+        self.cpu_period
+            .map_or(CFS_PERIOD_US, |p| p.as_micros() as u64)
+    }
+
+    /// The quota to set at start, per [`Limits::period_us`] (credits start
+    /// at their baseline; the controller moves it later).
+    pub fn initial_quota_us(&self) -> Option<u64> {
+        match (self.credits, self.cpus) {
+            (Some(c), _) => Some(Limits::quota_us(c.baseline, CFS_PERIOD_US)),
+            (None, Some(cpus)) => Some(Limits::quota_us(cpus, self.period_us())),
+            (None, None) => None,
+        }
     }
 }
 
@@ -250,6 +284,25 @@ mod tests {
         assert_eq!(shares_to_weight(2), 1);
         assert_eq!(shares_to_weight(262_144), 10_000);
         assert_eq!(shares_to_weight(weight_to_shares(300)), 300);
+    }
+
+    #[test]
+    fn cpu_period_scales_the_quota_and_needs_one() {
+        let l: Limits = toml::from_str("cpus = 0.25\ncpu_period = \"10ms\"").unwrap();
+        assert_eq!(l.validate(), Ok(()));
+        assert_eq!((l.initial_quota_us(), l.period_us()), (Some(2500), 10_000));
+        let plain: Limits = toml::from_str("cpus = 0.25").unwrap();
+        assert_eq!(
+            (plain.initial_quota_us(), plain.period_us()),
+            (Some(25_000), 100_000)
+        );
+        let alone: Limits = toml::from_str("cpu_period = \"10ms\"").unwrap();
+        assert!(alone
+            .validate()
+            .unwrap_err()
+            .contains("only applies with a quota"));
+        let tiny: Limits = toml::from_str("cpus = 1\ncpu_period = \"100us\"").unwrap();
+        assert!(tiny.validate().unwrap_err().contains("between 1ms and 1s"));
     }
 
     #[test]

@@ -93,11 +93,11 @@ impl Cgroup {
         }
     }
 
-    /// Sets the CPU quota per 100 ms period (`None` = unlimited), read back.
-    pub fn set_quota(&self, quota_us: Option<u64>) -> Result<()> {
+    /// Sets the CPU quota per period (`None` = unlimited), read back.
+    pub fn set_quota(&self, quota_us: Option<u64>, period_us: u64) -> Result<()> {
         match self.layout.version {
-            CgroupVersion::V2 => v2::set_quota(self, quota_us),
-            CgroupVersion::V1 => v1::set_quota(self, quota_us),
+            CgroupVersion::V2 => v2::set_quota(self, quota_us, period_us),
+            CgroupVersion::V1 => v1::set_quota(self, quota_us, period_us),
         }
     }
 

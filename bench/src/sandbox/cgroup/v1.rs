@@ -10,9 +10,7 @@
 
 use super::{keyed, read, read_u64, set, set_number, wait_until, write_existing, Cgroup};
 use crate::sandbox::accounting::{parse_flat_keyed, ticks_to_us, user_hz};
-use crate::sandbox::limits::{
-    io_weight_to_blkio, parse_cpu_list, weight_to_shares, Limits, CFS_PERIOD_US,
-};
+use crate::sandbox::limits::{io_weight_to_blkio, parse_cpu_list, weight_to_shares, Limits};
 use crate::sandbox::{Accounting, Result, SandboxError};
 use std::time::Duration;
 
@@ -75,9 +73,9 @@ fn need<'a>(cg: &'a Cgroup, controller: &str, limit: &'static str) -> Result<&'a
     })
 }
 
-pub(super) fn set_quota(cg: &Cgroup, quota_us: Option<u64>) -> Result<()> {
+pub(super) fn set_quota(cg: &Cgroup, quota_us: Option<u64>, period_us: u64) -> Result<()> {
     let d = need(cg, "cpu", "cpus")?;
-    set_number("cpus", &d.join("cpu.cfs_period_us"), CFS_PERIOD_US)?;
+    set_number("cpus", &d.join("cpu.cfs_period_us"), period_us)?;
     match quota_us {
         Some(q) => set_number("cpus", &d.join("cpu.cfs_quota_us"), q),
         None => set("cpus", &d.join("cpu.cfs_quota_us"), "-1", |b| b == "-1"),
@@ -85,13 +83,9 @@ pub(super) fn set_quota(cg: &Cgroup, quota_us: Option<u64>) -> Result<()> {
 }
 
 pub(super) fn apply(cg: &Cgroup, limits: &Limits) -> Result<()> {
-    let quota = match (limits.credits, limits.cpus) {
-        (Some(c), _) => Some(Limits::quota_us(c.baseline)),
-        (None, Some(cpus)) => Some(Limits::quota_us(cpus)),
-        (None, None) => None,
-    };
+    let quota = limits.initial_quota_us();
     if quota.is_some() {
-        set_quota(cg, quota)?;
+        set_quota(cg, quota, limits.period_us())?;
     }
     if let Some(b) = limits.cpu_burst {
         set_number(
@@ -306,6 +300,7 @@ mod tests {
             pids: Some(8),
             io_weight: Some(100),
             credits: None,
+            cpu_period: None,
         };
         let cg = Cgroup::create(&layout, name, &limits).unwrap();
         // cpuset.mems and cpus were copied from the parent at creation.
@@ -353,8 +348,17 @@ mod tests {
             .collect();
         want.sort();
         assert_eq!(cg.procs_files(), want);
-        cg.set_quota(None).unwrap();
+        cg.set_quota(None, crate::sandbox::limits::CFS_PERIOD_US)
+            .unwrap();
         assert_eq!(content(r, "cpu", name, "cpu.cfs_quota_us"), "-1");
+        let short = Limits {
+            cpus: Some(0.25),
+            cpu_period: Some(Duration::from_millis(10)),
+            ..Limits::default()
+        };
+        cg.apply(&short).unwrap();
+        assert_eq!(content(r, "cpu", name, "cpu.cfs_period_us"), "10000");
+        assert_eq!(content(r, "cpu", name, "cpu.cfs_quota_us"), "2500");
         cg.remove().unwrap();
         assert!(!r.join("cpu").join(name).exists());
     }

@@ -10,7 +10,7 @@
 
 use super::{keyed, read, read_u64, set, set_number, write_existing, Cgroup};
 use crate::sandbox::accounting::parse_flat_keyed;
-use crate::sandbox::limits::{parse_cpu_list, Limits, CFS_PERIOD_US};
+use crate::sandbox::limits::{parse_cpu_list, Limits};
 use crate::sandbox::{Accounting, Result, SandboxError};
 
 /// Creates the directory after enabling the controllers `limits` needs
@@ -67,29 +67,25 @@ fn dir(cg: &Cgroup) -> &std::path::Path {
         .expect("a v2 cgroup has its directory once created")
 }
 
-/// `cpu.max` contents for a quota (`max` = unlimited).
-pub fn cpu_max_value(quota_us: Option<u64>) -> String {
+/// `cpu.max` contents for a quota per period (`max` = unlimited).
+pub fn cpu_max_value(quota_us: Option<u64>, period_us: u64) -> String {
     match quota_us {
-        Some(q) => format!("{q} {CFS_PERIOD_US}"),
-        None => format!("max {CFS_PERIOD_US}"),
+        Some(q) => format!("{q} {period_us}"),
+        None => format!("max {period_us}"),
     }
 }
 
-pub(super) fn set_quota(cg: &Cgroup, quota_us: Option<u64>) -> Result<()> {
-    let v = cpu_max_value(quota_us);
+pub(super) fn set_quota(cg: &Cgroup, quota_us: Option<u64>, period_us: u64) -> Result<()> {
+    let v = cpu_max_value(quota_us, period_us);
     set("cpus", &dir(cg).join("cpu.max"), &v, |b| b == v)
 }
 
 pub(super) fn apply(cg: &Cgroup, limits: &Limits) -> Result<()> {
     let d = dir(cg);
     // Credits start at the baseline; the controller moves the quota later.
-    let quota = match (limits.credits, limits.cpus) {
-        (Some(c), _) => Some(Limits::quota_us(c.baseline)),
-        (None, Some(cpus)) => Some(Limits::quota_us(cpus)),
-        (None, None) => None,
-    };
+    let quota = limits.initial_quota_us();
     if quota.is_some() {
-        set_quota(cg, quota)?;
+        set_quota(cg, quota, limits.period_us())?;
     }
     if let Some(b) = limits.cpu_burst {
         set_number("cpu_burst", &d.join("cpu.max.burst"), b.as_micros() as u64)?;
@@ -263,6 +259,7 @@ mod tests {
             pids: Some(16),
             io_weight: Some(300),
             credits: None,
+            cpu_period: None,
         };
         let cg = Cgroup::create(&Layout::v2(root.path()), "serverlab-t-1-0", &limits).unwrap();
         // Enabled in one write, the already-enabled memory left alone.
@@ -283,8 +280,17 @@ mod tests {
         assert_eq!(content(&d, "io.weight"), "default 300");
         assert_eq!(cg.procs_files(), vec![d.join("cgroup.procs")]);
 
-        cg.set_quota(None).unwrap();
+        cg.set_quota(None, crate::sandbox::limits::CFS_PERIOD_US)
+            .unwrap();
         assert_eq!(content(&d, "cpu.max"), "max 100000");
+        // A shorter period: the quota scales with it.
+        let short = Limits {
+            cpus: Some(0.25),
+            cpu_period: Some(Duration::from_millis(10)),
+            ..Limits::default()
+        };
+        cg.apply(&short).unwrap();
+        assert_eq!(content(&d, "cpu.max"), "2500 10000");
         cg.kill_all().unwrap();
         assert_eq!(content(&d, "cgroup.kill"), "1");
         cg.remove().unwrap();
