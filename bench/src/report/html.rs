@@ -221,12 +221,12 @@ fn group_section(
     figure(
         h,
         "memory",
-        "Peak memory of the server's container, MiB.",
+        "The server's own peak memory (anonymous + shared, no page cache), MiB; sampled from the container's memory statistics.",
         plots::categorical(
             &labels,
             load_desc,
             "MiB",
-            &cat(|m| m.memory_peak_bytes.map(|b| b as f64 / 1048576.0)),
+            &cat(|m| m.memory_own_bytes.map(|b| b as f64 / 1048576.0)),
         ),
     );
     for (li, load) in g.loads.iter().enumerate() {
@@ -241,8 +241,9 @@ fn group_section(
             })
             .collect();
         let objective_point = Some((objective.percentile, objective.latency.as_secs_f64() * 1e3));
+        let marked = marked_runs(g, li);
         figure(h, &format!("spectrum-{}", load.label()),
-            &format!("Latency percentile spectrum at {} (corrected for coordinated omission in open loop; band: min–max over repetitions; red circle: the objective).", load.label()),
+            &format!("Latency percentile spectrum at {} (corrected for coordinated omission in open loop; band: min–max over repetitions; red circle: the objective).{marked}", load.label()),
             plots::spectrum(&spectra, objective_point));
         let timelines: Vec<Curve> = g
             .contestants
@@ -259,7 +260,7 @@ fn group_section(
             h,
             &format!("timeline-{}", load.label()),
             &format!(
-                "p99 latency over time at {} (first measured repetition), ms.",
+                "p99 latency over time at {} (first measured repetition), ms.{marked}",
                 load.label()
             ),
             plots::curves(&timelines, "seconds", "p99 latency, ms", false),
@@ -278,9 +279,72 @@ fn group_section(
                 .collect();
             figure(h, "auto-steps", "Auto load: achieved against offered rate, each step of the search (first repetition).",
                 plots::curves(&steps, "offered req/s", "achieved req/s", true));
+            let capacity: Vec<plots::CapacityCurve> = g
+                .contestants
+                .iter()
+                .filter_map(|(name, cells)| {
+                    let r = cells[li].runs.iter().find(|r| !r.auto_steps.is_empty())?;
+                    let mut steps = r.auto_steps.clone();
+                    steps.sort_by(|a, b| a.offered_rps.total_cmp(&b.offered_rps));
+                    let achieved_at = |rate: Option<f64>| {
+                        rate.and_then(|x| steps.iter().find(|s| s.offered_rps == x))
+                            .map(|s| s.achieved_rps)
+                    };
+                    let bracket = r.bracket.map_or((None, None), |b| {
+                        (
+                            achieved_at(b.sustainable_rps),
+                            achieved_at(b.unsustainable_rps),
+                        )
+                    });
+                    Some(plots::CapacityCurve {
+                        colour: colour_of(names, name),
+                        steps: steps
+                            .iter()
+                            .map(|s| (s.achieved_rps, s.p50_ms, s.p99_ms, s.sustainable))
+                            .collect(),
+                        bracket,
+                    })
+                })
+                .collect();
+            figure(h, "capacity", "Capacity curve: p50 (thin) and p99 (thick) latency against achieved throughput, every step of the capacity search (first repetition); filled dots met the objective (red line), hollow ones did not; ticks at the bottom mark each contestant's bracket.",
+                plots::capacity(&capacity, objective.latency.as_secs_f64() * 1e3));
         }
     }
     h.push_str("</div>\n");
+}
+
+/// A caption's warning naming the contestants whose runs at load `li`
+/// starved connections or failed, so no plot shows them unmarked.
+fn marked_runs(g: &Group, li: usize) -> String {
+    let mut starved = Vec::new();
+    let mut failed = Vec::new();
+    for (name, cells) in &g.contestants {
+        let runs = &cells[li].runs;
+        if runs.iter().any(|r| {
+            r.metrics
+                .as_ref()
+                .is_some_and(|m| m.starved_connections > 0)
+        }) {
+            starved.push(name.clone());
+        }
+        if runs.iter().any(|r| r.status != crate::results::Status::Ok) {
+            failed.push(name.clone());
+        }
+    }
+    let mut out = String::new();
+    if !starved.is_empty() {
+        out.push_str(&format!(
+            " STARVED connections (clients never answered in the window) in the runs of: {}.",
+            starved.join(", ")
+        ));
+    }
+    if !failed.is_empty() {
+        out.push_str(&format!(
+            " FAILED runs (not plotted): {}.",
+            failed.join(", ")
+        ));
+    }
+    out
 }
 
 /// Per-percentile spread over the measured repetitions of one cell.

@@ -276,6 +276,99 @@ pub fn curves(curves: &[Curve], x_desc: &str, y_desc: &str, log_x: bool) -> Resu
     Ok(svg)
 }
 
+/// One contestant's capacity curve: every step of its capacity search.
+pub struct CapacityCurve {
+    /// Colour index.
+    pub colour: usize,
+    /// Per step, in the order of offered rate: (achieved req/s, p50 ms,
+    /// p99 ms, sustainable).
+    pub steps: Vec<(f64, f64, f64, bool)>,
+    /// Achieved req/s at the bracket's ends (last sustainable, first
+    /// unsustainable), where the search found them.
+    pub bracket: (Option<f64>, Option<f64>),
+}
+
+/// The capacity curve people draw for this question: latency (p50 thin,
+/// p99 thick; log scale) against achieved throughput, every step of every
+/// contestant; filled dots met the objective, hollow ones did not; the
+/// bracket's ends are marked with a vertical tick; the objective is the
+/// red line.
+pub fn capacity(curves: &[CapacityCurve], objective_ms: f64) -> Result<String, String> {
+    let pts = || curves.iter().flat_map(|c| c.steps.iter().copied());
+    let x_max = pts().map(|p| p.0).fold(1.0f64, f64::max) * 1.05;
+    let y_lo = pts()
+        .map(|p| p.1)
+        .filter(|v| *v > 0.0)
+        .fold(objective_ms, f64::min)
+        .max(1e-3)
+        * 0.7;
+    let y_hi = pts()
+        .map(|p| p.2)
+        .fold(objective_ms, f64::max)
+        .max(y_lo * 10.0)
+        * 1.5;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..x_max, (y_lo..y_hi).log_scale())
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("achieved req/s")
+            .y_desc("latency, ms (p50 thin, p99 thick)")
+            .x_label_formatter(&|v| short(*v))
+            .y_label_formatter(&|v| short(*v))
+            .draw()
+            .map_err(err)?;
+        let red = RGBColor(214, 39, 40);
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, objective_ms), (x_max, objective_ms)],
+                red.stroke_width(1),
+            ))
+            .map_err(err)?;
+        for c in curves {
+            let col = colour(c.colour);
+            let clamp = |v: f64| v.clamp(y_lo, y_hi);
+            for (width, pick) in [(1u32, 1usize), (3, 2)] {
+                let line: Vec<(f64, f64)> = c
+                    .steps
+                    .iter()
+                    .map(|s| (s.0, clamp(if pick == 1 { s.1 } else { s.2 })))
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(line, col.stroke_width(width)))
+                    .map_err(err)?;
+            }
+            chart
+                .draw_series(c.steps.iter().map(|s| {
+                    let style = if s.3 {
+                        col.filled()
+                    } else {
+                        col.stroke_width(1)
+                    };
+                    Circle::new((s.0, clamp(s.2)), 4, style)
+                }))
+                .map_err(err)?;
+            for x in [c.bracket.0, c.bracket.1].into_iter().flatten() {
+                chart
+                    .draw_series(LineSeries::new(
+                        [(x, y_lo), (x, y_lo * 3.0)],
+                        col.stroke_width(3),
+                    ))
+                    .map_err(err)?;
+            }
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
 /// `1.5k`, `20`, `0.35`: compact axis labels.
 pub fn short(v: f64) -> String {
     let a = v.abs();

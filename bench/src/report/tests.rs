@@ -311,3 +311,158 @@ fn near_equal_winners_are_a_tie() {
         "tie shown in the answer"
     );
 }
+
+/// An auto run whose search bracketed the capacity at `lo`..`hi` (`None`:
+/// reached the maximum), with the common ramp 1000, 2000, 4000, ... and
+/// `rpcs` requests per CPU-second at every sustained step.
+fn auto_run(
+    arch: &str,
+    rep: u32,
+    lo: f64,
+    hi: Option<f64>,
+    generator_bound: bool,
+    rpcs: f64,
+) -> RunRecord {
+    use crate::runner::search::{Bracket, End};
+    let mut r = run(arch, 512, rep, lo, 5.0, 1.0, 8 << 20);
+    r.spec.load = LoadLevel::Auto {
+        start: 1000.0,
+        factor: 2.0,
+        max: 1e6,
+        resolution: 0.05,
+        connections: 512,
+    };
+    r.key = r.spec.key();
+    let mut rate = 1000.0;
+    while rate <= lo {
+        r.auto_steps.push(crate::results::AutoStep {
+            offered_rps: rate,
+            achieved_rps: rate,
+            sustainable: true,
+            requests_per_cpu_s: Some(rpcs),
+            ..Default::default()
+        });
+        rate *= 2.0;
+    }
+    r.bracket = Some(Bracket {
+        sustainable_rps: Some(lo),
+        unsustainable_rps: hi,
+        end: if hi.is_some() {
+            End::Converged
+        } else {
+            End::AtMax
+        },
+        resolution: 0.05,
+        generator_bound,
+        non_monotonic: false,
+    });
+    if generator_bound {
+        r.loadgen = Some(serde_json::json!({ "cpu": { "generator_bound": true } }));
+    }
+    r
+}
+
+#[test]
+fn overlapping_brackets_tie_and_separate_ones_rank() {
+    let runs = vec![
+        auto_run("a", 1, 20_000.0, Some(21_000.0), false, 50_000.0),
+        auto_run("a", 2, 19_500.0, Some(20_400.0), false, 50_000.0),
+        // b's bracket touches a's range: not told apart.
+        auto_run("b", 1, 19_800.0, Some(20_700.0), false, 40_000.0),
+        auto_run("b", 2, 19_900.0, Some(20_800.0), false, 40_000.0),
+        // c is clearly below: its first unsustainable rate is below a's
+        // lowest sustainable one.
+        auto_run("c", 1, 18_000.0, Some(18_900.0), false, 60_000.0),
+        auto_run("c", 2, 18_100.0, Some(19_000.0), false, 60_000.0),
+    ];
+    let a = analysis::groups(&runs)[0].answer();
+    // b has the higher mean; a's range overlaps it.
+    assert_eq!(a.throughput, ["b", "a"]);
+    assert_eq!(a.throughput_open, None);
+    let of = |n: &str| {
+        a.best
+            .iter()
+            .find(|b| b.contestant == n)
+            .unwrap()
+            .capacity
+            .unwrap()
+    };
+    assert_eq!((of("a").low, of("a").high), (19_500.0, Some(21_000.0)));
+    // CPU efficiency at the highest ramp rate all three sustained (16000).
+    assert_eq!(a.common, Some(analysis::Common::Rate(16_000.0)));
+    assert_eq!(a.per_cpu[0].0, "c");
+    assert_eq!(a.per_cpu.len(), 1);
+    // The report draws the capacity curve and names the common rate.
+    let tmp = TempDir::new("capacity");
+    let store = store_with(&tmp.0, &runs);
+    let html = std::fs::read_to_string(super::render(store.dir()).unwrap()).unwrap();
+    assert!(html.contains("data-plot=\"capacity\""));
+    assert!(html.contains("at 16000 req/s offered"), "common rate named");
+    assert!(html.contains("19500–21000"), "a's capacity range shown");
+}
+
+#[test]
+fn generator_bound_figures_are_lower_bounds_never_ranked_against_each_other() {
+    let runs = vec![
+        auto_run("fast", 1, 60_000.0, Some(64_000.0), true, 90_000.0),
+        auto_run("faster", 1, 62_000.0, Some(65_000.0), true, 95_000.0),
+        auto_run("slow", 1, 10_000.0, Some(10_400.0), false, 30_000.0),
+    ];
+    let a = analysis::groups(&runs)[0].answer();
+    // Both generator-bound contestants are open above: not told apart.
+    assert_eq!(a.throughput, ["faster", "fast"]);
+    assert_eq!(a.throughput_open, Some("limited by the load generator"));
+    let [text, _, _] = super::answer_cells(&a, false);
+    assert!(
+        text.contains("at least 62000 req/s: limited by the load generator"),
+        "{text}"
+    );
+    // The one below them is ranked below.
+    assert!(!a.throughput.contains(&"slow".to_string()));
+}
+
+#[test]
+fn fixed_rates_that_everyone_sustained_separate_nobody() {
+    let mut runs = Vec::new();
+    for (arch, rpcs) in [("x", 10_000.0), ("y", 12_000.0)] {
+        for rate in [1000.0, 2000.0] {
+            let mut r = run(arch, 64, 1, rate, 2.0, rate * 2.0 / rpcs, 8 << 20);
+            r.spec.load = LoadLevel::Open {
+                rate,
+                connections: 64,
+            };
+            r.key = r.spec.key();
+            r.metrics.as_mut().unwrap().offered_rps = Some(rate);
+            runs.push(r);
+        }
+    }
+    let a = analysis::groups(&runs)[0].answer();
+    assert_eq!(a.unseparated, Some(2000.0));
+    let [text, cpu, _] = super::answer_cells(&a, false);
+    assert!(text.contains("not separated"), "{text}");
+    // CPU efficiency is still compared, at the highest rate: y wins.
+    assert_eq!(a.common, Some(analysis::Common::Rate(2000.0)));
+    assert!(cpu.starts_with("y ("), "{cpu}");
+}
+
+#[test]
+fn no_memory_winner_without_a_cgroup_and_starved_runs_do_not_count() {
+    let mut runs = synthetic();
+    runs.retain(|r| r.status == Status::Ok);
+    for r in &mut runs {
+        r.unlimited = true;
+    }
+    let a = analysis::groups(&runs)[0].answer();
+    assert!(a.memory.is_empty() && a.memory_unmeasured);
+    let [_, _, memory] = super::answer_cells(&a, false);
+    assert!(memory.contains("not compared"), "{memory}");
+    // A starved run never meets the objective (the runner's rule), so it
+    // never yields a sustainable point.
+    let mut starved = run("starved", 8, 1, 50_000.0, 0.1, 0.1, 1 << 20);
+    starved.metrics.as_mut().unwrap().starved_connections = 7;
+    starved.metrics.as_mut().unwrap().meets_objective = false;
+    runs.push(starved);
+    let best = analysis::groups(&runs)[0].best();
+    let s = best.iter().find(|b| b.contestant == "starved").unwrap();
+    assert!(s.capacity.is_none() && s.load.is_none());
+}
