@@ -84,6 +84,10 @@ pub struct Conn {
     pub ticket: bool,
     /// Got at least one answer inside the measured window.
     pub answered: bool,
+    /// Since when this client has been waiting without any answer (the
+    /// intended time of its oldest unanswered request); failures and
+    /// reconnects do not reset it, an answer does.
+    pub waiting_since: Option<Instant>,
     /// Got an answer while caught up with its schedule (settling waits for
     /// every connection to be warm).
     pub warm: bool,
@@ -111,6 +115,7 @@ impl Conn {
             failures: 0,
             ticket: false,
             answered: false,
+            waiting_since: None,
             warm: false,
         }
     }

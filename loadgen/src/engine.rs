@@ -21,7 +21,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Runs a load test; see [`crate::run`].
-pub fn run(config: &LoadConfig, stop: &AtomicBool) -> Result<LoadReport, LoadError> {
+pub fn run(
+    config: &LoadConfig,
+    stop: &AtomicBool,
+    measuring: Option<&AtomicBool>,
+) -> Result<LoadReport, LoadError> {
     config.validate()?;
     let target = Target::parse(&config.url)?;
     let paths = config.paths(&target);
@@ -62,6 +66,7 @@ pub fn run(config: &LoadConfig, stop: &AtomicBool) -> Result<LoadReport, LoadErr
         connections: config.connections,
         warm_answered: std::sync::atomic::AtomicUsize::new(0),
         measure_start: std::sync::OnceLock::new(),
+        measuring,
         duration: match config.requests {
             Some(_) => None,
             None => Some(config.duration),

@@ -92,5 +92,17 @@ pub enum LoadError {
 /// runner), whichever is first. Results gathered until then are returned
 /// either way. Settings that cannot work are refused before any traffic.
 pub fn run(config: &LoadConfig, stop: &AtomicBool) -> Result<LoadReport, LoadError> {
-    engine::run(config, stop)
+    engine::run(config, stop, None)
+}
+
+/// [`run`], and sets `measuring` the moment the measured window begins
+/// (after the connections are open, the warmup and any settling), so that
+/// a caller can read other counters — a server's CPU time — over exactly
+/// the measured window.
+pub fn run_signalling(
+    config: &LoadConfig,
+    stop: &AtomicBool,
+    measuring: &AtomicBool,
+) -> Result<LoadReport, LoadError> {
+    engine::run(config, stop, Some(measuring))
 }

@@ -51,6 +51,8 @@ pub struct Plan<'a> {
     pub warm_answered: std::sync::atomic::AtomicUsize,
     /// When the measured window began: decided once, for every thread.
     pub measure_start: std::sync::OnceLock<Instant>,
+    /// Set when the measured window begins (see `loadgen::run_signalling`).
+    pub measuring: Option<&'a AtomicBool>,
     /// The measured window; `None` with `--requests`.
     pub duration: Option<Duration>,
     /// Keep-alive runs open every connection before the clock starts:
@@ -447,6 +449,9 @@ impl<'a> Worker<'a> {
                 // The warmup is over: forget it.
                 self.clock.begin_window(at);
                 measuring = true;
+                if let Some(flag) = plan.measuring {
+                    flag.store(true, Ordering::SeqCst);
+                }
                 cpu_start = CpuTime::this_thread();
                 // Connects made before the clock started are the run's own.
                 let (connects, connect) = (self.tally.c.connects, self.tally.rec.connect.clone());
@@ -566,7 +571,7 @@ impl<'a> Worker<'a> {
         let long_wait = ended.checked_sub(window / 2).unwrap_or(ended);
         let tally = &mut self.tally;
         for c in &self.conns {
-            let mut waiting_since: Option<Instant> = None;
+            let mut waiting_since = c.waiting_since;
             for p in &c.inflight {
                 if plan.tickets.is_some() && !p.measured {
                     continue;
@@ -792,6 +797,7 @@ impl<'a> Worker<'a> {
             plan.warm_answered.fetch_add(1, Ordering::Relaxed);
         }
         c.answered |= self.clock.in_window(now);
+        c.waiting_since = c.inflight.front().map(|p| p.intended);
         let failure = match c.session.as_mut().map(|s| s.on_response(&r)) {
             None => match r.status {
                 400..=499 => Some(Failure::Status4xx),
@@ -911,6 +917,7 @@ impl<'a> Worker<'a> {
                     c.out.extend_from_slice(&plan.requests[k]);
                 }
             }
+            c.waiting_since.get_or_insert(intended);
             c.inflight.push_back(Pending {
                 intended,
                 sent: now,

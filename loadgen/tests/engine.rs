@@ -198,6 +198,23 @@ fn starved_connections_are_counted_with_the_age_of_what_they_wait_for() {
 }
 
 #[test]
+fn a_starved_client_whose_requests_time_out_is_still_starved() {
+    // Timeouts reset the waiting clients' connections and they try again:
+    // they are still never answered.
+    let server = ArchServer::start("iterative");
+    let report = run(LoadConfig {
+        url: format!("http://{}/work?io_ms=10", server.addr),
+        connections: 8,
+        threads: 1,
+        duration: Duration::from_millis(1500),
+        timeout: Duration::from_millis(300),
+        ..Default::default()
+    });
+    assert_eq!(report.starved_connections, 7, "{:?}", report.errors);
+    assert!(report.errors.timeout >= 7, "{:?}", report.errors);
+}
+
+#[test]
 fn throughput_counts_what_ends_in_the_window_whenever_it_was_sent() {
     // 4 clients, 300 ms per answer: 13.3 answers per second. Counting only
     // requests both sent after the warmup and answered before the end

@@ -292,7 +292,12 @@ impl Group<'_> {
                                 r.reason.as_deref().unwrap_or("")
                             )
                         })
-                        .chain(caveats(cell))
+                        // With no sustainable point, every level's
+                        // caveats explain why (a starved client, say).
+                        .chain(match cell {
+                            Some(_) => caveats(cell),
+                            None => cells.iter().flat_map(|c| caveats(Some(c))).collect(),
+                        })
                         .collect(),
                 }
             })

@@ -105,7 +105,7 @@ pub(crate) fn answer_cells(a: &analysis::Answer, html: bool) -> [String; 3] {
     let per_cpu = match (a.per_cpu.first(), &a.common) {
         (Some((n, s)), Some(common)) => {
             let mut text = format!(
-                "{} ({} req/CPU-s {}, a load every contestant sustained)",
+                "{} ({} req/CPU-s {}, the highest load every ranked contestant sustained)",
                 bold(n),
                 rps(s.mean),
                 e(&common.describe())
