@@ -273,6 +273,31 @@ fn bad_suite_is_refused_before_anything_runs() {
 }
 
 #[test]
+fn only_that_matches_nothing_is_an_error_and_writes_nothing() {
+    let tmp = Tmp::new("only");
+    let suite = tmp.0.join("tiny.toml");
+    std::fs::write(&suite, TINY).unwrap();
+    let out = tmp.0.join("results");
+    let o = run_bench(
+        &[
+            suite.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--only",
+            "no-such-run",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--only \"no-such-run\" matches no run"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing was written");
+}
+
+#[test]
 fn interrupt_then_resume_loses_nothing() {
     let tmp = Tmp::new("resume");
     let suite = tmp.0.join("tiny.toml");

@@ -137,8 +137,23 @@ impl LoadReport {
         if r.in_flight_at_end + r.behind_schedule_at_end > 0 {
             writeln!(
                 w,
-                "  Unfinished at the end: {} in flight, {} not yet sent (behind schedule)",
+                "  Unfinished at the end: {} in flight, {} not yet sent (behind schedule); \
+                 each is in the latency at its age",
                 r.in_flight_at_end, r.behind_schedule_at_end
+            )?;
+        }
+        if r.starved_connections > 0 {
+            writeln!(
+                w,
+                "  Starved: {} of {} connections got no answer in the whole window",
+                r.starved_connections, r.connections
+            )?;
+        }
+        if let Some(l) = &r.littles_law {
+            writeln!(
+                w,
+                "  Little's law: {:.1} requests in flight on average for {:.0} connections × pipeline (ratio {:.2})",
+                l.observed, l.expected, l.ratio
             )?;
         }
         match r.target_rate {

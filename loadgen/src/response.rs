@@ -118,6 +118,12 @@ impl Parser {
                     self.scanned = 0;
                     self.head(&rest[..end])?;
                     used += end;
+                    if is_interim(self.current.status) {
+                        // RFC 9110 §15.2: an interim answer (100 Continue,
+                        // 103 Early Hints) precedes the final one; skip it.
+                        self.current = Response::default();
+                        self.state = Body::Head;
+                    }
                 }
                 Body::Length(0) => return Ok(self.done(used)),
                 Body::Length(n) => {
@@ -233,6 +239,9 @@ impl Parser {
             Err(_) => return Err(ParseError("bad status line or header")),
         }
         let status = parsed.code.ok_or(ParseError("no status code"))?;
+        if !(100..=599).contains(&status) {
+            return Err(ParseError("status code outside 100–599"));
+        }
         let http10 = parsed.version == Some(0);
         let mut length = None;
         let mut chunked = false;
@@ -332,9 +341,30 @@ fn last_token_is(value: &[u8], token: &[u8]) -> bool {
         .is_some_and(|t| t.eq_ignore_ascii_case(token))
 }
 
+/// 1xx answers other than 101 (which switches protocols and ends HTTP on
+/// the connection) are interim: the final answer follows.
+fn is_interim(status: u16) -> bool {
+    (100..200).contains(&status) && status != 101
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interim_answers_are_skipped_and_odd_status_codes_refused() {
+        let input = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+        for cut in 0..=input.len() {
+            let rs = parse_split(input, cut, true).unwrap();
+            let statuses: Vec<u16> = rs.iter().map(|r| r.status).collect();
+            assert_eq!(statuses, [201], "cut {cut}");
+            assert_eq!(rs[0].body, b"ok");
+        }
+        for bad in ["HTTP/1.1 600 Odd\r\n\r\n", "HTTP/1.1 099 Low\r\n\r\n"] {
+            assert!(parse_split(bad.as_bytes(), 0, false).is_err(), "{bad}");
+        }
+    }
 
     /// Feeds `input` to a fresh parser in pieces cut at `cut`, as a socket
     /// would deliver it, and returns the responses.

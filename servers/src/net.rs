@@ -11,13 +11,30 @@ use std::time::Duration;
 /// being refused while a single-threaded server is busy.
 pub const BACKLOG: i32 = 1024;
 
-/// Binds a listener the way every architecture expects: `SO_REUSEADDR` (fast
-/// restarts) and `SO_REUSEPORT` (so reactor-per-core can bind siblings to the
-/// same address, including one chosen by port 0).
+/// Binds a listener: `SO_REUSEADDR` (fast restarts), and nothing that would
+/// let a second server bind the same port: a port in use is an error
+/// ("address already in use"), never a silent share of another server's
+/// traffic.
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    bind(addr, false)
+}
+
+/// Binds a listener that siblings may share with `SO_REUSEPORT`, the kernel
+/// spreading connections over them: reactor-per-core's loops, and only
+/// they (see [`crate::arch::Arch::shares_port`]).
+pub fn listen_shared(addr: SocketAddr) -> io::Result<TcpListener> {
+    bind(addr, true)
+}
+
+/// The listener `arch` needs at `addr`.
+pub fn listen_for(arch: &crate::arch::Arch, addr: SocketAddr) -> io::Result<TcpListener> {
+    bind(addr, arch.shares_port)
+}
+
+fn bind(addr: SocketAddr, shared: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    socket.set_reuse_port(shared)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
@@ -63,11 +80,27 @@ pub fn accept_loop(
     }
 }
 
-/// Errors that concern one would-be connection, not the listener.
+/// Errors that concern one would-be connection, not the listener. Besides
+/// an aborted connection, accept(2) ("Error handling") passes on network
+/// errors already pending on the new socket, to be treated like EAGAIN by
+/// retrying: ENETDOWN, EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET,
+/// EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH.
 pub fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM)
+        Some(
+            libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::EPROTO
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
     ) || e.kind() == io::ErrorKind::Interrupted
 }
 
@@ -77,4 +110,47 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_server_on_a_taken_port_fails_and_only_shared_listeners_share() {
+        let first = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = listen(addr).unwrap_err();
+        assert_eq!(second.kind(), io::ErrorKind::AddrInUse);
+        // A shared listener cannot join an unshared one either.
+        assert!(listen_shared(addr).is_err());
+        let a = listen_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = listen_shared(a.local_addr().unwrap()).unwrap();
+        assert_eq!(a.local_addr().unwrap(), b.local_addr().unwrap());
+        assert_eq!(
+            listen(a.local_addr().unwrap()).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+    }
+
+    #[test]
+    fn network_errors_pending_on_a_new_socket_are_retried() {
+        for errno in [
+            libc::ENETDOWN,
+            libc::EPROTO,
+            libc::ENOPROTOOPT,
+            libc::EHOSTDOWN,
+            libc::ENONET,
+            libc::EHOSTUNREACH,
+            libc::EOPNOTSUPP,
+            libc::ENETUNREACH,
+            libc::ECONNABORTED,
+        ] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(is_transient_accept_error(&e), "{e}");
+        }
+        assert!(!is_transient_accept_error(&io::Error::from_raw_os_error(
+            libc::EBADF
+        )));
+    }
 }

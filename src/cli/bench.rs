@@ -59,6 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let leftovers = bench::sandbox::cleanup_leftovers();
     tracing::debug!("leftovers from earlier runs: {leftovers:?}");
+    let only = args.only.clone();
     let opts = Options {
         out: args.out,
         resume: args.resume,
@@ -81,8 +82,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.display()
     );
     if outcome.interrupted {
+        // Resume what was asked: the same selection, if there was one.
+        let only = only.map_or(String::new(), |p| format!(" --only '{p}'"));
         println!(
-            "interrupted: {} runs left; complete it with: serverlab bench --resume {}",
+            "interrupted: {} runs left; complete it with: serverlab bench --resume {}{only}",
             outcome.remaining,
             dir.display()
         );

@@ -89,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let trigger = shutdown.clone();
     super::on_termination(move || trigger.trigger())?;
     let handler = Arc::new(servers::Handler::new(config)?);
-    let listener = servers::net::listen(args.listen)
+    let listener = servers::net::listen_for(arch, args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     // The first line of output is the contract with scripts and the suite
     // runner: the real address, so port 0 works.

@@ -168,13 +168,31 @@ pub struct Capacity {
     pub high: Option<f64>,
     /// Why it is open above, when it is.
     pub open_because: Option<&'static str>,
+    /// Relative run-to-run noise the range does not show (one repetition:
+    /// [`SINGLE_RUN_NOISE`]; several: 0, their min–max shows it).
+    pub noise: f64,
 }
 
+/// A single repetition cannot show how much the next one would differ, so
+/// its capacity range is widened by this much either way when ranges are
+/// compared: about the largest run-to-run difference of a contestant's
+/// capacity between three quick-suite runs on the development VM (see the
+/// README's "Repeatability").
+pub const SINGLE_RUN_NOISE: f64 = 0.10;
+
+/// The same for requests per CPU-second at a low common rate, which vary
+/// much more between runs (same measurement).
+pub const SINGLE_RUN_CPU_NOISE: f64 = 0.40;
+
 impl Capacity {
-    /// Whether the two ranges share any rate: then the measurements do not
-    /// tell the two apart.
+    /// Whether the two ranges share any rate (allowing for the noise a
+    /// single repetition cannot show): then the measurements do not tell
+    /// the two apart.
     pub fn overlaps(&self, o: &Capacity) -> bool {
-        let below = |a: &Capacity, b: &Capacity| a.high.is_some_and(|h| h <= b.low);
+        let below = |a: &Capacity, b: &Capacity| {
+            a.high
+                .is_some_and(|h| h * (1.0 + a.noise) <= b.low * (1.0 - b.noise))
+        };
         !below(self, o) && !below(o, self)
     }
 }
@@ -359,6 +377,11 @@ impl Group<'_> {
                     low,
                     high,
                     open_because,
+                    noise: if brackets.len() < 2 {
+                        SINGLE_RUN_NOISE
+                    } else {
+                        0.0
+                    },
                 })
             }
             LoadLevel::Open { rate, .. } => {
@@ -381,10 +404,12 @@ impl Group<'_> {
                         None => (None, Some("the highest rate offered")),
                     }
                 };
+                // The rates offered are the resolution: no noise margin.
                 Some(Capacity {
                     low: rate,
                     high,
                     open_because,
+                    noise: 0.0,
                 })
             }
             LoadLevel::Closed { .. } => {
@@ -393,6 +418,7 @@ impl Group<'_> {
                     low: s.min,
                     high: (!generator_bound).then_some(s.max * (1.0 + TIE)),
                     open_because: generator_bound.then_some("limited by the load generator"),
+                    noise: if s.n < 2 { SINGLE_RUN_NOISE } else { 0.0 },
                 })
             }
         }
@@ -606,8 +632,8 @@ impl Answer {
         let mut per_cpu = common.as_ref().map_or_else(Vec::new, |c| g.per_cpu_at(c));
         per_cpu.sort_by(|a, b| b.1.mean.total_cmp(&a.1.mean));
         if let Some(top) = per_cpu.first().map(|x| x.1) {
-            per_cpu
-                .retain(|(_, s)| s.max >= top.min || (top.mean - s.mean).abs() <= TIE * top.mean);
+            let noise = |s: &Spread| if s.n < 2 { SINGLE_RUN_CPU_NOISE } else { TIE };
+            per_cpu.retain(|(_, s)| s.max * (1.0 + noise(s)) >= top.min * (1.0 - noise(&top)));
         }
         let memory_unmeasured = g
             .contestants

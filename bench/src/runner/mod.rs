@@ -69,10 +69,38 @@ pub enum RunnerError {
     /// The sandbox cannot enforce limits and unlimited runs are not allowed.
     #[error("{0}")]
     NoSandbox(String),
+    /// `--only` matched no run of the suite.
+    #[error("--only {pattern:?} matches no run of suite {suite:?}; run keys look like {example}")]
+    NoMatch {
+        /// The pattern.
+        pattern: String,
+        /// The suite's name.
+        suite: String,
+        /// One key of the suite, to show the form.
+        example: String,
+    },
 }
 
 /// Runs `suite` as `opts` say.
 pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> {
+    // A pattern that selects nothing is a mistake: say so before anything
+    // is written.
+    let all: Vec<RunSpec> = suite
+        .runs()
+        .into_iter()
+        .filter(|r| {
+            opts.only
+                .as_ref()
+                .map_or(true, |p| r.key().contains(p.as_str()))
+        })
+        .collect();
+    if let (Some(pattern), true) = (&opts.only, all.is_empty()) {
+        return Err(RunnerError::NoMatch {
+            pattern: pattern.clone(),
+            suite: suite.name.clone(),
+            example: suite.runs().first().map(RunSpec::key).unwrap_or_default(),
+        });
+    }
     // Refuse before anything is written when limits cannot be enforced
     // and unlimited runs are not allowed.
     let unlimited = server::sandbox_unavailable();
@@ -109,15 +137,6 @@ pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> 
     };
     let env = store.env()?;
     let finished = store.finished_keys()?;
-    let all: Vec<RunSpec> = suite
-        .runs()
-        .into_iter()
-        .filter(|r| {
-            opts.only
-                .as_ref()
-                .map_or(true, |p| r.key().contains(p.as_str()))
-        })
-        .collect();
     let todo: Vec<&RunSpec> = all
         .iter()
         .filter(|r| !finished.contains(&r.key()))

@@ -35,6 +35,9 @@ pub struct Arch {
     pub workers: &'static str,
     /// Whether `--workers` sizes it (pools, loops, preforked children).
     pub sized: bool,
+    /// Whether it binds several listeners to one address (`SO_REUSEPORT`):
+    /// only reactor-per-core, whose loops each own a listener.
+    pub shares_port: bool,
     /// Serves until shutdown.
     pub run: RunFn,
 }
@@ -46,6 +49,7 @@ pub const ALL: &[Arch] = &[
         about: "one thread: accept a connection, serve it to its end, accept the next",
         workers: "threads",
         sized: false,
+        shares_port: false,
         run: iterative::run,
     },
     Arch {
@@ -53,6 +57,7 @@ pub const ALL: &[Arch] = &[
         about: "a new thread for each accepted connection, serving it to its end",
         workers: "threads",
         sized: false,
+        shares_port: false,
         run: thread_per_request::run,
     },
     Arch {
@@ -60,6 +65,7 @@ pub const ALL: &[Arch] = &[
         about: "N pre-spawned threads fed connections by a bounded channel (Apache worker)",
         workers: "threads",
         sized: true,
+        shares_port: false,
         run: thread_pool::run,
     },
     Arch {
@@ -67,6 +73,7 @@ pub const ALL: &[Arch] = &[
         about: "fork() per connection; the child serves it and exits, the parent reaps",
         workers: "processes",
         sized: false,
+        shares_port: false,
         run: process_per_request::run,
     },
     Arch {
@@ -74,6 +81,7 @@ pub const ALL: &[Arch] = &[
         about: "N pre-forked processes, each accepting and serving one connection at a time",
         workers: "processes",
         sized: true,
+        shares_port: false,
         run: prefork::run,
     },
     Arch {
@@ -81,6 +89,7 @@ pub const ALL: &[Arch] = &[
         about: "one thread, non-blocking sockets, one mio readiness loop (SPED)",
         workers: "threads",
         sized: false,
+        shares_port: false,
         run: event_loop::run,
     },
     Arch {
@@ -88,6 +97,7 @@ pub const ALL: &[Arch] = &[
         about: "one mio loop per CPU, each with its own SO_REUSEPORT listener (nginx-style)",
         workers: "threads",
         sized: true,
+        shares_port: true,
         run: reactor_per_core::run,
     },
     Arch {
@@ -95,6 +105,7 @@ pub const ALL: &[Arch] = &[
         about: "one mio loop plus helper threads for blocking steps (Flash's AMPED)",
         workers: "threads",
         sized: false,
+        shares_port: false,
         run: amped::run,
     },
     Arch {
@@ -103,6 +114,7 @@ pub const ALL: &[Arch] = &[
             "tokio multi-thread runtime with hyper: a task per connection, work-stealing threads",
         workers: "threads",
         sized: true,
+        shares_port: false,
         run: tokio_hyper::run,
     },
 ];

@@ -77,7 +77,7 @@ fn siblings(listener: TcpListener, n: usize) -> io::Result<Vec<TcpListener>> {
     let addr = listener.local_addr()?;
     let mut all = Vec::with_capacity(n);
     for _ in 1..n {
-        match net::listen(addr) {
+        match net::listen_shared(addr) {
             Ok(l) => all.push(l),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                 tracing::warn!(
