@@ -577,9 +577,13 @@ impl<'a> Worker<'a> {
                     continue;
                 }
                 tally.c.in_flight_at_end += 1;
+                // In the run's histograms, not the last interval's: the
+                // intervals hold what ended in them.
                 tally
                     .rec
-                    .request(us(ended - p.intended), us(ended - p.sent));
+                    .corrected
+                    .saturating_record(us(ended - p.intended));
+                tally.rec.uncorrected.saturating_record(us(ended - p.sent));
                 let inside = ended.saturating_duration_since(p.intended.max(clock.measure_start));
                 tally.c.busy_s += inside.as_secs_f64();
                 waiting_since = Some(waiting_since.map_or(p.intended, |w| w.min(p.intended)));

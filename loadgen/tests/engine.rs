@@ -215,6 +215,30 @@ fn a_starved_client_whose_requests_time_out_is_still_starved() {
 }
 
 #[test]
+fn warmup_requests_that_time_out_in_the_window_are_errors() {
+    // The first request of each connection hangs; it was sent in the
+    // warmup and times out inside the window: an error of the run.
+    let server = TestServer::start(|_, n| {
+        if n < 4 {
+            Reply::Hang
+        } else {
+            Reply::Send(ok("x"))
+        }
+    });
+    let report = run(LoadConfig {
+        url: server.url("/"),
+        connections: 4,
+        threads: 1,
+        warmup: Duration::from_millis(100),
+        duration: Duration::from_millis(600),
+        timeout: Duration::from_millis(300),
+        ..Default::default()
+    });
+    assert_eq!(report.errors.timeout, 4, "{:?}", report.errors);
+    assert!(report.corrected.max_us >= 300_000);
+}
+
+#[test]
 fn throughput_counts_what_ends_in_the_window_whenever_it_was_sent() {
     // 4 clients, 300 ms per answer: 13.3 answers per second. Counting only
     // requests both sent after the warmup and answered before the end

@@ -166,8 +166,13 @@ fn json_report_has_the_documented_fields_and_mergeable_histograms() {
     // One summary per second of the 1.5 s measurement: 1 s, then 0.5 s.
     assert_eq!(report.intervals.len(), 2, "{:?}", report.intervals);
     assert!((report.intervals[1].length_s - 0.5).abs() < 0.1);
+    // The intervals hold what ended in them; the histogram also holds one
+    // sample for each request still unanswered (or unsent) at the end.
     let summed: u64 = report.intervals.iter().map(|i| i.requests).sum();
-    assert_eq!(summed, report.corrected.count);
+    assert_eq!(
+        summed + report.in_flight_at_end + report.behind_schedule_at_end,
+        report.corrected.count
+    );
     // .hgrm of the report itself writes.
     let mut hgrm = Vec::new();
     report.write_hgrm(&mut hgrm, Which::Uncorrected).unwrap();
@@ -197,5 +202,10 @@ fn interval_log_has_one_histogram_per_interval() {
         let max: f64 = f[2].parse().unwrap();
         assert_eq!(max as u64, h.max());
     }
-    assert_eq!(total, report.corrected.count);
+    // The log holds what ended in each interval; the run's histogram also
+    // holds the requests left unanswered or unsent at the end.
+    assert_eq!(
+        total + report.in_flight_at_end + report.behind_schedule_at_end,
+        report.corrected.count
+    );
 }

@@ -359,7 +359,11 @@ impl Group<'_> {
                     .iter()
                     .filter_map(|b| b.sustainable_rps)
                     .fold(f64::INFINITY, f64::min);
-                let open_because = if brackets.iter().any(|b| b.generator_bound) {
+                // Generator-bound at the first unsustainable rate, or
+                // already at the sustainable one: the failure above may be
+                // the generator's.
+                let open_because = if generator_bound || brackets.iter().any(|b| b.generator_bound)
+                {
                     Some("limited by the load generator")
                 } else if brackets.iter().any(|b| b.unsustainable_rps.is_none()) {
                     Some("the search reached its maximum rate")
