@@ -189,6 +189,7 @@ fn group_section(
         g.contestants
             .iter()
             .map(|(name, cells)| CatSeries {
+                name: name.clone(),
                 colour: colour_of(names, name),
                 values: cells.iter().map(|c| c.spread(f)).collect(),
             })

@@ -32,6 +32,8 @@ pub fn colour(i: usize) -> RGBColor {
 
 /// One contestant's values over categorical x positions, with spread.
 pub struct CatSeries {
+    /// The contestant (labels the bars when there is one load level).
+    pub name: String,
     /// Colour index.
     pub colour: usize,
     /// One value per x position (`None`: not measured there).
@@ -50,6 +52,9 @@ pub fn categorical(
     y_desc: &str,
     series: &[CatSeries],
 ) -> Result<String, String> {
+    if x_labels.len() == 1 {
+        return bars(&x_labels[0], y_desc, series);
+    }
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -110,6 +115,80 @@ pub fn categorical(
                     })
                 }))
                 .map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// One load level: a bar per contestant (named under it), with its min–max
+/// over repetitions; a line over a single category would be unreadable
+/// dots stacked on each other.
+fn bars(level: &str, y_desc: &str, series: &[CatSeries]) -> Result<String, String> {
+    let shown: Vec<(&CatSeries, Spread)> = series
+        .iter()
+        .filter_map(|s| s.values.first().copied().flatten().map(|v| (s, v)))
+        .collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let x_max = shown
+            .iter()
+            .map(|(_, v)| v.max)
+            .fold(0.0f64, f64::max)
+            .max(1e-9)
+            * 1.1;
+        let n = shown.len().max(1) as i32;
+        // Horizontal bars: the contestants' names fit on the y axis.
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(140)
+            .build_cartesian_2d(0.0..x_max, (0..n).into_segmented())
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .x_desc(format!("{y_desc}, at {level}"))
+            .y_labels(shown.len().max(1))
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => shown
+                    .get(*i as usize)
+                    .map(|(s, _)| s.name.clone())
+                    .unwrap_or_default(),
+                SegmentValue::Last => String::new(),
+            })
+            .x_label_formatter(&|v| short(*v))
+            .draw()
+            .map_err(err)?;
+        for (i, (s, v)) in shown.iter().enumerate() {
+            let c = colour(s.colour);
+            let i = i as i32;
+            chart
+                .draw_series(std::iter::once(
+                    Rectangle::new(
+                        [
+                            (0.0, SegmentValue::Exact(i)),
+                            (v.mean, SegmentValue::Exact(i + 1)),
+                        ],
+                        c.mix(0.8).filled(),
+                    )
+                    .into_dyn(),
+                ))
+                .map_err(err)?;
+            if v.n > 1 {
+                chart
+                    .draw_series(std::iter::once(ErrorBar::new_horizontal(
+                        SegmentValue::CenterOf(i),
+                        v.min,
+                        v.mean,
+                        v.max,
+                        BLACK.stroke_width(1),
+                        8,
+                    )))
+                    .map_err(err)?;
+            }
         }
         root.present().map_err(err)?;
     }
@@ -427,6 +506,7 @@ mod edge_cases {
         assert!(curves(&[], "x", "y", true).unwrap().contains("<svg"));
         assert!(categorical(&[], "x", "y", &[]).unwrap().contains("<svg"));
         let none = CatSeries {
+            name: "x".into(),
             colour: 1,
             values: vec![None, None],
         };
