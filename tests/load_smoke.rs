@@ -86,3 +86,31 @@ macro_rules! load_smoke {
 }
 
 every_arch!(load_smoke);
+
+/// `serverlab load` exits non-zero when not one request succeeded (here:
+/// nothing listens), after printing what it measured.
+#[test]
+fn load_fails_when_no_request_succeeded() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_serverlab"))
+        .args([
+            "load",
+            &format!("http://127.0.0.1:{port}/"),
+            "-c1",
+            "-t1",
+            "-d300ms",
+            "--timeout",
+            "200ms",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no request succeeded"), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Requests/sec: 0.00 succeeded"), "{text}");
+}

@@ -156,9 +156,23 @@ impl LoadReport {
                 l.observed, l.expected, l.ratio
             )?;
         }
+        // Requests/sec counts successes only; failures are said apart, so
+        // a server that answers nothing never shows a rate.
+        let secs = r.duration_s.max(1e-9);
+        let ok_rate = r.succeeded() as f64 / secs;
         match r.target_rate {
-            Some(t) => writeln!(w, "Requests/sec: {:.2} (target {t})", r.achieved_rate)?,
-            None => writeln!(w, "Requests/sec: {:.2}", r.achieved_rate)?,
+            Some(t) => writeln!(w, "Requests/sec: {ok_rate:.2} succeeded (target {t})")?,
+            None => writeln!(w, "Requests/sec: {ok_rate:.2} succeeded")?,
+        }
+        if r.failed() > 0 {
+            writeln!(
+                w,
+                "Failed: {} of {} requests ({:.1} %), {:.2}/sec",
+                r.failed(),
+                r.finished(),
+                100.0 * r.failed() as f64 / r.finished().max(1) as f64,
+                r.failed() as f64 / secs
+            )?;
         }
         writeln!(
             w,

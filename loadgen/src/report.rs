@@ -96,6 +96,24 @@ pub struct LoadReport {
     pub warnings: Vec<String>,
 }
 
+impl LoadReport {
+    /// Requests that ended inside the window, answered or failed.
+    pub fn finished(&self) -> u64 {
+        (self.achieved_rate * self.duration_s).round() as u64
+    }
+
+    /// Of [`LoadReport::finished`], the requests that failed (any kind of
+    /// request error, including 4xx/5xx answers and broken counter chains).
+    pub fn failed(&self) -> u64 {
+        self.errors.requests().min(self.finished())
+    }
+
+    /// Of [`LoadReport::finished`], the requests that succeeded.
+    pub fn succeeded(&self) -> u64 {
+        self.finished() - self.failed()
+    }
+}
+
 /// How far the mean number of requests in flight may stray from the
 /// connections × pipeline a closed loop keeps busy before the check fails.
 pub const LITTLE_TOLERANCE: f64 = 0.15;

@@ -209,3 +209,26 @@ fn interval_log_has_one_histogram_per_interval() {
         report.corrected.count
     );
 }
+
+#[test]
+fn text_counts_successes_per_second_and_failures_apart() {
+    let server = TestServer::start(|_, _| {
+        Reply::Send(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n".to_vec())
+    });
+    let config = LoadConfig {
+        url: server.url("/"),
+        connections: 2,
+        threads: 1,
+        duration: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let report = loadgen::run(&config, &AtomicBool::new(false)).unwrap();
+    assert!(report.finished() > 0);
+    assert_eq!(report.succeeded(), 0);
+    assert_eq!(report.failed(), report.finished());
+    let mut text = Vec::new();
+    report.write_text(&mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("Requests/sec: 0.00 succeeded"), "{text}");
+    assert!(text.contains("(100.0 %)"), "{text}");
+}

@@ -137,6 +137,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.write_text(&mut out)?;
     }
     out.flush()?;
+    if report.succeeded() == 0 {
+        anyhow::bail!(
+            "no request succeeded ({} failed, {} connect errors)",
+            report.failed(),
+            report.errors.connect
+        );
+    }
     Ok(())
 }
 
