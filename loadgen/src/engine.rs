@@ -405,6 +405,14 @@ fn assemble(
             c.behind_schedule_at_end
         ));
     }
+    if c.stalled {
+        warnings.push(format!(
+            "gave up before the request count was reached: no request ended for {:.1} s \
+             (twice the timeout plus the longest connect back-off); is the server up at {}?",
+            crate::worker::stall_limit(config.timeout).as_secs_f64(),
+            target.addr
+        ));
+    }
     if c.starved > 0 {
         warnings.push(format!(
             "{} of {} connections got no answer in the whole measured window although they \
@@ -466,6 +474,7 @@ fn assemble(
         in_flight_at_end: c.in_flight_at_end,
         behind_schedule_at_end: c.behind_schedule_at_end,
         starved_connections: c.starved,
+        stalled: c.stalled,
         littles_law,
         connects: c.connects,
         bytes_read: c.bytes_read,
@@ -511,5 +520,6 @@ fn add_counters(into: &mut Counters, c: &Counters) {
     into.in_flight_at_end += c.in_flight_at_end;
     into.behind_schedule_at_end += c.behind_schedule_at_end;
     into.starved += c.starved;
+    into.stalled |= c.stalled;
     into.busy_s += c.busy_s;
 }

@@ -62,6 +62,10 @@ pub struct LoadReport {
     /// clients, a pool with fewer workers than connections).
     #[serde(default)]
     pub starved_connections: u64,
+    /// `--requests` only: the run gave up before the count was reached
+    /// because no request ended for twice the timeout plus a second.
+    #[serde(default)]
+    pub stalled: bool,
     /// Closed loop: Little's law as a self-check of the measurement.
     #[serde(default)]
     pub littles_law: Option<LittlesLaw>,

@@ -174,9 +174,21 @@ pub struct Counters {
     /// had a request waiting for at least half of it.
     pub starved: u64,
     /// Seconds requests spent in flight inside the window (from their
-    /// intended send, or the window's start, to their end or the run's). Divided by the window, the mean number in
-    /// flight (Little's law: L = λW).
+    /// intended send, or the window's start, to their end or the run's).
+    /// Divided by the window, the mean number in flight (Little's law:
+    /// L = λW).
     pub busy_s: f64,
+    /// `--requests`: the thread gave up because no request ended for
+    /// [`stall_limit`] (nothing listens, or the server stopped answering).
+    pub stalled: bool,
+}
+
+/// `--requests` runs end by count, so a server that never answers would
+/// hold them forever; a request ends within the timeout either way, so
+/// when none has ended for twice the timeout plus the longest connect
+/// back-off, nothing will: the run gives up and says so.
+pub fn stall_limit(timeout: Duration) -> Duration {
+    timeout * 2 + Duration::from_secs(1)
 }
 
 /// What a thread hands back when it ends.
@@ -210,6 +222,8 @@ struct Tally {
     interval_requests: u64,
     interval_errors: u64,
     tx: Sender<IntervalMsg>,
+    /// When a request last ended (answered or failed), measured or not.
+    last_end: Instant,
 }
 
 impl Tally {
@@ -246,6 +260,7 @@ impl Tally {
         now: Instant,
         failure: Option<Failure>,
     ) {
+        self.last_end = now;
         if !plan.counts(clock, &p, now) {
             return;
         }
@@ -331,6 +346,7 @@ impl<'a> Worker<'a> {
                 interval_requests: 0,
                 interval_errors: 0,
                 tx,
+                last_end: now,
             },
             rng: Rng::new(seed),
         })
@@ -475,6 +491,13 @@ impl<'a> Worker<'a> {
                 break end;
             }
             if plan.stop.load(Ordering::Relaxed) || self.finished() {
+                break now;
+            }
+            if plan.tickets.is_some()
+                && now.saturating_duration_since(self.tally.last_end.max(clock.start))
+                    > stall_limit(plan.timeout)
+            {
+                self.tally.c.stalled = true;
                 break now;
             }
             self.tally.tick(plan, &clock, now);

@@ -239,6 +239,30 @@ fn warmup_requests_that_time_out_in_the_window_are_errors() {
 }
 
 #[test]
+fn a_counted_run_against_nothing_gives_up_and_says_so() {
+    // Nothing listens: not one of the 10 requests can be sent. The run must
+    // end anyway (twice the timeout plus a second), not wait forever.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = std::time::Instant::now();
+    let report = run(LoadConfig {
+        url: format!("http://127.0.0.1:{port}/"),
+        connections: 1,
+        threads: 1,
+        requests: Some(10),
+        timeout: Duration::from_millis(200),
+        ..Default::default()
+    });
+    assert!(report.stalled, "{:?}", report.warnings);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(report.warnings.iter().any(|w| w.contains("gave up")));
+    assert_eq!(report.responses, 0);
+}
+
+#[test]
 fn throughput_counts_what_ends_in_the_window_whenever_it_was_sent() {
     // 4 clients, 300 ms per answer: 13.3 answers per second. Counting only
     // requests both sent after the warmup and answered before the end
