@@ -142,18 +142,31 @@ fn replicas_with_the_same_key_accept_each_others_tokens() {
     let dir = std::env::temp_dir().join(format!("serverlab-state-key-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key_file = dir.join("key");
-    std::fs::write(&key_file, "shared secret\n").unwrap();
+    std::fs::write(&key_file, "shared secret of the replicas\n").unwrap();
     let key_file = key_file.to_str().unwrap().to_string();
 
     let a = Server::start(
         arch,
-        &["--state", "stateless", "--state-key", "shared secret"],
+        &[
+            "--state",
+            "stateless",
+            "--state-key",
+            "shared secret of the replicas",
+        ],
     );
     let b = Server::start(
         arch,
         &["--state", "stateless", "--state-key-file", &key_file],
     );
-    let other = Server::start(arch, &["--state", "stateless", "--state-key", "another"]);
+    let other = Server::start(
+        arch,
+        &[
+            "--state",
+            "stateless",
+            "--state-key",
+            "another key, quite different",
+        ],
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 
     let mut c = client(a.addr, Mode::Stateless);

@@ -21,7 +21,7 @@ fn state(mode: StateMode, max_sessions: usize) -> State {
     State::new(&StateConfig {
         mode,
         max_sessions,
-        key: Some(StateKey(b"k".to_vec())),
+        key: Some(StateKey(b"a test key of 16+ bytes".to_vec())),
         ..StateConfig::default()
     })
     .unwrap()
@@ -171,6 +171,7 @@ fn bad_settings_are_refused() {
     assert!(State::new(&cfg(StateMode::Stateful, 0, secs(1), b"k")).is_err());
     assert!(State::new(&cfg(StateMode::Soft, 10, secs(0), b"k")).is_err());
     assert!(State::new(&cfg(StateMode::Stateless, 10, secs(1), b"")).is_err());
+    assert!(State::new(&cfg(StateMode::Stateless, 10, secs(1), b"short")).is_err());
     assert_eq!("soft".parse(), Ok(StateMode::Soft));
     assert!("Soft".parse::<StateMode>().is_err());
     assert_eq!(

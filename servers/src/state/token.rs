@@ -34,7 +34,14 @@ pub enum TokenError {
     /// A key must have at least one byte.
     #[error("empty state key")]
     EmptyKey,
+    /// A key shorter than [`MIN_KEY_BYTES`]: a short key lets anyone who
+    /// holds one token find the key offline and forge tokens.
+    #[error("state key of {0} bytes is too short: use at least 16 bytes (e.g. `head -c 32 /dev/urandom | base64`)")]
+    ShortKey(usize),
 }
+
+/// The shortest MAC key accepted (128 bits).
+pub const MIN_KEY_BYTES: usize = 16;
 
 /// A keyed HMAC, ready to mint and verify tokens.
 #[derive(Clone)]
@@ -50,10 +57,14 @@ impl std::fmt::Debug for TokenKey {
 }
 
 impl TokenKey {
-    /// A key from bytes (a key file's contents or a `--state-key` text).
+    /// A key from bytes (a key file's contents or a `--state-key` text);
+    /// at least [`MIN_KEY_BYTES`] of them.
     pub fn new(key: &[u8]) -> Result<TokenKey, TokenError> {
         if key.is_empty() {
             return Err(TokenError::EmptyKey);
+        }
+        if key.len() < MIN_KEY_BYTES {
+            return Err(TokenError::ShortKey(key.len()));
         }
         let mac = HmacSha256::new_from_slice(key).map_err(|_| TokenError::EmptyKey)?;
         Ok(TokenKey { mac })
@@ -128,7 +139,7 @@ mod tests {
     use super::*;
 
     fn key() -> TokenKey {
-        TokenKey::new(b"test key").unwrap()
+        TokenKey::new(b"test key, 16 bytes or more").unwrap()
     }
 
     #[test]
@@ -147,7 +158,7 @@ mod tests {
     fn matches_an_independent_hmac() {
         // The contract: MAC over "serverlab-counter:" + n, keyed with the
         // key's bytes. Recompute it with a fresh HMAC, not through mint().
-        let mut m = HmacSha256::new_from_slice(b"test key").unwrap();
+        let mut m = HmacSha256::new_from_slice(b"test key, 16 bytes or more").unwrap();
         m.update(b"serverlab-counter:7");
         let hex: String = m
             .finalize()
@@ -179,7 +190,7 @@ mod tests {
             Err(TokenError::Forged)
         );
         // Another key's token.
-        let other = TokenKey::new(b"other key").unwrap();
+        let other = TokenKey::new(b"other key, 16 bytes or more").unwrap();
         assert_eq!(k.verify(&other.mint(5)), Err(TokenError::Forged));
         assert_eq!(
             TokenKey::random().unwrap().verify(&good),
@@ -215,5 +226,11 @@ mod tests {
     #[test]
     fn keys_must_not_be_empty() {
         assert_eq!(TokenKey::new(b"").unwrap_err(), TokenError::EmptyKey);
+        // One byte short of the minimum is refused, the minimum is taken.
+        assert_eq!(
+            TokenKey::new(&[7; 15]).unwrap_err(),
+            TokenError::ShortKey(15)
+        );
+        assert!(TokenKey::new(&[7; 16]).is_ok());
     }
 }
