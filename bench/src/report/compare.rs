@@ -84,7 +84,20 @@ pub fn compare(a: &Path, b: &Path) -> Result<String, StoreError> {
         .filter(|k| !ma.contains_key(*k))
         .cloned()
         .collect();
-    let mut out = format!("A = {}\nB = {}\n{t}\n", a.display(), b.display());
+    let suite = |runs: &[RunRecord]| runs.first().map(|r| r.suite.clone());
+    let mut out = format!("A = {}\nB = {}\n", a.display(), b.display());
+    if let (Some(sa), Some(sb)) = (suite(&ra), suite(&rb)) {
+        if sa != sb {
+            out.push_str(&format!(
+                "A and B were made by different suites ({sa:?} and {sb:?}): only runs with the same key are compared\n"
+            ));
+        }
+    }
+    if ma.keys().all(|k| !mb.contains_key(k)) {
+        out.push_str("no run key is in both folders: nothing to compare\n");
+    } else {
+        out.push_str(&format!("{t}\n"));
+    }
     if !only_a.is_empty() {
         out.push_str(&format!("only in A: {}\n", only_a.join(", ")));
     }

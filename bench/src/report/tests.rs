@@ -272,6 +272,24 @@ fn compare_matches_runs_by_key() {
 }
 
 #[test]
+fn compare_says_when_folders_come_from_different_suites() {
+    let a = TempDir::new("cmp-suite-a");
+    let b = TempDir::new("cmp-suite-b");
+    let runs_a = synthetic();
+    let mut runs_b = synthetic();
+    for r in &mut runs_b {
+        r.suite = "other".into();
+        r.spec.workload.name = "elsewhere".into();
+        r.key = r.spec.key();
+    }
+    let sa = store_with(&a.0, &runs_a);
+    let sb = store_with(&b.0, &runs_b);
+    let text = super::compare(sa.dir(), sb.dir()).unwrap();
+    assert!(text.contains("made by different suites"), "{text}");
+    assert!(text.contains("no run key is in both folders"), "{text}");
+}
+
+#[test]
 fn open_loop_levels_decide_when_present() {
     let mut runs = synthetic();
     let mut auto = run("lean", 8, 1, 3000.0, 5.0, 0.3, 4 << 20);
