@@ -53,6 +53,7 @@ pub fn accept_loop(
     mut on_conn: impl FnMut(TcpStream),
 ) -> io::Result<()> {
     listener.set_nonblocking(true)?;
+    let mut exhausted = crate::warn::Throttled::new();
     loop {
         match shutdown.wait_readable(listener.as_raw_fd(), None)? {
             Readiness::Shutdown => return Ok(()),
@@ -68,7 +69,9 @@ pub fn accept_loop(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if is_transient_accept_error(&e) => continue,
                 Err(e) if is_resource_exhaustion(&e) => {
-                    tracing::warn!("accept: {e}; backing off");
+                    if let Some(n) = exhausted.check(std::time::Instant::now()) {
+                        tracing::warn!("accept: {e}; backing off{}", crate::warn::more(n));
+                    }
                     if shutdown.sleep(Duration::from_millis(50))? {
                         return Ok(());
                     }

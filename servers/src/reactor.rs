@@ -177,6 +177,8 @@ pub struct Reactor<'h> {
     next_gen: u64,
     timers: BinaryHeap<Timer>,
     accept_paused_until: Option<Instant>,
+    /// Out of descriptors is warned about once a second, not per attempt.
+    accept_warning: crate::warn::Throttled,
     offload: Option<Box<dyn Offload + 'h>>,
     done_tx: Sender<Done>,
     done_rx: Receiver<Done>,
@@ -209,6 +211,7 @@ impl<'h> Reactor<'h> {
             next_gen: 0,
             timers: BinaryHeap::new(),
             accept_paused_until: None,
+            accept_warning: crate::warn::Throttled::new(),
             offload: None,
             done_tx,
             done_rx,
@@ -301,7 +304,9 @@ impl<'h> Reactor<'h> {
                 Err(e) if is_resource_exhaustion(&e) => {
                     // Connections will close and free descriptors; until
                     // then, leave the rest in the backlog.
-                    tracing::warn!("accept: {e}; backing off");
+                    if let Some(n) = self.accept_warning.check(Instant::now()) {
+                        tracing::warn!("accept: {e}; backing off{}", crate::warn::more(n));
+                    }
                     self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
                     return Ok(());
                 }

@@ -107,6 +107,7 @@ async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let builder = Arc::new(builder(&handler));
     let mut conns = JoinSet::new();
+    let mut exhausted = crate::warn::Throttled::new();
     while !shutdown.is_triggered() {
         tokio::select! {
             // The pipe becomes readable for good on trigger.
@@ -117,7 +118,9 @@ async fn serve(
                 }
                 Err(e) if is_transient_accept_error(&e) => {}
                 Err(e) if is_resource_exhaustion(&e) => {
-                    tracing::warn!("accept: {e}; backing off");
+                    if let Some(n) = exhausted.check(std::time::Instant::now()) {
+                        tracing::warn!("accept: {e}; backing off{}", crate::warn::more(n));
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => return Err(e),
