@@ -302,15 +302,13 @@ struct RunDir {
 }
 
 impl RunDir {
+    /// A fresh folder made by mkdtemp(3): an unpredictable name, created
+    /// atomically with mode 0700, so nothing placed at a guessable path
+    /// beforehand (a symlink, say) can redirect what a root runner writes.
     fn new() -> std::io::Result<RunDir> {
-        use std::sync::atomic::AtomicU64;
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "serverlab-run-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(path.join("docroot"))?;
+        let template = std::env::temp_dir().join("serverlab-run-XXXXXX");
+        let path = nix::unistd::mkdtemp(&template).map_err(std::io::Error::from)?;
+        std::fs::create_dir(path.join("docroot"))?;
         std::fs::write(path.join("docroot/index.html"), "<h1>serverlab</h1>\n")?;
         Ok(RunDir { path })
     }
@@ -358,5 +356,28 @@ impl ContainerExt for Container {
     fn cpu_usage_s(&self) -> Option<f64> {
         let cgroup = self.cgroup()?;
         cgroup.cpu_usage_us().ok().map(|us| us as f64 / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunDir;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn run_folders_are_private_unpredictable_and_removed() {
+        let (a, b) = (RunDir::new().unwrap(), RunDir::new().unwrap());
+        assert_ne!(a.path, b.path);
+        let name = a.path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("serverlab-run-") && !name.ends_with("XXXXXX"),
+            "{name}"
+        );
+        let mode = std::fs::metadata(&a.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(a.docroot().join("index.html").is_file());
+        let path = a.path.clone();
+        drop(a);
+        assert!(!path.exists());
     }
 }
