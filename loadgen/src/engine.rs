@@ -41,7 +41,7 @@ pub fn run(
         })
         .collect();
     // Opened now so that a bad path fails before any traffic; its header
-    // is written when the clock has started (see `Collector::add`).
+    // is written when the measurement has started (see `start_log`).
     let log_file = match &config.log {
         Some(path) => {
             Some(BufWriter::new(File::create(path).map_err(|e| {
@@ -81,7 +81,10 @@ pub fn run(
         "serverlab load {}: corrected latency in microseconds, one histogram per {:?}",
         config.url, config.interval
     );
-    let mut log = log_file.map(|file| PendingLog::Waiting(file, comment));
+    // The file until the measurement starts (its header carries that
+    // time), then the log.
+    let mut unstarted = log_file.map(|file| (file, comment));
+    let mut log: Option<IntervalLog<BufWriter<File>>> = None;
     let (tx, rx) = mpsc::channel::<IntervalMsg>();
     let mut collector = Collector::new(config.threads, config.interval);
     let results = std::thread::scope(|scope| -> Result<Vec<WorkerResult>, LoadError> {
@@ -107,11 +110,8 @@ pub fn run(
         drop(tx);
         // Until every worker has dropped its sender.
         for msg in rx.iter() {
-            let log = match &mut log {
-                Some(l) => Some(l.started(&plan)?),
-                None => None,
-            };
-            collector.add(msg, log)?;
+            start_log(&mut unstarted, &mut log, &plan)?;
+            collector.add(msg, log.as_mut())?;
         }
         let mut results = Vec::new();
         for (t, h) in handles.into_iter().enumerate() {
@@ -143,10 +143,7 @@ pub fn run(
         .max()
         .unwrap_or(measure_start);
     let duration = ended.saturating_duration_since(measure_start);
-    let mut log = match log {
-        Some(l) => Some(l.into_started(&plan)?),
-        None => None,
-    };
+    start_log(&mut unstarted, &mut log, &plan)?;
     collector.finish(duration, log.as_mut())?;
     if let Some(log) = log {
         log.finish().map_err(|e| LoadError::Log(e.to_string()))?;
@@ -163,48 +160,30 @@ pub fn run(
     Ok(report)
 }
 
-/// The interval log: its file until the clock starts, then the log.
-enum PendingLog {
-    Waiting(BufWriter<File>, String),
-    Started(IntervalLog<BufWriter<File>>),
-    Gone,
-}
-
-impl PendingLog {
-    /// The log, its header written with the measurement's start time.
-    fn started(&mut self, plan: &Plan) -> Result<&mut IntervalLog<BufWriter<File>>, LoadError> {
-        if let PendingLog::Waiting(..) = self {
-            let PendingLog::Waiting(file, comment) = std::mem::replace(self, PendingLog::Gone)
-            else {
-                unreachable!("matched above");
-            };
-            // The wall-clock time of the measurement's start.
-            let measure_start = plan
-                .measure_start
-                .get()
-                .copied()
-                .unwrap_or_else(Instant::now);
-            let started = match measure_start.checked_duration_since(Instant::now()) {
-                Some(ahead) => SystemTime::now() + ahead,
-                None => SystemTime::now() - Instant::now().duration_since(measure_start),
-            };
-            let log = IntervalLog::start(file, started, &comment)
-                .map_err(|e| LoadError::Log(e.to_string()))?;
-            *self = PendingLog::Started(log);
-        }
-        match self {
-            PendingLog::Started(log) => Ok(log),
-            _ => Err(LoadError::Log("the interval log failed earlier".into())),
-        }
-    }
-
-    fn into_started(mut self, plan: &Plan) -> Result<IntervalLog<BufWriter<File>>, LoadError> {
-        self.started(plan)?;
-        match self {
-            PendingLog::Started(log) => Ok(log),
-            _ => Err(LoadError::Log("the interval log failed earlier".into())),
-        }
-    }
+/// Writes the interval log's header, once: its start time is the
+/// measurement's, known only when a thread has decided it.
+fn start_log(
+    unstarted: &mut Option<(BufWriter<File>, String)>,
+    log: &mut Option<IntervalLog<BufWriter<File>>>,
+    plan: &Plan,
+) -> Result<(), LoadError> {
+    let Some((file, comment)) = unstarted.take() else {
+        return Ok(());
+    };
+    let measure_start = plan
+        .measure_start
+        .get()
+        .copied()
+        .unwrap_or_else(Instant::now);
+    // The wall-clock time of that instant.
+    let started = match measure_start.checked_duration_since(Instant::now()) {
+        Some(ahead) => SystemTime::now() + ahead,
+        None => SystemTime::now() - Instant::now().duration_since(measure_start),
+    };
+    *log = Some(
+        IntervalLog::start(file, started, &comment).map_err(|e| LoadError::Log(e.to_string()))?,
+    );
+    Ok(())
 }
 
 /// The bytes of one GET request, built once and copied per send.

@@ -609,7 +609,6 @@ impl<'a> Worker<'a> {
                 tally.rec.uncorrected.saturating_record(us(ended - p.sent));
                 let inside = ended.saturating_duration_since(p.intended.max(clock.measure_start));
                 tally.c.busy_s += inside.as_secs_f64();
-                waiting_since = Some(waiting_since.map_or(p.intended, |w| w.min(p.intended)));
             }
             if let (Some(s), None) = (&c.schedule, &plan.tickets) {
                 let mut due = s.clone();

@@ -145,8 +145,6 @@ pub struct Best {
     pub throughput: Option<Spread>,
     /// Latency at the objective's percentile there, ms.
     pub objective_latency: Option<Spread>,
-    /// Requests per CPU-second there.
-    pub per_cpu: Option<Spread>,
     /// The server's own peak memory there, bytes (`None` without a cgroup).
     pub memory: Option<Spread>,
     /// Where the capacity lies, over every repetition.
@@ -292,7 +290,6 @@ impl Group<'_> {
                     load,
                     throughput: at(|m| Some(m.throughput_rps)),
                     objective_latency: at(|m| Some(m.objective_latency_ms)),
-                    per_cpu: at(|m| m.requests_per_cpu_s),
                     memory: if limited {
                         None
                     } else {
@@ -591,6 +588,8 @@ pub struct Answer {
     /// Most requests per CPU-second at `common` (ties within [`TIE`] or
     /// overlapping spreads).
     pub per_cpu: Vec<(String, Spread)>,
+    /// Every contestant's requests per CPU-second at `common`, for tables.
+    pub per_cpu_at_common: Vec<(String, Spread)>,
     /// The load the CPU efficiency was compared at.
     pub common: Option<Common>,
     /// Least own memory (empty when any run went without a cgroup).
@@ -633,7 +632,8 @@ impl Answer {
                     .all(|b| b.capacity.is_some_and(|c| same(c.low, top)))
         });
         let common = g.common_load();
-        let mut per_cpu = common.as_ref().map_or_else(Vec::new, |c| g.per_cpu_at(c));
+        let per_cpu_at_common = common.as_ref().map_or_else(Vec::new, |c| g.per_cpu_at(c));
+        let mut per_cpu = per_cpu_at_common.clone();
         per_cpu.sort_by(|a, b| b.1.mean.total_cmp(&a.1.mean));
         if let Some(top) = per_cpu.first().map(|x| x.1) {
             let noise = |s: &Spread| if s.n < 2 { SINGLE_RUN_CPU_NOISE } else { TIE };
@@ -655,6 +655,7 @@ impl Answer {
             throughput_open,
             unseparated,
             per_cpu,
+            per_cpu_at_common,
             common,
             memory,
             memory_unmeasured,

@@ -131,12 +131,9 @@ fn group_section(
         "<table><tr><th>contestant</th><th>sustainable req/s (min–max)</th><th>capacity</th><th>at load</th><th>objective latency, ms</th><th>req/CPU-s {}</th><th>own memory (page cache)</th><th>problems</th></tr>",
         esc(&answer.common.as_ref().map_or(String::new(), |c| c.describe()))
     );
-    let at_common = answer
-        .common
-        .as_ref()
-        .map_or_else(Vec::new, |c| g.per_cpu_at(c));
     for b in &answer.best {
-        let per_cpu = at_common
+        let per_cpu = answer
+            .per_cpu_at_common
             .iter()
             .find(|(n, _)| *n == b.contestant)
             .map(|(_, s)| *s);

@@ -27,8 +27,12 @@ pub fn answer_table(runs: &[RunRecord]) -> String {
     let groups = analysis::groups(runs);
     for g in &groups {
         let a = g.answer();
-        let at_common = a.common.as_ref().map_or_else(Vec::new, |c| g.per_cpu_at(c));
-        let per_cpu_at = |name: &str| at_common.iter().find(|(n, _)| n == name).map(|(_, s)| *s);
+        let per_cpu_at = |name: &str| {
+            a.per_cpu_at_common
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| *s)
+        };
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED);
         let cpu_head = match &a.common {

@@ -37,7 +37,6 @@ pub fn config(
     target: &Target,
     connections: u32,
     rate: Option<f64>,
-    warmup: Duration,
 ) -> LoadConfig {
     let (addr, threads) = (target.addr, target.threads);
     let flow = match (workload.path.as_str(), target.state) {
@@ -53,7 +52,7 @@ pub fn config(
         connections: connections as usize,
         threads: threads.clamp(1, connections.max(1) as usize),
         duration: suite.duration,
-        warmup,
+        warmup: suite.warmup,
         rate,
         pipeline: workload.pipeline as usize,
         keepalive: workload.keep_alive,
@@ -210,11 +209,8 @@ pub fn run_level(
     // generator says the measured window began (after its connects, warmup
     // and settling) and when the run returns: the CPU window matches the
     // measured part within milliseconds.
-    let one = |conns: u32,
-               rate: Option<f64>,
-               warmup: Duration|
-     -> Result<Option<(LoadReport, Metrics)>, String> {
-        let cfg = config(suite, workload, target, conns, rate, warmup);
+    let one = |conns: u32, rate: Option<f64>| -> Result<Option<(LoadReport, Metrics)>, String> {
+        let cfg = config(suite, workload, target, conns, rate);
         let measuring = AtomicBool::new(false);
         let (result, before, after) = std::thread::scope(|s| {
             let generator = s.spawn(|| loadgen::run_signalling(&cfg, stop, &measuring));
@@ -240,7 +236,16 @@ pub fn run_level(
         Ok(Some((report, m)))
     };
     match *load {
-        LoadLevel::Closed { connections } => Ok(one(connections, None, suite.warmup)?.map(
+        LoadLevel::Closed { connections } => {
+            Ok(one(connections, None)?.map(|(report, metrics)| Measured {
+                notes: notes_of(&report),
+                report,
+                metrics,
+                steps: Vec::new(),
+                bracket: None,
+            }))
+        }
+        LoadLevel::Open { rate, connections } => Ok(one(connections, Some(rate))?.map(
             |(report, metrics)| Measured {
                 notes: notes_of(&report),
                 report,
@@ -249,14 +254,6 @@ pub fn run_level(
                 bracket: None,
             },
         )),
-        LoadLevel::Open { rate, connections } => Ok(one(connections, Some(rate), suite.warmup)?
-            .map(|(report, metrics)| Measured {
-                notes: notes_of(&report),
-                report,
-                metrics,
-                steps: Vec::new(),
-                bracket: None,
-            })),
         LoadLevel::Auto {
             start,
             factor,
@@ -275,39 +272,34 @@ pub fn run_level(
             let mut steps = Vec::new();
             let mut probes = Vec::new();
             let mut measured: Vec<(LoadReport, Metrics)> = Vec::new();
-            // Every step warms up fully: its connections are new, and at
-            // thousands of connections a short warmup measured the
-            // server's start of the step, not its steady state (event-loop
-            // at 4096 connections: p99 64–82 ms at 11.3k req/s after 250 ms
-            // of warmup, 13 ms after 500 ms, as in fixed-rate runs).
-            let warmup = suite.warmup;
+            // Every step warms up fully (the suite's warmup): its
+            // connections are new, and at thousands of connections a short
+            // warmup measured the server's start of the step, not its
+            // steady state (event-loop at 4096 connections: p99 64–82 ms at
+            // 11.3k req/s after 250 ms of warmup, 13 ms after 500 ms, as in
+            // fixed-rate runs).
             let bracket = loop {
                 let rate = match search::next(&params, &probes) {
                     Next::Probe(rate) => rate,
                     Next::Done(b) => break b,
                 };
                 if !alive() {
-                    // The server died: judge what was measured.
-                    match search::next(
-                        &search::Params {
-                            max_steps: probes.len(),
-                            ..params
-                        },
-                        &probes,
-                    ) {
-                        Next::Done(b) if !probes.is_empty() => break b,
-                        _ => return Err("the server was gone before the first step".into()),
+                    if probes.is_empty() {
+                        return Err("the server was gone before the first step".into());
                     }
+                    // The server died: judge what was measured.
+                    break search::verdict(&params, &probes, search::End::ServerGone);
                 }
-                let Some((r, m)) = one(connections, Some(rate), warmup)? else {
+                if !probes.is_empty() {
+                    // Each step starts from a quiet server: closing the last
+                    // step's connections (thousands, at high counts) is work
+                    // the server does after that step, and it must not fall
+                    // into this one.
+                    wait_until_quiet(&cpu, stop);
+                }
+                let Some((r, m)) = one(connections, Some(rate))? else {
                     return Ok(None);
                 };
-
-                // The next step starts from a quiet server: closing this
-                // step's connections (thousands, at high counts) is work the
-                // server does after the step, and it must not fall into the
-                // next one.
-                wait_until_quiet(&cpu, stop);
                 steps.push(AutoStep {
                     offered_rps: rate,
                     achieved_rps: m.throughput_rps,
@@ -393,6 +385,9 @@ fn bracket_notes(b: &Bracket, max: f64) -> Vec<String> {
             "auto search used its {MAX_AUTO_STEPS} steps before the bracket was within {:.0} %",
             b.resolution * 100.0
         )),
+        search::End::ServerGone => {
+            notes.push("the server stopped before the capacity search finished".into())
+        }
         search::End::Converged | search::End::NoneSustainable => {}
     }
     if b.generator_bound {

@@ -59,6 +59,8 @@ pub enum End {
     NoneSustainable,
     /// The step budget ran out before the bracket was narrow enough.
     StepLimit,
+    /// The server stopped before the search could finish.
+    ServerGone,
 }
 
 /// What the search found.
@@ -92,11 +94,27 @@ pub enum Next {
 /// Relative margin within which two rates count as the same probe.
 const SAME: f64 = 1e-6;
 
-/// The next step of the search after `steps` (in the order measured).
-pub fn next(p: &Params, steps: &[Probe]) -> Next {
-    let Some(last) = steps.last() else {
-        return Next::Probe(p.start);
-    };
+/// What `steps` show, ended for the reason `end`: the bracket between the
+/// highest sustainable rate below the lowest unsustainable one and that one.
+pub fn verdict(p: &Params, steps: &[Probe], end: End) -> Bracket {
+    let (lo, hi) = ends(steps);
+    Bracket {
+        sustainable_rps: lo.map(|s| s.offered),
+        unsustainable_rps: hi.map(|s| s.offered),
+        end,
+        resolution: p.resolution,
+        generator_bound: hi.is_some_and(|h| h.generator_bound),
+        non_monotonic: hi.is_some_and(|h| {
+            steps
+                .iter()
+                .any(|s| s.sustainable && s.offered > h.offered * (1.0 + SAME))
+        }),
+    }
+}
+
+/// The bracket's ends: the highest sustainable step below the lowest
+/// unsustainable one, and that one.
+fn ends(steps: &[Probe]) -> (Option<&Probe>, Option<&Probe>) {
     let hi = steps
         .iter()
         .filter(|s| !s.sustainable)
@@ -105,20 +123,16 @@ pub fn next(p: &Params, steps: &[Probe]) -> Next {
         .iter()
         .filter(|s| s.sustainable && hi.map_or(true, |h| s.offered < h.offered))
         .max_by(|a, b| a.offered.total_cmp(&b.offered));
-    let done = |end: End| {
-        Next::Done(Bracket {
-            sustainable_rps: lo.map(|s| s.offered),
-            unsustainable_rps: hi.map(|s| s.offered),
-            end,
-            resolution: p.resolution,
-            generator_bound: hi.is_some_and(|h| h.generator_bound),
-            non_monotonic: hi.is_some_and(|h| {
-                steps
-                    .iter()
-                    .any(|s| s.sustainable && s.offered > h.offered * (1.0 + SAME))
-            }),
-        })
+    (lo, hi)
+}
+
+/// The next step of the search after `steps` (in the order measured).
+pub fn next(p: &Params, steps: &[Probe]) -> Next {
+    let Some(last) = steps.last() else {
+        return Next::Probe(p.start);
     };
+    let (lo, hi) = ends(steps);
+    let done = |end: End| Next::Done(verdict(p, steps, end));
     let Some(hi) = hi else {
         // Still ramping.
         if last.offered >= p.max * (1.0 - SAME) {
@@ -283,6 +297,21 @@ mod tests {
         let (lo, hi) = (b.sustainable_rps.unwrap(), b.unsustainable_rps.unwrap());
         assert_eq!(b.end, End::Converged);
         assert!(lo <= 31_000.0 && 31_000.0 < hi && hi / lo <= 1.05 + 1e-9);
+    }
+
+    #[test]
+    fn a_search_cut_short_still_reports_its_bracket() {
+        let measure = server(30_000.0, 1.0);
+        let steps: Vec<Probe> = [1000.0, 4000.0, 16_000.0, 64_000.0]
+            .into_iter()
+            .map(measure)
+            .collect();
+        let b = verdict(&params(), &steps, End::ServerGone);
+        assert_eq!(b.end, End::ServerGone);
+        assert_eq!(
+            (b.sustainable_rps, b.unsustainable_rps),
+            (Some(16_000.0), Some(64_000.0))
+        );
     }
 
     #[test]
