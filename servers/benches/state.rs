@@ -68,6 +68,7 @@ fn modes(c: &mut Criterion) {
             mode,
             ttl: Duration::from_secs(60),
             max_sessions: 100_000,
+            session_idle: None,
             key: Some(StateKey(b"bench key, 16 bytes or more".to_vec())),
         })
         .unwrap()

@@ -89,6 +89,10 @@ pub struct StateConfig {
     pub ttl: Duration,
     /// Stateful and soft: most sessions held at once (at least 1).
     pub max_sessions: usize,
+    /// Stateful: a session unused for this long is gone, so clients that
+    /// never come back cannot hold the table forever. `None`: sessions stay
+    /// until the server stops.
+    pub session_idle: Option<Duration>,
     /// Stateless: the MAC key; `None` picks a random one at start, which
     /// replicas do not share.
     pub key: Option<StateKey>,
@@ -100,6 +104,7 @@ impl Default for StateConfig {
             mode: StateMode::Stateful,
             ttl: Duration::from_secs(60),
             max_sessions: 100_000,
+            session_idle: None,
             key: None,
         }
     }
@@ -142,14 +147,21 @@ impl State {
                 if config.max_sessions == 0 {
                     return Err(invalid("--max-sessions must be at least 1"));
                 }
-                let policy = if mode == StateMode::Soft {
-                    if config.ttl.is_zero() {
-                        return Err(invalid("--ttl must be more than 0"));
-                    }
-                    Policy::Evict { ttl: config.ttl }
-                } else {
-                    Policy::Refuse
-                };
+                let policy =
+                    match (mode, config.session_idle) {
+                        (StateMode::Soft, Some(_)) => return Err(invalid(
+                            "--session-idle is for stateful mode; soft sessions expire after --ttl",
+                        )),
+                        (StateMode::Soft, None) if config.ttl.is_zero() => {
+                            return Err(invalid("--ttl must be more than 0"))
+                        }
+                        (StateMode::Soft, None) => Policy::Evict { ttl: config.ttl },
+                        (_, Some(idle)) if idle.is_zero() => {
+                            return Err(invalid("--session-idle must be more than 0"))
+                        }
+                        (_, Some(idle)) => Policy::Reclaim { idle },
+                        (_, None) => Policy::Refuse,
+                    };
                 (Some(SessionTable::new(config.max_sessions, policy)?), None)
             }
         };

@@ -165,6 +165,7 @@ fn bad_settings_are_refused() {
         mode,
         max_sessions,
         ttl,
+        session_idle: None,
         key: Some(StateKey(key.to_vec())),
     };
     let secs = Duration::from_secs;
@@ -172,6 +173,13 @@ fn bad_settings_are_refused() {
     assert!(State::new(&cfg(StateMode::Soft, 10, secs(0), b"k")).is_err());
     assert!(State::new(&cfg(StateMode::Stateless, 10, secs(1), b"")).is_err());
     assert!(State::new(&cfg(StateMode::Stateless, 10, secs(1), b"short")).is_err());
+    let idle = |mode, idle| StateConfig {
+        session_idle: Some(idle),
+        ..cfg(mode, 10, secs(1), b"a test key of 16+ bytes")
+    };
+    assert!(State::new(&idle(StateMode::Stateful, secs(0))).is_err());
+    assert!(State::new(&idle(StateMode::Soft, secs(5))).is_err());
+    assert!(State::new(&idle(StateMode::Stateful, secs(5))).is_ok());
     assert_eq!("soft".parse(), Ok(StateMode::Soft));
     assert!("Soft".parse::<StateMode>().is_err());
     assert_eq!(

@@ -21,7 +21,9 @@
 //! id was placed before any empty slot on its path.
 //!
 //! When full, [`Policy::Refuse`] (stateful) refuses new sessions and leaves
-//! old ones alone; [`Policy::Evict`] (soft) removes the least-recently-used
+//! old ones alone; [`Policy::Reclaim`] (stateful with an idle limit) lets a
+//! session idle longer than the limit go (it is gone on its next use too),
+//! so anonymous clients cannot hold the table forever; [`Policy::Evict`] (soft) removes the least-recently-used
 //! session of the probed window (an expired one is always older than any
 //! live one, so expired sessions go first). Soft sessions also expire
 //! `ttl` after their last use; expired slots are reclaimed lazily, when a
@@ -35,6 +37,9 @@ use std::time::{Duration, Instant};
 
 /// Most slots a lookup or insert probes from an id's home slot.
 pub const WINDOW: usize = 64;
+/// Windows searched for an idle session to reclaim when the table is full
+/// ([`Policy::Reclaim`]).
+const RECLAIM_WINDOWS: usize = 4;
 /// Bytes per slot.
 pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
 const HEADER_BYTES: usize = 64;
@@ -50,6 +55,13 @@ const LOCKED: u32 = 1 << 31;
 pub enum Policy {
     /// Stateful: refuse new sessions; existing ones are never touched.
     Refuse,
+    /// Stateful with an idle limit: a session unused for `idle` is gone;
+    /// when full, a new session takes the place of such a one nearby, else
+    /// it is refused. Live sessions are never evicted.
+    Reclaim {
+        /// Idle time after which a session is gone.
+        idle: Duration,
+    },
     /// Soft: sessions expire `ttl` after last use; when full, evict.
     Evict {
         /// Idle time after which a session is gone.
@@ -57,7 +69,7 @@ pub enum Policy {
     },
 }
 
-/// The table has no room for a new session (only with [`Policy::Refuse`]).
+/// The table has no room for a new session (not with [`Policy::Evict`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("session table full")]
 pub struct TableFull;
@@ -221,9 +233,9 @@ impl SessionTable {
     fn expired(&self, slot: &Slot, now: u64) -> bool {
         match self.policy {
             Policy::Refuse => false,
-            Policy::Evict { ttl } => {
+            Policy::Reclaim { idle: limit } | Policy::Evict { ttl: limit } => {
                 let last = slot.last_used_ns.load(Ordering::Relaxed);
-                u128::from(now.saturating_sub(last)) > ttl.as_nanos()
+                u128::from(now.saturating_sub(last)) > limit.as_nanos()
             }
         }
     }
@@ -290,7 +302,9 @@ impl SessionTable {
     }
 
     /// Stores a new session holding `value`. With [`Policy::Refuse`] a full
-    /// table answers [`TableFull`]; with [`Policy::Evict`] it makes room.
+    /// table answers [`TableFull`]; with [`Policy::Reclaim`] it does unless
+    /// an idle session near the id's home can go; with [`Policy::Evict`] it
+    /// makes room.
     /// `sid` must be fresh (from [`SessionId::generate`]).
     pub fn insert(&self, sid: SessionId, value: u64) -> Result<(), TableFull> {
         self.insert_at(sid, value, self.now())
@@ -311,14 +325,21 @@ impl SessionTable {
                 }
                 continue;
             }
-            if self.policy == Policy::Refuse {
-                h.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(TableFull);
-            }
-            // Nothing found to evict means the places are reserved by
-            // inserts still claiming their slots: let them finish.
-            if !self.evict_one(home, now) {
-                std::thread::yield_now();
+            match self.policy {
+                Policy::Evict { .. } => {
+                    // Nothing found to evict means the places are reserved
+                    // by inserts still claiming their slots: let them finish.
+                    if !self.evict_one(home, now, self.slots.div_ceil(self.window), false) {
+                        std::thread::yield_now();
+                    }
+                }
+                // Bounded search, so a full table cannot be made to scan
+                // itself whole for every refused client.
+                Policy::Reclaim { .. } if self.evict_one(home, now, RECLAIM_WINDOWS, true) => {}
+                Policy::Refuse | Policy::Reclaim { .. } => {
+                    h.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(TableFull);
+                }
             }
         }
         // 2. Claim a free (or expired) slot in the window.
@@ -341,7 +362,7 @@ impl SessionTable {
             return Ok(());
         }
         // 3. Every slot of the window is live (rare at 50% fill).
-        if self.policy == Policy::Refuse {
+        if !matches!(self.policy, Policy::Evict { .. }) {
             h.sessions.fetch_sub(1, Ordering::Relaxed);
             h.refused.fetch_add(1, Ordering::Relaxed);
             return Err(TableFull);
@@ -365,13 +386,18 @@ impl SessionTable {
     }
 
     /// Removes one session to make room, looking first in the window at
-    /// `start`, then in the following windows. Whether one was removed.
-    fn evict_one(&self, start: usize, now: u64) -> bool {
-        for w in 0..self.slots.div_ceil(self.window) {
+    /// `start`, then in up to `windows - 1` following windows; with
+    /// `expired_only`, only a session past its idle limit. Whether one was
+    /// removed.
+    fn evict_one(&self, start: usize, now: u64, windows: usize, expired_only: bool) -> bool {
+        for w in 0..windows {
             let Some(i) = self.least_recent(start + w * self.window) else {
                 continue;
             };
             let slot = self.slot(i);
+            if expired_only && !self.expired(slot, now) {
+                continue;
+            }
             let mut g = slot.lock();
             if g.state != OCCUPIED {
                 return false; // raced with another remover; the caller retries

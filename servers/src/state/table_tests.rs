@@ -64,6 +64,41 @@ fn stateful_refuses_when_full_and_keeps_old_sessions() {
 }
 
 #[test]
+fn stateful_idle_limit_reclaims_idle_sessions_only() {
+    // Anonymous clients filled the table; the idle limit lets their places go.
+    let t = SessionTable::new(
+        3,
+        Policy::Reclaim {
+            idle: Duration::from_millis(1000),
+        },
+    )
+    .unwrap();
+    let (a, b, c) = (id(), id(), id());
+    t.insert_at(a, 1, ms(0)).unwrap();
+    t.insert_at(b, 1, ms(0)).unwrap();
+    t.insert_at(c, 1, ms(500)).unwrap();
+    // Full, nobody idle long enough: refused, nothing evicted.
+    assert_eq!(t.insert_at(id(), 1, ms(900)), Err(TableFull));
+    assert_eq!(t.increment_at(a, ms(1000)), Some(2));
+    assert_eq!(t.increment_at(c, ms(1000)), Some(2));
+    // At 1950 ms b has been idle 1950 ms; a and c (used at 1000) not.
+    let d = id();
+    t.insert_at(d, 5, ms(1950)).unwrap();
+    assert_eq!(
+        t.increment_at(b, ms(1950)),
+        None,
+        "b was idle past the limit"
+    );
+    assert_eq!(t.increment_at(a, ms(1950)), Some(3));
+    assert_eq!(t.increment_at(c, ms(1950)), Some(3));
+    assert_eq!(t.increment_at(d, ms(1950)), Some(6));
+    // A session idle past the limit is gone when next used, as in soft mode.
+    assert_eq!(t.increment_at(d, ms(3000)), None);
+    let st = t.stats();
+    assert_eq!((st.refused, st.evicted, st.expired), (1, 0, 2));
+}
+
+#[test]
 fn soft_evicts_the_least_recently_used() {
     let t = SessionTable::new(2, SOFT).unwrap();
     let (a, b, c) = (id(), id(), id());
