@@ -11,7 +11,8 @@
 //! - `GET /work?cpu=N&io_ms=M&bytes=B`: N units of CPU work ([`crate::work`]),
 //!   then an M ms blocking wait standing for disk or database I/O, then a
 //!   B-byte body. Out-of-range or unknown parameters answer 400.
-//! - `GET /file/<name>`: a file under the docroot; nothing outside it.
+//! - `GET /file/<name>`: a regular file under the docroot, at most
+//!   [`MAX_FILE_BYTES`]; nothing outside it, no FIFOs or devices.
 //! - `POST /counter`: a per-client counter kept as `--state` says
 //!   ([`crate::state`]).
 //! - `GET /health`, `GET /stats` (JSON counters).
@@ -31,6 +32,8 @@ use std::time::Duration;
 pub const MAX_CPU_UNITS: u32 = 10_000;
 /// Upper bound of `io_ms=`.
 pub const MAX_IO_MS: u64 = 10_000;
+/// Largest file `/file/` reads into memory; larger ones are refused (403).
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,18 +54,63 @@ pub struct FileRead {
     path: PathBuf,
 }
 
-impl FileRead {
-    /// Reads the file, refusing anything that resolves outside the root.
-    /// This blocks: it is the step AMPED gives to a helper thread.
-    pub fn read(&self) -> io::Result<Vec<u8>> {
-        let real = self.path.canonicalize()?;
-        if !real.starts_with(&self.root) {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "outside the docroot",
-            ));
+/// Why `/file/` could not serve a file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileError {
+    /// No such file (404).
+    Missing,
+    /// Outside the docroot, not a regular file, too large, or not readable
+    /// (403, with the reason).
+    Refused(String),
+    /// The read failed for another reason (500).
+    Failed(String),
+}
+
+impl FileError {
+    fn from_io(e: io::Error) -> FileError {
+        match e.kind() {
+            io::ErrorKind::NotFound => FileError::Missing,
+            io::ErrorKind::PermissionDenied => FileError::Refused("not readable".into()),
+            _ => FileError::Failed(e.to_string()),
         }
-        std::fs::read(real)
+    }
+}
+
+impl FileRead {
+    /// Reads the file, refusing anything that resolves outside the root,
+    /// anything but a regular file (a FIFO would block the reader forever,
+    /// a device would never end) and files over [`MAX_FILE_BYTES`]. This
+    /// blocks on the disk: it is the step AMPED gives to a helper thread.
+    pub fn read(&self) -> Result<Vec<u8>, FileError> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let real = self.path.canonicalize().map_err(FileError::from_io)?;
+        if !real.starts_with(&self.root) {
+            return Err(FileError::Refused("outside the docroot".into()));
+        }
+        // Opened non-blocking, so that opening a FIFO does not wait for a
+        // writer; its type is checked on the open file, not the name.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&real)
+            .map_err(FileError::from_io)?;
+        let meta = file.metadata().map_err(FileError::from_io)?;
+        if !meta.is_file() {
+            return Err(FileError::Refused("not a regular file".into()));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(FileError::Refused(format!(
+                "larger than the {} MiB /file/ serves",
+                MAX_FILE_BYTES >> 20
+            )));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        // Bounded again in case the file grows while it is read.
+        file.take(MAX_FILE_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(FileError::from_io)?;
+        Ok(bytes)
     }
 }
 
@@ -93,16 +141,15 @@ impl Plan {
     }
 
     /// Records the outcome of a `ReadFile` step.
-    pub fn file_read(&mut self, result: io::Result<Vec<u8>>) {
+    pub fn file_read(&mut self, result: Result<Vec<u8>, FileError>) {
         self.response = match result {
             Ok(bytes) => Response {
                 content_type: "application/octet-stream",
                 ..Response::text(200, bytes)
             },
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                Response::text(403, "forbidden")
-            }
-            Err(_) => Response::text(404, "no such file"),
+            Err(FileError::Refused(why)) => Response::text(403, format!("forbidden: {why}")),
+            Err(FileError::Missing) => Response::text(404, "no such file"),
+            Err(FileError::Failed(why)) => Response::text(500, format!("cannot read: {why}")),
         };
     }
 
@@ -308,8 +355,9 @@ mod tests {
 
     #[test]
     fn work_plan_has_compute_then_wait() {
-        let mut plan =
-            handler(None).plan(&req("GET /work?cpu=3&io_ms=7&bytes=100 HTTP/1.1\r\n\r\n"));
+        let mut plan = handler(None).plan(&req(
+            "GET /work?cpu=3&io_ms=7&bytes=100 HTTP/1.1\r\nHost: t\r\n\r\n",
+        ));
         assert_eq!(plan.next_step(), Some(Step::Compute(3)));
         assert_eq!(plan.next_step(), Some(Step::Wait(Duration::from_millis(7))));
         assert_eq!(plan.next_step(), None);
@@ -320,7 +368,7 @@ mod tests {
     fn out_of_range_work_is_400() {
         let h = handler(None);
         for q in ["cpu=10001", "io_ms=x", "bytes=1048577", "nope=1", "cpu=-1"] {
-            let plan = h.plan(&req(&format!("GET /work?{q} HTTP/1.1\r\n\r\n")));
+            let plan = h.plan(&req(&format!("GET /work?{q} HTTP/1.1\r\nHost: t\r\n\r\n")));
             assert_eq!(plan.response().status, 400, "{q}");
         }
     }
@@ -329,16 +377,18 @@ mod tests {
     fn methods_and_unknown_paths() {
         let h = handler(None);
         assert_eq!(
-            h.plan(&req("POST /hello HTTP/1.1\r\n\r\n"))
+            h.plan(&req("POST /hello HTTP/1.1\r\nHost: t\r\n\r\n"))
                 .response()
                 .status,
             405
         );
         assert_eq!(
-            h.plan(&req("GET /nope HTTP/1.1\r\n\r\n")).response().status,
+            h.plan(&req("GET /nope HTTP/1.1\r\nHost: t\r\n\r\n"))
+                .response()
+                .status,
             404
         );
-        let head = h.plan(&req("HEAD /hello HTTP/1.1\r\n\r\n"));
+        let head = h.plan(&req("HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n"));
         assert!(head.head_only);
         assert_eq!(head.response().status, 200);
     }
@@ -351,8 +401,10 @@ mod tests {
         std::os::unix::fs::symlink("/etc/hostname", dir.join("link")).unwrap();
         let h = handler(Some(dir.clone()));
         let get = |name: &str| {
-            h.plan(&req(&format!("GET /file/{name} HTTP/1.1\r\n\r\n")))
-                .run_blocking()
+            h.plan(&req(&format!(
+                "GET /file/{name} HTTP/1.1\r\nHost: t\r\n\r\n"
+            )))
+            .run_blocking()
         };
         let ok = get("sub/a.txt");
         assert_eq!(
@@ -364,6 +416,18 @@ mod tests {
         assert_eq!(get("/etc/passwd").response().status, 403);
         assert_eq!(get("link").response().status, 403);
         assert_eq!(get("missing").response().status, 404);
+        // A FIFO nobody writes to is refused at once, not waited on.
+        let fifo =
+            std::ffi::CString::new(dir.join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let r = get("fifo");
+        assert_eq!(r.response().status, 403);
+        assert_eq!(&r.response().body[..], b"forbidden: not a regular file");
+        assert_eq!(get("sub").response().status, 403, "a directory");
+        let big = std::fs::File::create(dir.join("big")).unwrap();
+        big.set_len(MAX_FILE_BYTES + 1).unwrap();
+        assert_eq!(get("big").response().status, 403);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
