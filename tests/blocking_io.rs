@@ -26,8 +26,10 @@ fn concurrent_waits(arch: &str, extra: &[&str]) -> Duration {
                 let mut c = Client::connect(addr);
                 ready.wait();
                 c.request(
-                    format!("GET /work?io_ms={IO_MS} HTTP/1.1\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
+                    format!(
+                        "GET /work?io_ms={IO_MS} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
                 )
                 .status
             })

@@ -34,10 +34,10 @@ pub fn routes(arch: &str) {
 
     assert_eq!(get(s.addr, "/nope").status, 404);
     let mut c = Client::connect(s.addr);
-    let r = c.request(b"DELETE /hello HTTP/1.1\r\n\r\n");
+    let r = c.request(b"DELETE /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
-    c.send(b"HEAD /hello HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\n\r\n");
+    c.send(b"HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /health HTTP/1.1\r\nHost: t\r\n\r\n");
     let r = c.read_head().unwrap();
     assert_eq!((r.status, r.header("content-length")), (200, Some("13")));
     // The next response follows at once: no body was sent for HEAD.
@@ -52,7 +52,7 @@ pub fn keep_alive_and_close(arch: &str) {
         assert_eq!(r.status, 200);
         assert_eq!(r.header("connection"), None);
     }
-    let r = c.request(b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let r = c.request(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert_eq!(r.header("connection"), Some("close"));
     assert!(c.closed_by_server());
 
@@ -77,7 +77,11 @@ pub fn pipelining(arch: &str) {
     let mut batch = Vec::new();
     for i in 0..16 {
         batch.extend_from_slice(
-            format!("GET /work?bytes={i}&io_ms={} HTTP/1.1\r\n\r\n", i % 3).as_bytes(),
+            format!(
+                "GET /work?bytes={i}&io_ms={} HTTP/1.1\r\nHost: t\r\n\r\n",
+                i % 3
+            )
+            .as_bytes(),
         );
     }
     c.send(&batch);
@@ -99,10 +103,12 @@ pub fn many_concurrent_clients(arch: &str) {
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr);
                 for _ in 0..3 {
-                    let r = c.request(format!("GET /work?bytes={i} HTTP/1.1\r\n\r\n").as_bytes());
+                    let r = c.request(
+                        format!("GET /work?bytes={i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+                    );
                     assert_eq!((r.status, r.body.len()), (200, i));
                 }
-                c.request(b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
+                c.request(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                     .status
             })
         })
@@ -117,11 +123,11 @@ pub fn bad_input_answered_and_server_survives(arch: &str) {
     let cases: &[(&[u8], u16)] = &[
         (b"\x16\x03\x01garbage that is not http\r\n\r\n", 400),
         (
-            b"GET /hello HTTP/1.1\r\nContent-Length: banana\r\n\r\n",
+            b"GET /hello HTTP/1.1\r\nHost: t\r\nContent-Length: banana\r\n\r\n",
             400,
         ),
         (
-            b"POST /counter HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST /counter HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             501,
         ),
     ];
@@ -133,7 +139,7 @@ pub fn bad_input_answered_and_server_survives(arch: &str) {
         assert!(c.closed_by_server());
     }
     let huge = format!(
-        "GET /hello HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
         "a".repeat(10_000)
     );
     let mut c = Client::connect(s.addr);

@@ -29,12 +29,13 @@ pub fn keep_alive_200(arch: &str) {
                 barrier.wait();
                 for k in 0..5 {
                     let bytes = (i * 7 + k) % 300;
-                    let r =
-                        c.request(format!("GET /work?bytes={bytes} HTTP/1.1\r\n\r\n").as_bytes());
+                    let r = c.request(
+                        format!("GET /work?bytes={bytes} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+                    );
                     assert_eq!((r.status, r.body.len()), (200, bytes), "client {i}");
                     assert!(r.body.iter().all(|&b| b == b'x'), "client {i}");
                 }
-                let r = c.request(b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n");
+                let r = c.request(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
                 assert_eq!((r.status, r.text().as_str()), (200, "Hello, World!"));
                 assert!(c.closed_by_server());
             })
@@ -59,7 +60,8 @@ pub fn close_2000(arch: &str) {
             std::thread::spawn(move || {
                 for _ in 0..250 {
                     let mut c = Client::connect(addr);
-                    let r = c.request(b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n");
+                    let r =
+                        c.request(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
                     assert_eq!((r.status, r.text().as_str()), (200, "Hello, World!"));
                     assert_eq!(r.header("connection"), Some("close"));
                 }

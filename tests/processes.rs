@@ -6,40 +6,12 @@
 
 mod common;
 
-use common::{get, Client, Server};
+use common::{children_of, get, Client, Server};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The children of `parent` as (pid, state letter), from `/proc/*/stat`.
-fn children_of(parent: u32) -> Vec<(u32, char)> {
-    let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        // A process may vanish between listing and reading: skip it.
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if ppid == parent {
-            found.push((pid, state));
-        }
-    }
-    found
-}
 
 /// Polls `cond` every 10 ms until it holds or `limit` passes.
 fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -77,7 +49,7 @@ fn try_hello(addr: SocketAddr) -> Result<(), String> {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     stream
-        .write_all(b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .map_err(|e| format!("write: {e}"))?;
     let mut answer = Vec::new();
     stream
@@ -164,7 +136,10 @@ fn shutdown_reaps_children(arch: &str) {
     let pid = s.child.id();
     let mut idle: Vec<Client> = (0..3).map(|_| Client::connect(s.addr)).collect();
     for c in &mut idle {
-        assert_eq!(c.request(b"GET /hello HTTP/1.1\r\n\r\n").status, 200);
+        assert_eq!(
+            c.request(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n").status,
+            200
+        );
     }
     let kids: Vec<u32> = children_of(pid).iter().map(|c| c.0).collect();
     assert!(kids.len() >= 3, "{arch}: children {kids:?}");
@@ -192,7 +167,7 @@ fn prefork_shutdown_reaps_children() {
 fn in_flight_request_finishes(arch: &str) {
     let mut s = Server::start(arch, &[]);
     let mut c = Client::connect(s.addr);
-    c.send(b"GET /work?io_ms=1000&bytes=7 HTTP/1.1\r\n\r\n");
+    c.send(b"GET /work?io_ms=1000&bytes=7 HTTP/1.1\r\nHost: t\r\n\r\n");
     // Make sure the server has the request before stopping it: /stats
     // counts the connection once it is being served.
     assert!(wait_for(Duration::from_secs(10), || {
@@ -313,7 +288,9 @@ fn spawn_failure_answers_503(arch: &str) {
         .map(|_| {
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr);
-                let r = c.request(b"GET /work?io_ms=1500 HTTP/1.1\r\nConnection: close\r\n\r\n");
+                let r = c.request(
+                    b"GET /work?io_ms=1500 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                );
                 r.status
             })
         })

@@ -185,8 +185,10 @@ fn continuity(arch: &str, mode: Mode) -> Result<(), String> {
         }
     }
     for method in ["GET", "PUT"] {
-        let r = Client::connect(addr)
-            .request(format!("{method} /counter HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes());
+        let r = Client::connect(addr).request(
+            format!("{method} /counter HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
         if r.status != 405 || r.header("allow") != Some("POST") {
             return Err(format!("{method} /counter got {r:?}"));
         }

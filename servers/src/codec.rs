@@ -11,7 +11,10 @@
 //! What it supports: keep-alive (the HTTP/1.1 default), `Connection: close`,
 //! HTTP/1.0 (no keep-alive unless the client asks), pipelining (call
 //! [`parse_request`] again on the bytes after the first request),
-//! `Content-Length` bodies. Chunked request bodies are refused with 501 and the
+//! `Content-Length` bodies, `Expect: 100-continue` ([`expects_continue`]
+//! tells the connection to send the interim answer). An HTTP/1.1 request
+//! needs exactly one `Host` field, and no request may have two (RFC 9112
+//! §3.2): anything else is 400. Chunked request bodies are refused with 501 and the
 //! connection closed: a server that cannot read them must never guess where
 //! the next request starts.
 
@@ -102,13 +105,15 @@ pub enum ParseError {
     TransferEncoding,
     #[error("HTTP version not supported")]
     Version,
+    #[error("an HTTP/1.1 request needs exactly one Host header field")]
+    Host,
 }
 
 impl ParseError {
     /// The status code this error is answered with.
     pub fn status(self) -> u16 {
         match self {
-            ParseError::Malformed | ParseError::BadContentLength => 400,
+            ParseError::Malformed | ParseError::BadContentLength | ParseError::Host => 400,
             ParseError::HeadTooLarge | ParseError::TooManyHeaders => 431,
             ParseError::BodyTooLarge => 413,
             ParseError::TransferEncoding => 501,
@@ -176,6 +181,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usi
     let mut content_length: Option<usize> = None;
     let mut wants_close = false;
     let mut wants_keep_alive = false;
+    let mut hosts = 0;
     for h in req.headers.iter() {
         let name = h.name.to_ascii_lowercase();
         let value = std::str::from_utf8(h.value)
@@ -192,6 +198,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usi
                 content_length = Some(n);
             }
             "transfer-encoding" => return Err(ParseError::TransferEncoding),
+            "host" => hosts += 1,
             "connection" => {
                 for token in value.split(',') {
                     let token = token.trim();
@@ -204,6 +211,9 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usi
         owned.push((name, value));
     }
 
+    if hosts > 1 || (minor_version == 1 && hosts == 0) {
+        return Err(ParseError::Host);
+    }
     let body_len = content_length.unwrap_or(0);
     if body_len > limits.max_body {
         return Err(ParseError::BodyTooLarge);
@@ -225,6 +235,30 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usi
         total,
     )))
 }
+
+/// Whether `buf` starts with a complete HTTP/1.1 request head that asks
+/// for `100 Continue` before its body (`Expect: 100-continue` with a body to
+/// send). Called only while a request is incomplete: the answer is sent
+/// once, so a client that waits for it sends its body at once instead of
+/// after its own timeout (curl waits a second).
+pub fn expects_continue(buf: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(buf), Ok(httparse::Status::Complete(_))) || req.version != Some(1) {
+        return false;
+    }
+    let field = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    field("expect").is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
+        && field("content-length").is_some_and(|v| v.trim_ascii() != b"0")
+}
+
+/// The interim response that tells a client to send its body.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 fn parse_content_length(value: &str) -> Result<usize, ParseError> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
@@ -364,14 +398,16 @@ mod tests {
 
     #[test]
     fn body_at_every_split() {
-        let req = check_every_split(b"POST /counter HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+        let req = check_every_split(
+            b"POST /counter HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+        );
         assert_eq!(req.method, Method::Post);
         assert_eq!(req.body, b"hello");
     }
 
     #[test]
     fn query_is_split_from_path() {
-        let req = check_every_split(b"GET /work?cpu=1&io_ms=2 HTTP/1.1\r\n\r\n");
+        let req = check_every_split(b"GET /work?cpu=1&io_ms=2 HTTP/1.1\r\nHost: t\r\n\r\n");
         assert_eq!(req.path(), "/work");
         assert_eq!(req.query(), Some("cpu=1&io_ms=2"));
     }
@@ -379,10 +415,12 @@ mod tests {
     #[test]
     fn keep_alive_rules() {
         let ka = |raw: &[u8]| parse(raw).unwrap().unwrap().0.keep_alive;
-        assert!(ka(b"GET / HTTP/1.1\r\n\r\n"));
-        assert!(!ka(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(ka(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"));
         assert!(!ka(
-            b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(!ka(
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, Close\r\n\r\n"
         ));
         assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(ka(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
@@ -390,9 +428,9 @@ mod tests {
 
     #[test]
     fn pipelined_requests_parse_in_order_at_every_split() {
-        let one = b"GET /a HTTP/1.1\r\n\r\n".as_slice();
-        let two = b"POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz".as_slice();
-        let three = b"GET /c HTTP/1.1\r\nConnection: close\r\n\r\n".as_slice();
+        let one = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n".as_slice();
+        let two = b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nxyz".as_slice();
+        let three = b"GET /c HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".as_slice();
         let all = [one, two, three].concat();
         for cut in 0..=all.len() {
             // Feed the stream in two pieces, as two reads would deliver it.
@@ -420,13 +458,13 @@ mod tests {
         assert_eq!(parse(b"\x00\x01garbage\r\n\r\n").unwrap_err().status(), 400);
         assert_eq!(parse(b"GET\r\n\r\n").unwrap_err().status(), 400);
         assert_eq!(
-            parse(b"GET http://x/ HTTP/1.1\r\n\r\n")
+            parse(b"GET http://x/ HTTP/1.1\r\nHost: t\r\n\r\n")
                 .unwrap_err()
                 .status(),
             400
         );
         assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nbad header\r\n\r\n")
+            parse(b"GET / HTTP/1.1\r\nHost: t\r\nbad header\r\n\r\n")
                 .unwrap_err()
                 .status(),
             400
@@ -436,39 +474,71 @@ mod tests {
     #[test]
     fn bad_content_length_is_400() {
         for cl in ["abc", "-1", "+5", "1 2", "", "99999999999999999999999"] {
-            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n");
+            let raw = format!("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {cl}\r\n\r\n");
             assert_eq!(
                 parse(raw.as_bytes()).unwrap_err(),
                 ParseError::BadContentLength,
                 "{cl:?}"
             );
         }
-        let twice = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+        let twice =
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
         assert_eq!(parse(twice).unwrap_err().status(), 400);
-        let same = b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab";
+        let same =
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab";
         assert_eq!(parse(same).unwrap().unwrap().0.body, b"ab");
     }
 
     #[test]
     fn chunked_is_refused_not_misread() {
-        let raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        let raw = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         assert_eq!(parse(raw).unwrap_err().status(), 501);
     }
 
     #[test]
     fn limits_answer_431_and_413() {
-        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+            "a".repeat(9000)
+        );
         assert_eq!(parse(big.as_bytes()).unwrap_err().status(), 431);
         // An unfinished head already past the limit is refused without waiting.
         assert_eq!(parse(&big.as_bytes()[..8500]).unwrap_err().status(), 431);
         let many: String = (0..65).map(|i| format!("H{i}: v\r\n")).collect();
-        let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        let raw = format!("GET / HTTP/1.1\r\nHost: t\r\n{many}\r\n");
         assert_eq!(parse(raw.as_bytes()).unwrap_err().status(), 431);
         let raw = format!(
-            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
             2 * 1024 * 1024
         );
         assert_eq!(parse(raw.as_bytes()).unwrap_err().status(), 413);
+    }
+
+    #[test]
+    fn host_is_required_once_in_http_1_1() {
+        let status = |raw: &[u8]| parse(raw).unwrap_err().status();
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n"), 400);
+        assert!(parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
+        assert!(parse(b"GET / HTTP/1.1\r\nHOST: \r\n\r\n")
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn expect_continue_is_seen_on_a_complete_head_only() {
+        let raw = b"POST /counter HTTP/1.1\r\nHost: t\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n";
+        assert!(expects_continue(raw));
+        assert!(!expects_continue(&raw[..raw.len() - 2]));
+        assert!(parse(raw).unwrap().is_none(), "the body is still to come");
+        let no_body =
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n";
+        assert!(!expects_continue(no_body));
+        let http10 = b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+        assert!(!expects_continue(http10));
+        let plain = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n";
+        assert!(!expects_continue(plain));
     }
 
     #[test]

@@ -14,6 +14,18 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+/// Stop answering pipelined requests (and, in the event loop, reading)
+/// while this much output waits for the client: a client that sends
+/// without reading must not grow a server's buffers without bound. Every
+/// architecture that uses [`Conn`] applies it; a single response larger
+/// than this is still written whole.
+pub const OUT_HIGH_WATER: usize = 256 * 1024;
+/// How long, in all, a closing connection's input is drained so that a
+/// final error response is not destroyed by a reset (see [`linger_close`]),
+/// and the most bytes drained.
+pub const LINGER: Duration = Duration::from_millis(500);
+pub const LINGER_MAX_BYTES: usize = 256 * 1024;
+
 /// The protocol state of one connection, without the socket.
 pub struct Conn {
     /// Bytes read and not yet parsed.
@@ -24,6 +36,8 @@ pub struct Conn {
     pub closing: bool,
     /// When the connection times out if no complete request arrives.
     pub deadline: Instant,
+    /// `100 Continue` was sent for the request being received.
+    continued: bool,
 }
 
 /// What [`Conn::next_plan`] found in the buffered bytes.
@@ -46,6 +60,7 @@ impl Conn {
             out: Vec::with_capacity(4096),
             closing: false,
             deadline: Instant::now() + idle,
+            continued: false,
         }
     }
 
@@ -81,9 +96,16 @@ impl Conn {
         match codec::parse_request(&self.inbuf, &handler.config().limits) {
             Ok(Some((req, used))) => {
                 self.inbuf.drain(..used);
+                self.continued = false;
                 Next::Plan(handler.plan(&req))
             }
-            Ok(None) => Next::NeedInput,
+            Ok(None) => {
+                if !self.continued && codec::expects_continue(&self.inbuf) {
+                    self.out.extend_from_slice(codec::CONTINUE);
+                    self.continued = true;
+                }
+                Next::NeedInput
+            }
             Err(e) => {
                 self.error(handler, e.response());
                 Next::Close
@@ -133,12 +155,16 @@ pub fn serve_blocking(mut stream: TcpStream, handler: &Handler, shutdown: &Shutd
     let _ = stream.set_nodelay(true);
     let mut conn = Conn::new(idle);
     loop {
-        // Answer every complete request already buffered (pipelining), then
-        // write all the responses at once.
-        while let Next::Plan(plan) = conn.next_plan(handler) {
+        // Answer the complete requests already buffered (pipelining) until
+        // the output reaches the high-water mark, then write it all at once.
+        while conn.out.len() < OUT_HIGH_WATER {
+            let Next::Plan(plan) = conn.next_plan(handler) else {
+                break;
+            };
             let plan = plan.run_blocking();
             conn.finish(handler, &plan, shutdown.is_triggered());
         }
+        let full = conn.out.len() >= OUT_HIGH_WATER;
         if !conn.out.is_empty() {
             if stream.write_all(&conn.out).is_err() {
                 return;
@@ -148,6 +174,10 @@ pub fn serve_blocking(mut stream: TcpStream, handler: &Handler, shutdown: &Shutd
         if conn.closing {
             linger_close(stream, conn.has_partial_request());
             return;
+        }
+        if full {
+            // More requests may be buffered: answer them before reading.
+            continue;
         }
         match shutdown.wait_readable(stream.as_raw_fd(), Some(conn.deadline)) {
             Ok(Readiness::Ready) => {
@@ -165,31 +195,54 @@ pub fn serve_blocking(mut stream: TcpStream, handler: &Handler, shutdown: &Shutd
 
 /// Answers `503 Service Unavailable` and closes: the server is out of
 /// workers right now, the client may retry.
+///
+/// This runs on the accepting thread, which must never wait on a client:
+/// the socket is non-blocking, the 503 (a hundred bytes) fits a fresh
+/// socket's buffer, and only input that has already arrived is drained
+/// before closing. A client whose request arrives after the close may see a
+/// reset instead of the 503: the price of never lingering here.
 pub fn refuse_busy(mut stream: TcpStream, handler: &Handler) {
     let mut out = Vec::with_capacity(128);
     let resp = Response::text(503, "server busy: no worker available").closing();
     codec::write_response(&mut out, &resp, false, false);
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    if stream.write_all(&out).is_ok() {
+    let _ = stream.set_nonblocking(true);
+    let mut sink = [0u8; 4096];
+    let drain = |stream: &mut TcpStream, sink: &mut [u8]| {
+        let mut drained = 0;
+        while drained < LINGER_MAX_BYTES {
+            match stream.read(sink) {
+                Ok(n) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    };
+    drain(&mut stream, &mut sink);
+    if stream.write(&out).is_ok_and(|n| n == out.len()) {
         handler.stats().request_served();
     }
-    // The client's request is unread: linger so the 503 is not lost to a reset.
-    linger_close(stream, true);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    drain(&mut stream, &mut sink);
 }
 
 /// Closes a connection so that a final error response still reaches the
 /// client: closing with unread input would make the kernel send a reset
 /// that can destroy the response before the client reads it. So: stop
-/// writing, then drain what the client still sends, for a bounded time.
+/// writing, then drain what the client still sends, for at most [`LINGER`]
+/// in all and [`LINGER_MAX_BYTES`] — a client that keeps trickling bytes
+/// cannot hold the thread longer.
 pub fn linger_close(mut stream: TcpStream, unread_input: bool) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
     if !unread_input {
         return;
     }
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let until = Instant::now() + LINGER;
     let mut sink = [0u8; 4096];
     let mut drained = 0;
-    while drained < 256 * 1024 {
+    while drained < LINGER_MAX_BYTES {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
         match stream.read(&mut sink) {
             Ok(0) | Err(_) => break,
             Ok(n) => drained += n,

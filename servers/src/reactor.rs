@@ -20,13 +20,20 @@
 //! and parks the connection; whoever runs the job sends a [`Done`] back
 //! through a [`Poster`], which wakes the loop with a mio `Waker`.
 //!
+//! Fairness: one connection gets at most [`TURN_REQUESTS`] requests or
+//! [`TURN_TIME`] of the loop per turn; with more pipelined requests
+//! buffered it goes to the back of a queue and the loop polls (without
+//! waiting) and serves the others first, as production event loops bound
+//! the work done per event. What remains: a single request's CPU work still
+//! holds the whole loop for as long as it runs.
+//!
 //! The same timer heap holds idle deadlines (no complete request for
 //! `--idle-timeout`: closed, or answered 408 if half a request arrived),
 //! stalled writers (no write progress for the idle timeout: closed) and
 //! lingering closes. Shutdown stops accepting, closes idle connections,
 //! lets plans in flight finish and flush, then returns.
 
-use crate::conn::{interrupted, would_block, Conn, Next};
+use crate::conn::{interrupted, would_block, Conn, Next, LINGER, LINGER_MAX_BYTES, OUT_HIGH_WATER};
 use crate::handler::{Handler, Plan, Step};
 use crate::net::{is_resource_exhaustion, is_transient_accept_error};
 use crate::shutdown::Shutdown;
@@ -50,14 +57,10 @@ const FIRST_CONN: usize = 3;
 
 /// Bytes offered to each `read`.
 const READ_CHUNK: usize = 16 * 1024;
-/// Stop reading and parsing while this much output waits for the client:
-/// a client that sends without reading must not grow our buffers forever.
-const OUT_HIGH_WATER: usize = 256 * 1024;
-/// How long, and how much, a closing connection's input is drained so that
-/// a final error response is not destroyed by a reset (see
-/// [`linger_close`](crate::conn::linger_close), the blocking version).
-const LINGER: Duration = Duration::from_millis(500);
-const LINGER_MAX_BYTES: usize = 256 * 1024;
+/// The most requests one connection is answered per loop turn...
+pub const TURN_REQUESTS: usize = 16;
+/// ...and the most loop time it gets per turn (checked after each request).
+pub const TURN_TIME: Duration = Duration::from_millis(2);
 /// Pause accepting for this long when out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -151,6 +154,8 @@ struct Entry<'h> {
     write_deadline: Instant,
     /// The earliest idle-kind timer this entry has in the heap.
     idle_armed: Option<Instant>,
+    /// Used up its turn with requests still buffered: queued to go on.
+    yielded: bool,
     _open: ConnectionGuard<'h>,
 }
 
@@ -176,6 +181,8 @@ pub struct Reactor<'h> {
     free: Vec<usize>,
     next_gen: u64,
     timers: BinaryHeap<Timer>,
+    /// Connections that used up their turn, in the order they did.
+    yielded: Vec<Key>,
     accept_paused_until: Option<Instant>,
     /// Out of descriptors is warned about once a second, not per attempt.
     accept_warning: crate::warn::Throttled,
@@ -210,6 +217,7 @@ impl<'h> Reactor<'h> {
             free: Vec::new(),
             next_gen: 0,
             timers: BinaryHeap::new(),
+            yielded: Vec::new(),
             accept_paused_until: None,
             accept_warning: crate::warn::Throttled::new(),
             offload: None,
@@ -279,10 +287,25 @@ impl<'h> Reactor<'h> {
                 self.accept_all()?;
             }
             self.fire_timers();
+            self.continue_yielded();
+        }
+    }
+
+    /// Gives the connections that used up their last turn another one.
+    fn continue_yielded(&mut self) {
+        for key in std::mem::take(&mut self.yielded) {
+            match self.entry(key.slot) {
+                Some(e) if e.gen == key.gen => e.yielded = false,
+                _ => continue,
+            }
+            self.drive(key.slot);
         }
     }
 
     fn next_timeout(&self) -> Option<Duration> {
+        if !self.yielded.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let timer = self.timers.peek().map(|Reverse(t)| t.0);
         let next = match (timer, self.accept_paused_until) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -341,6 +364,7 @@ impl<'h> Reactor<'h> {
             write_pending: false,
             write_deadline: Instant::now() + idle,
             idle_armed: None,
+            yielded: false,
             _open: self.handler.stats().connection_opened(),
         });
         self.arm_idle(slot);
@@ -369,11 +393,20 @@ impl<'h> Reactor<'h> {
             return;
         }
         loop {
-            self.answer_buffered(slot);
+            let turn_used = self.answer_buffered(slot);
             if !self.flush(slot) {
                 return;
             }
             let Some(e) = self.entry(slot) else { return };
+            if turn_used {
+                // Reading more now would only buffer more: come back later.
+                if !e.yielded {
+                    e.yielded = true;
+                    let key = Key { slot, gen: e.gen };
+                    self.yielded.push(key);
+                }
+                break;
+            }
             let wants_read = matches!(e.stage, Stage::Serving)
                 && !e.conn.closing
                 && e.conn.out.len() < OUT_HIGH_WATER;
@@ -401,19 +434,28 @@ impl<'h> Reactor<'h> {
         self.arm_idle(slot);
     }
 
-    /// Answers every complete buffered request until one parks.
-    fn answer_buffered(&mut self, slot: usize) {
-        loop {
+    /// Answers complete buffered requests until one parks, the output
+    /// reaches the high-water mark, or the connection's turn is used up
+    /// (then returns true: more may be buffered).
+    fn answer_buffered(&mut self, slot: usize) -> bool {
+        let start = Instant::now();
+        for _ in 0..TURN_REQUESTS {
             let handler = self.handler;
-            let Some(e) = self.entry(slot) else { return };
+            let Some(e) = self.entry(slot) else {
+                return false;
+            };
             if !matches!(e.stage, Stage::Serving) || e.conn.out.len() >= OUT_HIGH_WATER {
-                return;
+                return false;
             }
             match e.conn.next_plan(handler) {
                 Next::Plan(plan) => self.execute(slot, plan),
-                Next::NeedInput | Next::Close => return,
+                Next::NeedInput | Next::Close => return false,
+            }
+            if start.elapsed() >= TURN_TIME {
+                break;
             }
         }
+        true
     }
 
     /// Runs a plan's remaining steps; a wait or an offloaded step parks it,

@@ -9,6 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// More workers or helpers than this is a typo, not an experiment: the
+/// server would spend its start-up creating them and die of the pids limit.
+const MAX_WORKERS: u64 = 100_000;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Architecture to run (see --list).
@@ -19,8 +23,8 @@ pub struct Args {
     listen: SocketAddr,
     /// Workers (threads, processes or loops) for architectures that have a
     /// fixed number; default: the CPUs this process may use.
-    #[arg(long)]
-    workers: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_WORKERS))]
+    workers: Option<u64>,
     /// Folder served under /file/.
     #[arg(long)]
     docroot: Option<PathBuf>,
@@ -28,8 +32,9 @@ pub struct Args {
     #[arg(long, default_value = "10s", value_parser = super::duration)]
     idle_timeout: Duration,
     /// amped: the most helper threads running blocking steps at once.
-    #[arg(long, default_value_t = servers::config::DEFAULT_HELPERS)]
-    helpers: usize,
+    #[arg(long, default_value_t = servers::config::DEFAULT_HELPERS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_WORKERS))]
+    helpers: u64,
     /// Event-driven servers: run blocking waits inline, stalling the loop
     /// (the classic pitfall, for teaching).
     #[arg(long)]
@@ -49,6 +54,11 @@ pub struct Args {
     /// reserved for this many up front).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     max_sessions: u64,
+    /// Stateful: a session unused for this long is gone (its client gets
+    /// 410), so clients that never return cannot fill the table for good.
+    /// Default: sessions stay until the server stops.
+    #[arg(long, value_parser = super::duration)]
+    session_idle: Option<Duration>,
     /// Stateless: the token MAC key, as text (its bytes are the key).
     /// Replicas that must accept each other's tokens need the same key.
     #[arg(long, conflicts_with = "state_key_file")]
@@ -67,20 +77,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let arch = arch::find(&args.arch)?;
-    if args.workers == Some(0) {
-        bail!("--workers must be at least 1");
+    if args.idle_timeout.is_zero() {
+        bail!("--idle-timeout must be more than 0: every connection would be closed at once");
     }
-    if args.helpers == 0 {
-        bail!("--helpers must be at least 1");
-    }
-    let workers = args.workers.unwrap_or_else(servers::config::available_cpus);
+    let workers = args
+        .workers
+        .map_or_else(servers::config::available_cpus, |n| n as usize);
     let state = state_config(&args)?;
     let config = servers::Config {
         arch: arch.name.to_string(),
         workers,
         idle_timeout: args.idle_timeout,
         docroot: args.docroot,
-        helpers: args.helpers,
+        helpers: args.helpers as usize,
         blocking_io: args.blocking_io,
         state,
         ..Default::default()
@@ -130,6 +139,7 @@ fn state_config(args: &Args) -> anyhow::Result<StateConfig> {
         mode,
         ttl: args.ttl,
         max_sessions: usize::try_from(args.max_sessions).context("--max-sessions too large")?,
+        session_idle: args.session_idle,
         key: key.map(StateKey),
     })
 }

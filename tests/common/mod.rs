@@ -20,6 +20,15 @@ pub struct Server {
 impl Server {
     /// Starts `arch` on 127.0.0.1:0 with a docroot holding `index.html`.
     pub fn start(arch: &str, extra: &[&str]) -> Server {
+        Server::launch(arch, extra, None)
+    }
+
+    /// As [`Server::start`], with at most `nofile` open descriptors.
+    pub fn start_with_nofile(arch: &str, extra: &[&str], nofile: u64) -> Server {
+        Server::launch(arch, extra, Some(nofile))
+    }
+
+    fn launch(arch: &str, extra: &[&str], nofile: Option<u64>) -> Server {
         let docroot = std::env::temp_dir().join(format!(
             "serverlab-test-{}-{}-{}",
             arch,
@@ -46,11 +55,21 @@ impl Server {
         // Drop never runs: have the kernel kill the server with it. The
         // signal fires when the *thread* that spawned it ends, so a Server
         // must be used by the thread that started it.
-        // SAFETY: prctl is async-signal-safe; nothing else runs in pre_exec.
+        // SAFETY: prctl and setrlimit are async-signal-safe; nothing else
+        // runs in pre_exec.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(n) = nofile {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -96,6 +115,83 @@ impl Drop for Server {
         }
         let _ = std::fs::remove_dir_all(&self.docroot);
     }
+}
+
+/// The children of `parent` as (pid, state letter), from `/proc/*/stat`.
+pub fn children_of(parent: u32) -> Vec<(u32, char)> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // A process may vanish between listing and reading: skip it.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent {
+            found.push((pid, state));
+        }
+    }
+    found
+}
+
+/// `pid` and every process below it.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        all.extend(children_of(all[i]).into_iter().map(|(p, _)| p));
+        i += 1;
+    }
+    all
+}
+
+/// The largest peak resident set (`VmHWM`, KiB) of any process in `pid`'s
+/// tree: a forked server's connection is served by one of its children.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    process_tree(pid)
+        .into_iter()
+        .filter_map(|p| {
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system, all threads) process `pid` has used so far.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
 }
 
 fn unique() -> u64 {

@@ -5,7 +5,8 @@
 //!   (default: the CPUs this process may use) run whichever tasks are
 //!   ready and steal work from each other's queues. A `Wait` step is a
 //!   tokio timer, so a waiting request costs a parked task, not a thread;
-//!   `Compute` runs inline on a worker; `ReadFile` goes to tokio's blocking
+//!   `Compute` runs inline on a worker, then yields to the worker's other
+//!   tasks; `ReadFile` goes to tokio's blocking
 //!   pool (`spawn_blocking`), as tokio's own file API does.
 //! - Cost: task and future state per connection, wakers, work-stealing
 //!   queues; hyper's buffers (larger than ours by default) and its
@@ -22,7 +23,9 @@
 //! differently from the codec, it is hyper's behaviour that is served:
 //! - a header block that does not arrive within `--idle-timeout` (hyper's
 //!   `header_read_timeout`, which also bounds keep-alive idleness) closes
-//!   the connection without a 408;
+//!   the connection without a 408; a body gets `--idle-timeout` from the
+//!   end of its header block (the codec counts from the request's start),
+//!   then 408;
 //! - hyper's own error answers (400 for malformed input or a bad
 //!   `Content-Length`, 431 past the header limits) have an empty body and
 //!   are not counted in `/stats` `requests`;
@@ -41,7 +44,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, SERVER, TRANSFER_ENCODING,
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, SERVER,
+    TRANSFER_ENCODING,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -188,6 +192,10 @@ async fn respond(handler: &Handler, req: hyper::Request<Incoming>) -> HyperRespo
     if req.headers().contains_key(TRANSFER_ENCODING) {
         return refuse(ParseError::TransferEncoding);
     }
+    let hosts = req.headers().get_all(HOST).iter().count();
+    if hosts > 1 || (req.version() == Version::HTTP_11 && hosts == 0) {
+        return refuse(ParseError::Host);
+    }
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -196,9 +204,17 @@ async fn respond(handler: &Handler, req: hyper::Request<Incoming>) -> HyperRespo
         return refuse(ParseError::BodyTooLarge);
     }
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, limits.max_body).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return refuse(ParseError::BodyTooLarge),
+    // hyper's header timeout does not cover the body: a body trickled in
+    // gets the idle timeout too, as the codec's servers give it.
+    let idle = handler.config().idle_timeout;
+    let body = match tokio::time::timeout(idle, Limited::new(body, limits.max_body).collect()).await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => return refuse(ParseError::BodyTooLarge),
+        Err(_) => {
+            handler.stats().request_served();
+            return to_hyper(&Response::text(408, "request timeout").closing(), false);
+        }
     };
     let Some(request) = to_codec(&parts, body) else {
         return refuse(ParseError::Malformed);
@@ -209,6 +225,10 @@ async fn respond(handler: &Handler, req: hyper::Request<Incoming>) -> HyperRespo
         match step {
             Step::Compute(units) => {
                 work::compute(units);
+                // hyper answers a connection's pipelined requests in one
+                // poll; yielding after CPU work lets the worker's other
+                // tasks run, the turn bound the reactor applies too.
+                tokio::task::yield_now().await;
             }
             // The pitfall, on purpose: this worker thread runs nothing else
             // meanwhile.
@@ -217,7 +237,7 @@ async fn respond(handler: &Handler, req: hyper::Request<Incoming>) -> HyperRespo
             Step::ReadFile(file) => {
                 let result = tokio::task::spawn_blocking(move || file.read())
                     .await
-                    .unwrap_or_else(|e| Err(io::Error::other(e)));
+                    .unwrap_or_else(|e| Err(crate::handler::FileError::Failed(e.to_string())));
                 plan.file_read(result);
             }
         }
