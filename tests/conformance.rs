@@ -179,6 +179,30 @@ pub fn stalled_client_times_out(arch: &str) {
     assert_eq!(get(s.addr, "/hello").status, 200);
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with
+/// two, is 400. RFC 9110 §10.1.1: a client that sends `Expect:
+/// 100-continue` gets `100 Continue` before sending its body, then the
+/// final answer.
+pub fn host_and_expect_continue(arch: &str) {
+    let s = Server::start(arch, &[]);
+    for raw in [
+        &b"GET /hello HTTP/1.1\r\n\r\n"[..],
+        b"GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ] {
+        let r = Client::connect(s.addr).request(raw);
+        assert_eq!(r.status, 400, "{arch}: {:?}", String::from_utf8_lossy(raw));
+    }
+    let mut c = Client::connect(s.addr);
+    c.send(
+        b"POST /counter HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+    );
+    let interim = c.read().expect("100 Continue before the body");
+    assert_eq!(interim.status, 100, "{arch}");
+    c.send(b"{}");
+    let r = c.read().expect("the final answer");
+    assert_eq!((r.status, r.text().as_str()), (200, "1"), "{arch}");
+}
+
 pub fn clean_shutdown(arch: &str) {
     let mut s = Server::start(arch, &[]);
     assert_eq!(get(s.addr, "/hello").status, 200);
@@ -199,6 +223,7 @@ macro_rules! conformance {
             #[test] fn bad_input_answered_and_server_survives() { super::bad_input_answered_and_server_survives($name) }
             #[test] fn stalled_client_times_out() { super::stalled_client_times_out($name) }
             #[test] fn clean_shutdown() { super::clean_shutdown($name) }
+            #[test] fn host_and_expect_continue() { super::host_and_expect_continue($name) }
         }
     )*};
 }

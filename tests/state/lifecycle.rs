@@ -122,6 +122,41 @@ fn a_full_soft_table_evicts_and_clients_recover_in_every_arch() {
     }
 }
 
+/// 100 cookie-less clients fill a stateful table; with `--session-idle`
+/// their places come free once they have been idle that long, and a new
+/// client gets a session instead of 503. A session in use is kept.
+#[test]
+fn a_stateful_idle_limit_frees_places_held_by_clients_that_left() {
+    let s = Server::start(
+        one_arch(),
+        &[
+            "--state",
+            "stateful",
+            "--max-sessions",
+            "100",
+            "--session-idle",
+            "1s",
+        ],
+    );
+    let mut kept = client(s.addr, Mode::Stateful);
+    run(&mut kept, 1);
+    for _ in 0..99 {
+        assert_eq!(post_once(s.addr, "").status, 200);
+    }
+    assert_eq!(post_once(s.addr, "").status, 503, "the table is full");
+    // The kept client stays active while the anonymous ones go idle.
+    for _ in 0..6 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        run(&mut kept, 1);
+    }
+    let r = post_once(s.addr, "");
+    assert_eq!(r.status, 200, "{r:?}");
+    run(&mut kept, 1);
+    assert_eq!(kept.last, 8);
+    let st = stats(s.addr);
+    assert!(st["session_table"]["expired"].as_u64() >= Some(1), "{st}");
+}
+
 #[test]
 fn soft_sessions_expire_after_the_ttl() {
     let s = Server::start(one_arch(), &["--state", "soft", "--ttl", "1s"]);
