@@ -345,9 +345,10 @@ impl Drop for CliGuard {
 }
 
 /// Everything named after `pid` that still exists: cgroups, netns, veths.
+/// Names carry the owner as `<pid>s<start time>`.
 fn leftovers_of(pid: u32) -> Vec<String> {
     let mut found = Vec::new();
-    let tag = format!("-{pid}-");
+    let tag = format!("-{pid}s");
     for mount in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
         for e in std::fs::read_dir(mount.path())
             .into_iter()
@@ -421,15 +422,32 @@ fn sigint_to_the_runner_leaves_nothing_behind() {
     assert_eq!(leftovers_of(pid), Vec::<String>::new());
 }
 
+/// Processes whose command line is exactly `argv`.
+fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let want = argv.join("\0") + "\0";
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+        })
+        .collect()
+}
+
+/// A runner killed outright (SIGKILL: none of its cleanup runs) takes its
+/// container's processes with it at once; what the kernel keeps (cgroups,
+/// the namespace) is removed by the next start.
 #[test]
 fn leftovers_of_a_killed_runner_are_removed_at_start() {
     if usable("leftovers").is_none() {
         return;
     }
+    // A command line no other test uses, to find the contained process by.
+    let command = ["sleep", "30.25"];
     let child = Command::new(env!("CARGO_BIN_EXE_serverlab"))
-        .args([
-            "sandbox", "--pids", "16", "--net", "isolated", "--", "sleep", "30",
-        ])
+        .args(["sandbox", "--pids", "16", "--net", "isolated", "--"])
+        .args(command)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -437,9 +455,20 @@ fn leftovers_of_a_killed_runner_are_removed_at_start() {
     let pid = guard.0.id();
     let mut err = BufReader::new(guard.0.stderr.take().unwrap());
     line_with(&mut err, "container");
+    assert!(
+        wait_until(Duration::from_secs(5), || !processes_running(&command)
+            .is_empty()),
+        "the contained command runs"
+    );
     // A crash: SIGKILL leaves no chance to clean up.
     guard.0.kill().unwrap();
     guard.0.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(2), || processes_running(&command)
+            .is_empty()),
+        "the container outlived its runner: {:?}",
+        processes_running(&command)
+    );
     assert!(
         !leftovers_of(pid).is_empty(),
         "a killed runner leaves its container behind"
@@ -495,4 +524,16 @@ fn credits_earned_idle_are_spent_busy_then_baseline() {
         acc.credits_left.unwrap() < 0.1,
         "credits were spent: {acc:?}"
     );
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
 }

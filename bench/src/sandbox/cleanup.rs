@@ -6,7 +6,16 @@
 //! by its `Drop` (errors, panics), by [`terminate_all`]/[`cleanup_all`]
 //! from the runner's SIGINT/SIGTERM path, and — after a crash, when none of
 //! that could run — by [`cleanup_leftovers`] at the next start, which finds
-//! `serverlab*` objects whose owner pid (part of every name) is dead.
+//! `serverlab*` objects whose owner (named in every object) is gone. The
+//! owner is a pid *and* its start time (`<pid>s<ticks>`), so a new process
+//! that happens to get a dead runner's pid does not protect its leftovers.
+//! Host-side veths carry only the pid (15-character names); they vanish
+//! with their namespace, which does carry the start time.
+//!
+//! A runner killed outright (SIGKILL) takes its containers with it: their
+//! outer process has a parent-death signal (`namespaces.rs`), and with it
+//! goes PID 1 and the whole pid namespace. Only the cgroup directories and
+//! network objects are left, for the next start.
 //!
 //! [`Container::stop`]: super::Container::stop
 
@@ -136,21 +145,78 @@ fn alive(pid: i32) -> bool {
         )
 }
 
-/// The owner pid in `serverlab-<hint>-<pid>-<n>` (hints may contain dashes).
-pub fn owner_of_cgroup(name: &str) -> Option<i32> {
+/// When process `pid` started, in clock ticks since boot (`/proc/<pid>/stat`
+/// field 22); `None` if there is no such process.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After "pid (comm)", whose comm may hold anything: state is field 3.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The process that made a sandbox object, as named in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: i32,
+    /// Its start time; `None` in names that carry only a pid.
+    pub start: Option<u64>,
+}
+
+impl Owner {
+    /// This process.
+    pub fn me() -> Owner {
+        let pid = std::process::id() as i32;
+        Owner {
+            pid,
+            start: start_time(pid),
+        }
+    }
+
+    /// How names carry it: `<pid>s<start>`, or `<pid>`.
+    pub fn tag(&self) -> String {
+        match self.start {
+            Some(start) => format!("{}s{start}", self.pid),
+            None => self.pid.to_string(),
+        }
+    }
+
+    fn parse(tag: &str) -> Option<Owner> {
+        let (pid, start) = match tag.split_once('s') {
+            Some((pid, start)) => (pid, Some(start.parse().ok()?)),
+            None => (tag, None),
+        };
+        Some(Owner {
+            pid: pid.parse().ok()?,
+            start,
+        })
+    }
+
+    /// Whether the owner has exited: its pid is free, or now belongs to a
+    /// process that started at another time.
+    pub fn gone(&self) -> bool {
+        !alive(self.pid) || self.start.is_some_and(|s| start_time(self.pid) != Some(s))
+    }
+}
+
+/// The owner in `serverlab-<hint>-<owner>-<n>` or `serverlab-<owner>-<n>`
+/// (hints may contain dashes).
+pub fn owner_of_cgroup(name: &str) -> Option<Owner> {
     let rest = name.strip_prefix(PREFIX)?.strip_prefix('-')?;
     let mut parts = rest.rsplit('-');
     parts.next()?.parse::<u32>().ok()?;
-    parts.next()?.parse().ok()
+    Owner::parse(parts.next()?)
 }
 
-/// The owner pid in a veth name `slv<pid hex>x<n>{h,c}`.
-pub fn owner_of_veth(name: &str) -> Option<i32> {
+/// The owner in a veth name `slv<pid hex>x<n>{h,c}` (a pid only).
+pub fn owner_of_veth(name: &str) -> Option<Owner> {
     let rest = name.strip_prefix("slv")?;
     let (hex, tail) = rest.split_once('x')?;
     let n = tail.strip_suffix('h').or_else(|| tail.strip_suffix('c'))?;
     n.parse::<u32>().ok()?;
-    i32::from_str_radix(hex, 16).ok()
+    Some(Owner {
+        pid: i32::from_str_radix(hex, 16).ok()?,
+        start: None,
+    })
 }
 
 /// Removes the `serverlab*` cgroups, netns and veths of earlier runs whose
@@ -172,7 +238,7 @@ pub fn cleanup_leftovers_in(layout: Option<&Layout>) -> LeftoverReport {
     if let Ok(list) = ip(&["netns", "list"]) {
         for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
             // netns names are serverlab-<pid>-<n>: the same shape as cgroups.
-            if owner_of_cgroup(name).is_some_and(|p| !alive(p)) {
+            if owner_of_cgroup(name).is_some_and(|o| o.gone()) {
                 remove_netns(name);
                 report.netns.push(name.to_string());
             }
@@ -188,7 +254,7 @@ pub fn cleanup_leftovers_in(layout: Option<&Layout>) -> LeftoverReport {
             else {
                 continue;
             };
-            if name.ends_with('h') && owner_of_veth(name).is_some_and(|p| !alive(p)) {
+            if name.ends_with('h') && owner_of_veth(name).is_some_and(|o| o.gone()) {
                 remove_veth(name);
                 report.veths.push(name.to_string());
             }
@@ -208,7 +274,7 @@ fn scan_cgroups(dir: &Path, depth: u32, report: &mut LeftoverReport) {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         match owner_of_cgroup(&name) {
-            Some(owner) if !alive(owner) => {
+            Some(owner) if owner.gone() => {
                 kill_dir_tasks(&path);
                 if rmdir_retry(&path).is_ok() {
                     report.cgroups.push(path);
@@ -252,13 +318,43 @@ mod tests {
 
     #[test]
     fn owners_are_parsed_from_names() {
-        assert_eq!(owner_of_cgroup("serverlab-web-1234-7"), Some(1234));
-        assert_eq!(owner_of_cgroup("serverlab-my-app-99-0"), Some(99));
+        let pid = |pid| Owner { pid, start: None };
+        assert_eq!(owner_of_cgroup("serverlab-web-1234-7"), Some(pid(1234)));
+        assert_eq!(owner_of_cgroup("serverlab-my-app-99-0"), Some(pid(99)));
+        assert_eq!(
+            owner_of_cgroup("serverlab-my-app-99s4242-0"),
+            Some(Owner {
+                pid: 99,
+                start: Some(4242)
+            })
+        );
+        assert_eq!(owner_of_cgroup("serverlab-99s-0"), None);
         assert_eq!(owner_of_cgroup("serverlab-probe"), None);
         assert_eq!(owner_of_cgroup("system.slice"), None);
-        assert_eq!(owner_of_veth("slv4d2x3h"), Some(0x4d2));
+        assert_eq!(owner_of_veth("slv4d2x3h"), Some(pid(0x4d2)));
         assert_eq!(owner_of_veth("slvzzx3h"), None);
         assert_eq!(owner_of_veth("eth0"), None);
+        let me = Owner::me();
+        assert!(me.start.is_some());
+        assert_eq!(Owner::parse(&me.tag()), Some(me));
+    }
+
+    #[test]
+    fn a_reused_pid_does_not_protect_leftovers() {
+        let me = Owner::me();
+        assert!(!me.gone());
+        // The same pid, started at another time: the owner has exited and
+        // this process merely got its pid.
+        let earlier = Owner {
+            start: me.start.map(|s| s.wrapping_sub(1)),
+            ..me
+        };
+        assert!(earlier.gone());
+        assert!(Owner {
+            pid: 4194305,
+            start: None
+        }
+        .gone());
     }
 
     #[test]
@@ -267,16 +363,19 @@ mod tests {
         let root = t.path().join("cpu");
         // pid_max is at most 4194304, so this owner cannot exist.
         let dead = root.join("serverlab-old-4194305-0");
-        let mine = root.join(format!("serverlab-live-{}-0", std::process::id()));
+        let mine = root.join(format!("serverlab-live-{}-0", Owner::me().tag()));
+        let reused = root.join(format!("serverlab-reused-{}s1-0", std::process::id()));
         let nested = root.join("system.slice/serverlab-x-4194306-1");
-        for d in [&dead, &mine, &nested] {
+        for d in [&dead, &mine, &nested, &reused] {
             std::fs::create_dir_all(d).unwrap();
         }
         let layout = Layout::v1([("cpu", root.clone())]);
         let mut report = LeftoverReport::default();
         scan_cgroups(&layout.roots()[0], 0, &mut report);
         report.cgroups.sort();
-        assert_eq!(report.cgroups, vec![dead.clone(), nested.clone()]);
-        assert!(!dead.exists() && !nested.exists() && mine.exists());
+        let mut expected = vec![dead.clone(), nested.clone(), reused.clone()];
+        expected.sort();
+        assert_eq!(report.cgroups, expected);
+        assert!(!dead.exists() && !nested.exists() && !reused.exists() && mine.exists());
     }
 }

@@ -113,7 +113,7 @@ impl Sandbox {
     }
 }
 
-/// `serverlab-<hint>-<pid>-<n>`, the hint reduced to `[A-Za-z0-9_]`, ≤ 24 chars.
+/// `serverlab-<hint>-<pid>s<start>-<n>` (see [`cleanup`](super::cleanup)), the hint reduced to `[A-Za-z0-9_]`, ≤ 24 chars.
 fn new_name(hint: &str) -> (String, u32) {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut h: String = hint
@@ -124,7 +124,8 @@ fn new_name(hint: &str) -> (String, u32) {
     if h.is_empty() {
         h.push('c');
     }
-    (format!("{PREFIX}-{h}-{}-{n}", std::process::id()), n)
+    let owner = super::cleanup::Owner::me().tag();
+    (format!("{PREFIX}-{h}-{owner}-{n}"), n)
 }
 
 /// The CPUs a credits policy may open up to: the cpuset, else the host's.
@@ -192,6 +193,7 @@ impl Container {
             netns: netns_fd.as_ref().map(|f| f.as_raw_fd()),
             hostname: name.as_bytes()[..name.len().min(64)].to_vec(),
             namespaces,
+            parent: std::process::id() as libc::pid_t,
         };
         // SAFETY: in_child only makes async-signal-safe calls (see namespaces.rs).
         unsafe {

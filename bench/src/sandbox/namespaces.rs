@@ -35,6 +35,8 @@ pub struct ChildSetup {
     /// Whether to create namespaces at all (false for an unlimited run
     /// without privileges: then only the cgroup join happens).
     pub namespaces: bool,
+    /// The process making the container: the outer process dies with it.
+    pub parent: libc::pid_t,
 }
 
 fn check(r: libc::c_int) -> io::Result<()> {
@@ -111,6 +113,18 @@ unsafe fn supervise(child: libc::pid_t, set: &libc::sigset_t, reap_all: bool) ->
 /// # Safety
 /// Must run in a freshly forked child of a possibly multi-threaded parent.
 pub unsafe fn in_child(setup: &ChildSetup) -> io::Result<()> {
+    // Die with the process that made the container, however it ends
+    // (SIGKILL included, where none of its own cleanup runs): the kernel
+    // signals this process when the spawning thread exits, and with it go
+    // PID 1 and the whole pid namespace. If the parent died before the
+    // prctl, the signal will never come: leave now.
+    check(libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+    ))?;
+    if libc::getppid() != setup.parent {
+        libc::_exit(1);
+    }
     if !setup.namespaces {
         for &fd in &setup.cgroup_procs {
             check(libc::write(fd, b"0".as_ptr().cast(), 1) as libc::c_int)?;
