@@ -297,6 +297,65 @@ fn only_that_matches_nothing_is_an_error_and_writes_nothing() {
     assert!(!out.exists(), "nothing was written");
 }
 
+/// Ctrl-C twice (the second exits at once) still leaves no run folder, no
+/// container and no server behind.
+#[test]
+fn a_second_interrupt_exits_at_once_and_leaves_nothing() {
+    let tmp = Tmp::new("twice");
+    let suite = tmp.0.join("tiny.toml");
+    std::fs::write(
+        &suite,
+        TINY.replace("duration = \"1s\"", "duration = \"20s\""),
+    )
+    .unwrap();
+    // Run folders are made under TMPDIR: a private one shows what is left.
+    let scratch = tmp.0.join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let child = serverlab()
+        .arg("bench")
+        .arg(&suite)
+        .args(["--quiet", "--out"])
+        .arg(tmp.0.join("results"))
+        .env("TMPDIR", &scratch)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait (bounded) until a run is in progress: its folder exists.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&scratch).unwrap().next().is_none() {
+        assert!(Instant::now() < deadline, "no run started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..2 {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let o = wait_bounded(child, Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "stderr: {stderr}");
+    assert!(stderr.contains("exiting now"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // No server of that runner still answers: its container went with it.
+    let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|m| std::fs::read_dir(m.path()).into_iter().flatten().flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("serverlab") && n.contains(&format!("-{pid}s")))
+        .collect();
+    assert!(cgroups.is_empty(), "{cgroups:?}");
+}
+
 #[test]
 fn interrupt_then_resume_loses_nothing() {
     let tmp = Tmp::new("resume");

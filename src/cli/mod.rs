@@ -75,6 +75,9 @@ pub fn on_termination(on_signal: impl Fn() + Send + 'static) -> anyhow::Result<(
             while let Ok(sig) = set.wait() {
                 if !first {
                     eprintln!("serverlab: second {sig}, exiting now");
+                    // Nothing may outlive us: containers and run folders
+                    // go now, without waiting for their owners.
+                    ::bench::sandbox::cleanup::cleanup_now();
                     std::process::exit(130);
                 }
                 first = false;

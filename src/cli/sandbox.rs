@@ -74,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .name("cleanup-watchdog".into())
             .spawn(|| {
                 if !sandbox::cleanup::wait_all_stopped(Duration::from_secs(5)) {
-                    sandbox::cleanup::cleanup_all();
+                    sandbox::cleanup::cleanup_now();
                     eprintln!("serverlab: interrupted; containers removed");
                     std::process::exit(130);
                 }

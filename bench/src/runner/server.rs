@@ -308,9 +308,13 @@ impl RunDir {
     fn new() -> std::io::Result<RunDir> {
         let template = std::env::temp_dir().join("serverlab-run-XXXXXX");
         let path = nix::unistd::mkdtemp(&template).map_err(std::io::Error::from)?;
-        std::fs::create_dir(path.join("docroot"))?;
-        std::fs::write(path.join("docroot/index.html"), "<h1>serverlab</h1>\n")?;
-        Ok(RunDir { path })
+        // Tracked first, so that even a failure below, or exiting at once
+        // on a second Ctrl-C, leaves nothing behind.
+        crate::sandbox::cleanup::track_temp_dir(&path);
+        let dir = RunDir { path };
+        std::fs::create_dir(dir.docroot())?;
+        std::fs::write(dir.docroot().join("index.html"), "<h1>serverlab</h1>\n")?;
+        Ok(dir)
     }
     fn docroot(&self) -> PathBuf {
         self.path.join("docroot")
@@ -340,6 +344,7 @@ impl RunDir {
 impl Drop for RunDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+        crate::sandbox::cleanup::untrack_temp_dir(&self.path);
     }
 }
 

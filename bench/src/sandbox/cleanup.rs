@@ -113,6 +113,36 @@ pub fn cleanup_all() {
     }
 }
 
+static TEMP_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Registers a temporary folder to be removed by [`cleanup_now`] if the
+/// process has to exit before its owner removes it.
+pub fn track_temp_dir(path: &Path) {
+    TEMP_DIRS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(path.to_path_buf());
+}
+
+/// The owner removed it (or is about to): forget it.
+pub fn untrack_temp_dir(path: &Path) {
+    TEMP_DIRS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|p| p != path);
+}
+
+/// For exiting at once (a second Ctrl-C, a watchdog): tears down every
+/// live container and removes every tracked temporary folder, from the
+/// calling thread, without waiting for their owners.
+pub fn cleanup_now() {
+    cleanup_all();
+    let dirs = std::mem::take(&mut *TEMP_DIRS.lock().unwrap_or_else(|p| p.into_inner()));
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Waits up to `limit` for every container to be torn down by its owner.
 pub fn wait_all_stopped(limit: Duration) -> bool {
     wait_until(limit, || live_containers() == 0)
