@@ -230,6 +230,40 @@ macro_rules! conformance {
 
 every_arch!(conformance);
 
+/// Settings that would make a server unusable are refused at start, with
+/// the reason, before anything listens.
+#[test]
+fn unusable_settings_are_refused() {
+    for (args, says) in [
+        (
+            &["--idle-timeout", "0s"][..],
+            "--idle-timeout must be more than 0",
+        ),
+        (&["--workers", "0"], "--workers"),
+        (&["--workers", "100000000"], "--workers"),
+        (&["--helpers", "0"], "--helpers"),
+        (
+            &["--state", "soft", "--session-idle", "5s"],
+            "--session-idle is for stateful",
+        ),
+        (
+            &["--session-idle", "0s"],
+            "--session-idle must be more than 0",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_serverlab"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} listened");
+    }
+}
+
 /// An architecture added to `servers::arch::ALL` must be added above too.
 #[test]
 fn every_architecture_is_covered() {
