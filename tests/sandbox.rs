@@ -3,7 +3,10 @@
 //! a SIGINT. Needs root and a cgroup hierarchy; each test says why when it
 //! skips. Containers clean up in `Drop`, so a failing assertion leaks nothing.
 
+mod common;
+
 use bench::sandbox::{self, Layout, Limits, Net, Sandbox};
+use common::wait_for;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -456,7 +459,7 @@ fn leftovers_of_a_killed_runner_are_removed_at_start() {
     let mut err = BufReader::new(guard.0.stderr.take().unwrap());
     line_with(&mut err, "container");
     assert!(
-        wait_until(Duration::from_secs(5), || !processes_running(&command)
+        wait_for(Duration::from_secs(5), || !processes_running(&command)
             .is_empty()),
         "the contained command runs"
     );
@@ -464,7 +467,7 @@ fn leftovers_of_a_killed_runner_are_removed_at_start() {
     guard.0.kill().unwrap();
     guard.0.wait().unwrap();
     assert!(
-        wait_until(Duration::from_secs(2), || processes_running(&command)
+        wait_for(Duration::from_secs(2), || processes_running(&command)
             .is_empty()),
         "the container outlived its runner: {:?}",
         processes_running(&command)
@@ -524,16 +527,4 @@ fn credits_earned_idle_are_spent_busy_then_baseline() {
         acc.credits_left.unwrap() < 0.1,
         "credits were spent: {acc:?}"
     );
-}
-
-/// Polls `cond` every 20 ms until it holds or `limit` passes.
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
 }
