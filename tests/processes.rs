@@ -294,6 +294,11 @@ fn spawn_failure_answers_503(arch: &str) {
         statuses.contains(&200),
         "{arch}: nothing served {statuses:?}"
     );
+    let stats: serde_json::Value = serde_json::from_slice(&get(addr, "/stats").body).unwrap();
+    assert!(
+        stats["spawn_failures"].as_u64() >= Some(1),
+        "{arch}: {stats}"
+    );
     // Capacity is back once the worker has finished.
     assert!(wait_for(Duration::from_secs(10), || get(addr, "/hello")
         .status
@@ -338,5 +343,39 @@ fn prefork_retries_a_failed_replacement() {
         "not replaced: {:?}",
         children_of(pid)
     );
+    drop(s);
+}
+
+/// amped under a pids limit runs with the helpers it could start, and says
+/// so: `/stats` counts the failed starts (it used to show only in the pids
+/// accounting, as a throughput a quarter of the usual).
+#[test]
+fn amped_short_of_helpers_says_so() {
+    let Some(cgroup) = PidsCgroup::new("amped") else {
+        return;
+    };
+    let s = Server::start("amped", &["--helpers", "8"]);
+    let pid = s.child.id();
+    assert_eq!(get(s.addr, "/hello").status, 200);
+    // Room for two helpers.
+    cgroup.confine(pid, threads_of(pid) + 2);
+    let addr = s.addr;
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn(move || {
+                Client::connect(addr)
+                    .request(
+                        b"GET /work?io_ms=300 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                    )
+                    .status
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200, "every request is still answered");
+    }
+    let stats: serde_json::Value = serde_json::from_slice(&get(addr, "/stats").body).unwrap();
+    assert!(stats["spawn_failures"].as_u64() >= Some(1), "{stats}");
+    assert_eq!(stats["workers"], 3, "the loop and two helpers: {stats}");
     drop(s);
 }

@@ -528,3 +528,26 @@ fn credits_earned_idle_are_spent_busy_then_baseline() {
         "credits were spent: {acc:?}"
     );
 }
+
+/// With `--json`, standard output is one JSON document: what the command
+/// prints goes to standard error (it used to be mixed into the JSON).
+#[test]
+fn json_output_is_one_document() {
+    let out = Command::new(env!("CARGO_BIN_EXE_serverlab"))
+        .args([
+            "sandbox",
+            "--json",
+            "--allow-unlimited",
+            "--",
+            "echo",
+            "from the command",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(doc.is_object(), "{doc}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("from the command"));
+}

@@ -288,6 +288,7 @@ impl Handler {
             "connections_total": s.connections_total,
             "workers": s.workers,
             "configured_workers": self.config.workers,
+            "spawn_failures": s.spawn_failures,
             "state": st.mode,
             "sessions": st.table.map_or(0, |t| t.sessions),
             "session_bytes": st.table.map_or(0, |t| t.bytes),

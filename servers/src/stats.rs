@@ -14,6 +14,7 @@ struct Counters {
     connections_total: AtomicU64,
     connections_open: AtomicI64,
     workers: AtomicI64,
+    spawn_failures: AtomicU64,
 }
 
 /// A handle to the shared counters; cheap to share by reference.
@@ -51,6 +52,12 @@ impl Stats {
         self.c().workers.fetch_add(delta, Ordering::Relaxed);
     }
 
+    /// Counts a thread or process the server needed and could not start
+    /// (a pids or memory limit): it runs with fewer, or answers 503.
+    pub fn spawn_failed(&self) {
+        self.c().spawn_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A consistent-enough copy for reporting.
     pub fn snapshot(&self) -> StatsSnapshot {
         let c = self.c();
@@ -59,6 +66,7 @@ impl Stats {
             connections_total: c.connections_total.load(Ordering::Relaxed),
             connections_open: c.connections_open.load(Ordering::Relaxed).max(0),
             workers: c.workers.load(Ordering::Relaxed).max(0),
+            spawn_failures: c.spawn_failures.load(Ordering::Relaxed),
         }
     }
 }
@@ -83,4 +91,6 @@ pub struct StatsSnapshot {
     pub connections_open: i64,
     /// Threads or processes in use now (see the architecture's `workers` kind).
     pub workers: i64,
+    /// Threads or processes that could not be started since start.
+    pub spawn_failures: u64,
 }

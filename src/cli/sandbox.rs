@@ -44,7 +44,8 @@ pub struct Args {
     /// host, or isolated (own network namespace joined by a veth pair).
     #[arg(long, default_value = "host")]
     net: Net,
-    /// Print the accounting as JSON on stdout.
+    /// Print the accounting as JSON on stdout (one document; the
+    /// command's own standard output then goes to stderr).
     #[arg(long)]
     json: bool,
     /// Without permission to create cgroups, run anyway with no limits
@@ -97,6 +98,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("invalid limits")?;
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
+    if args.json {
+        // Standard output is the one JSON document: the command's own
+        // output goes to standard error.
+        cmd.stdout(std::io::stderr());
+    }
 
     let usable = Layout::detect().and_then(|l| Sandbox::check_permission(&l).map(|()| l));
     let mut container = match usable {

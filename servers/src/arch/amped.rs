@@ -56,6 +56,8 @@ struct Helpers<'h> {
     in_flight: Arc<AtomicUsize>,
     threads: Vec<JoinHandle<()>>,
     handler: &'h Handler,
+    /// Failed helper starts are said once a second, with a count.
+    warning: crate::warn::Throttled,
 }
 
 impl<'h> Helpers<'h> {
@@ -68,6 +70,7 @@ impl<'h> Helpers<'h> {
             in_flight: Arc::new(AtomicUsize::new(0)),
             threads: Vec::new(),
             handler,
+            warning: crate::warn::Throttled::new(),
         }
     }
 
@@ -95,8 +98,18 @@ impl Offload for Helpers<'_> {
         let busy = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         if busy > self.threads.len() && self.threads.len() < self.handler.config().helpers {
             if let Err(e) = self.spawn_helper() {
-                // Under a pids limit: carry on with the helpers we have.
-                tracing::warn!("starting a helper thread: {e}");
+                // Under a pids limit: carry on with the helpers we have,
+                // and say so (the log, and /stats spawn_failures).
+                self.handler.stats().spawn_failed();
+                if let Some(n) = self.warning.check(std::time::Instant::now()) {
+                    tracing::warn!(
+                        "cannot start helper {} of {}: {e}; running with {}{}",
+                        self.threads.len() + 1,
+                        self.handler.config().helpers,
+                        self.threads.len(),
+                        crate::warn::more(n)
+                    );
+                }
             }
         }
         if self.threads.is_empty() {

@@ -56,12 +56,13 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
     };
     let child = Arc::new(child);
     let top_up = {
-        let (children, s) = (children.clone(), shutdown.clone());
+        let (children, s, h) = (children.clone(), shutdown.clone(), handler.clone());
         move || {
             if s.is_triggered() {
                 return;
             }
             if let Err(e) = children.top_up(n, &*child) {
+                h.stats().spawn_failed();
                 tracing::warn!(
                     "cannot fork a prefork child: {e}; {} of {n} running, retrying",
                     children.live()

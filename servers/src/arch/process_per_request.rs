@@ -63,6 +63,7 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
         // In the parent (the child never returns here): on success, dropping
         // `stream` closes the parent's copy; the child owns the connection.
         if let Err(e) = forked {
+            handler.stats().spawn_failed();
             tracing::warn!("fork failed: {e}; answering 503");
             if let Some(stream) = stream.take() {
                 crate::conn::refuse_busy(stream, &handler);

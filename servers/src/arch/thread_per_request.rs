@@ -65,6 +65,7 @@ fn spawn_for(stream: TcpStream, handler: &Arc<Handler>, shutdown: &Shutdown, liv
     if let Err(e) = spawned {
         handler.stats().add_workers(-1);
         live.done();
+        handler.stats().spawn_failed();
         tracing::warn!("cannot start a thread for a connection: {e}; answering 503");
         // SAFETY: the spawn failed, so the closure never ran and the fd is
         // still owned here alone.

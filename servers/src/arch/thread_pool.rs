@@ -45,6 +45,7 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
             Ok(w) => workers.push(w),
             // Fewer workers than asked still serve; none at all cannot.
             Err(e) if !workers.is_empty() => {
+                handler.stats().spawn_failed();
                 tracing::warn!("started only {i} of {n} workers: {e}");
                 break;
             }
