@@ -135,6 +135,27 @@ impl Poster {
     }
 }
 
+/// One connection's share of the loop in one call of `drive`.
+struct Turn {
+    start: Instant,
+    requests: usize,
+}
+
+impl Turn {
+    fn new() -> Turn {
+        Turn {
+            start: Instant::now(),
+            requests: 0,
+        }
+    }
+
+    /// Whether the connection has had [`TURN_REQUESTS`] requests or
+    /// [`TURN_TIME`] (checked only once it has had one).
+    fn used(&self) -> bool {
+        self.requests >= TURN_REQUESTS || (self.requests > 0 && self.start.elapsed() >= TURN_TIME)
+    }
+}
+
 /// A `timerfd` armed at one deadline at a time, for nanosecond wake-ups.
 struct Clock {
     fd: std::os::fd::OwnedFd,
@@ -484,8 +505,11 @@ impl<'h> Reactor<'h> {
             self.drain_linger(slot);
             return;
         }
+        // One turn spans every read of this call: a client that answers
+        // each response at once would otherwise be served again and again.
+        let mut turn = Turn::new();
         loop {
-            let turn_used = self.answer_buffered(slot);
+            let turn_used = self.answer_buffered(slot, &mut turn);
             if !self.flush(slot) {
                 return;
             }
@@ -529,9 +553,11 @@ impl<'h> Reactor<'h> {
     /// Answers complete buffered requests until one parks, the output
     /// reaches the high-water mark, or the connection's turn is used up
     /// (then returns true: more may be buffered).
-    fn answer_buffered(&mut self, slot: usize) -> bool {
-        let start = Instant::now();
-        for _ in 0..TURN_REQUESTS {
+    fn answer_buffered(&mut self, slot: usize, turn: &mut Turn) -> bool {
+        loop {
+            if turn.used() {
+                return true;
+            }
             let handler = self.handler;
             let Some(e) = self.entry(slot) else {
                 return false;
@@ -543,11 +569,8 @@ impl<'h> Reactor<'h> {
                 Next::Plan(plan) => self.execute(slot, plan),
                 Next::NeedInput | Next::Close => return false,
             }
-            if start.elapsed() >= TURN_TIME {
-                break;
-            }
+            turn.requests += 1;
         }
-        true
     }
 
     /// Runs a plan's remaining steps; a wait or an offloaded step parks it,
