@@ -9,6 +9,7 @@
 //! suite goes on. A stop request (Ctrl-C) discards the run in progress and
 //! keeps every finished one; `--resume` completes the folder later.
 
+mod eta;
 mod measure;
 pub mod placement;
 mod probe;
@@ -20,7 +21,7 @@ use crate::suite::{Contestant, RunSpec, Suite};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How to run a suite.
@@ -159,15 +160,19 @@ pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> 
     let threads = suite
         .generator_threads
         .unwrap_or(generator_cpus.len().max(1));
-    let bar = progress_bar(opts.progress, todo.len() as u64);
+    let plans: Vec<Duration> = todo.iter().map(|s| eta::planned(suite, s)).collect();
+    let progress = Progress::start(opts.progress, plans.iter().sum());
     let mut done = 0;
     let mut interrupted = false;
-    for spec in &todo {
+    for (spec, plan) in todo.iter().zip(&plans) {
         if opts.stop.load(Ordering::SeqCst) {
             interrupted = true;
             break;
         }
-        bar.set_message(spec.key());
+        progress.begin(
+            *plan,
+            format!("{}/{} runs, {}", done, todo.len(), spec.key()),
+        );
         let ctx = server::Context {
             suite,
             exe: &opts.exe,
@@ -206,7 +211,7 @@ pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> 
         };
         store.write_run(&record, outcome.hgrm.as_deref())?;
         if record.status != Status::Ok {
-            bar.println(format!(
+            progress.bar.println(format!(
                 "{}: {} ({})",
                 record.key,
                 record.status.as_str(),
@@ -214,9 +219,9 @@ pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> 
             ));
         }
         done += 1;
-        bar.inc(1);
+        progress.end();
     }
-    bar.finish_and_clear();
+    drop(progress);
     let runs = store.runs()?;
     store.write_summary(&runs)?;
     Ok(Outcome {
@@ -228,19 +233,86 @@ pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> 
     })
 }
 
-fn progress_bar(show: bool, len: u64) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
+/// The progress bar, counting planned milliseconds: a ticker thread moves
+/// it through the run in progress as time passes (never past that run's
+/// plan), so the estimate of what is left ([`eta::eta`]) moves smoothly.
+struct Progress {
+    bar: ProgressBar,
+    /// Planned ms of finished runs, the current run's plan, and its start.
+    current: Arc<Mutex<(u64, u64, Instant)>>,
+    stop: Arc<AtomicBool>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(show: bool, total: Duration) -> Progress {
+        let bar = if show {
+            ProgressBar::new(total.as_millis() as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} ETA {left} {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "left",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let left = eta::eta(
+                        Duration::from_millis(state.len().unwrap_or(0)),
+                        Duration::from_millis(state.pos()),
+                        state.elapsed(),
+                    );
+                    let _ = write!(w, "{}", indicatif::HumanDuration(left));
+                },
+            ),
+        );
+        let current = Arc::new(Mutex::new((0, 0, Instant::now())));
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = show.then(|| {
+            let (bar, current, stop) = (bar.clone(), current.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (base, plan, since) = *current.lock().unwrap_or_else(|p| p.into_inner());
+                    let into = (since.elapsed().as_millis() as u64).min(plan);
+                    bar.set_position(base + into);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        });
+        Progress {
+            bar,
+            current,
+            stop,
+            ticker,
+        }
     }
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} runs, ETA {eta} {wide_msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
+
+    /// A run planned to take `plan` starts.
+    fn begin(&self, plan: Duration, message: String) {
+        let mut c = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        *c = (c.0, plan.as_millis() as u64, Instant::now());
+        self.bar.set_message(message);
+    }
+
+    /// The run ended: its whole plan counts as done.
+    fn end(&self) {
+        let mut c = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        *c = (c.0 + c.1, 0, Instant::now());
+        self.bar.set_position(c.0);
+    }
+}
+
+impl Drop for Progress {
+    /// Stops the ticker (on every way out of the suite) and clears the bar.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+        self.bar.finish_and_clear();
+    }
 }
 
 /// The contestants of a suite whose external binary is missing, with why.
