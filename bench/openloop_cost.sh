@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# What the load generator's open loop costs against its closed loop: CPU
+# per request (the generator thread's own user+system time, as `serverlab
+# load` reports it) and the send lag (how late requests left against their
+# schedule), at a few fixed rates and closed, alternating the contestants
+# rep by rep so that drift on a noisy machine hits them alike.
+#
+# Usage: bench/openloop_cost.sh
+# Environment (defaults): ARCH=reactor-per-core WORKERS=1 CONNS=64 DURATION=5s
+#   REPS=3 RATES="10000 30000 50000" GEN_CPU=0 SERVER_CPU=1 PATH_=/hello
+#   SERVERLAB=target/release/serverlab (build it: cargo build --release)
+# Needs: taskset, jq.
+set -euo pipefail
+
+ARCH=${ARCH:-reactor-per-core}
+WORKERS=${WORKERS:-1}
+CONNS=${CONNS:-64}
+DURATION=${DURATION:-5s}
+REPS=${REPS:-3}
+RATES=${RATES:-10000 30000 50000}
+GEN_CPU=${GEN_CPU:-0}
+SERVER_CPU=${SERVER_CPU:-1}
+PATH_=${PATH_:-/hello}
+SERVERLAB=${SERVERLAB:-target/release/serverlab}
+
+for tool in taskset jq "$SERVERLAB"; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d /tmp/serverlab-olcost.XXXXXX)
+server_pid=
+cleanup() {
+    if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+taskset -c "$SERVER_CPU" "$SERVERLAB" serve --arch "$ARCH" --workers "$WORKERS" \
+    --listen 127.0.0.1:0 >"$tmp/serve.out" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do
+    grep -q '^listening on' "$tmp/serve.out" 2>/dev/null && break
+    sleep 0.05
+done
+addr=$(awk '/^listening on/ {print $3; exit}' "$tmp/serve.out")
+[[ -n $addr ]] || { echo "server did not start:" >&2; cat "$tmp/serve.out" >&2; exit 1; }
+url="http://$addr$PATH_"
+
+echo "server: serverlab serve --arch $ARCH --workers $WORKERS on cpu $SERVER_CPU; $url"
+echo "generator: 1 thread on cpu $GEN_CPU, $CONNS connections, $DURATION a run, $REPS reps, alternating"
+printf '%-8s %4s %12s %12s %14s %12s\n' mode rep "req/s" "µs/request" "send lag p99" "latency p99"
+for rep in $(seq "$REPS"); do
+    for mode in closed $RATES; do
+        args=(-t 1 -c "$CONNS" -d "$DURATION" --warmup 1s --json)
+        [[ $mode != closed ]] && args+=(--rate "$mode")
+        taskset -c "$GEN_CPU" "$SERVERLAB" load "${args[@]}" "$url" >"$tmp/out.json"
+        jq -r --arg m "$mode" --arg r "$rep" \
+            '[$m, $r, (.achieved_rate|floor), (.cpu.us_per_request*100|round/100),
+              .send_lag.p99_us, .corrected.p99_us] | @tsv' "$tmp/out.json" |
+            awk -F'\t' '{printf "%-8s %4s %12s %12s %12s µs %9s µs\n", $1, $2, $3, $4, $5, $6}'
+    done
+done
