@@ -297,6 +297,58 @@ fn only_that_matches_nothing_is_an_error_and_writes_nothing() {
     assert!(!out.exists(), "nothing was written");
 }
 
+/// A worker-count variant runs its architecture with its own workers, and
+/// a suite's cpuset is honoured — the server sees both CPUs, not the one
+/// the runner would pin it to — with a note that it shares the generator's.
+#[test]
+fn worker_variants_and_a_shared_cpuset_are_honoured() {
+    let tmp = Tmp::new("variants");
+    let suite = tmp.0.join("v.toml");
+    std::fs::write(
+        &suite,
+        r#"
+name = "variants"
+architectures = ["thread-pool:3"]
+warmup = "200ms"
+duration = "1s"
+allow_unlimited = true
+objective = { percentile = 99.0, latency = "100ms" }
+[[workload]]
+name = "hello"
+path = "/hello"
+[load]
+connections = [4]
+[limits.both]
+cpuset = "0-1"
+"#,
+    )
+    .unwrap();
+    let out = tmp.0.join("results");
+    let o = run_bench(
+        &[suite.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    status_ok(&o.status, &o);
+    let runs = run_files(&results_dir(&out), "json");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let v = json(&runs[0]);
+    assert_eq!(v["status"], "ok", "{}", v["reason"]);
+    assert!(
+        v["key"].as_str().unwrap().starts_with("thread-pool:3__"),
+        "{}",
+        v["key"]
+    );
+    assert_eq!(
+        v["server_stats"]["configured_workers"], 3,
+        "{}",
+        v["server_stats"]
+    );
+    let notes = v["notes"].to_string();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        assert!(notes.contains("compete"), "{notes}");
+    }
+}
+
 /// Ctrl-C twice (the second exits at once) still leaves no run folder, no
 /// container and no server behind.
 #[test]

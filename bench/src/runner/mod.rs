@@ -177,6 +177,7 @@ pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> 
             suite,
             exe: &opts.exe,
             server_cpus: &server_cpus,
+            generator_cpus: &generator_cpus,
             threads,
             stop: &opts.stop,
             unlimited: unlimited.is_some(),

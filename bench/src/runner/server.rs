@@ -17,6 +17,7 @@ pub struct Context<'a> {
     pub suite: &'a Suite,
     pub exe: &'a Path,
     pub server_cpus: &'a [usize],
+    pub generator_cpus: &'a [usize],
     pub threads: usize,
     pub stop: &'a AtomicBool,
     /// The sandbox cannot enforce limits: run without them.
@@ -113,14 +114,26 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
         Err(e) => return Some(Outcome::fail(Status::Failed, format!("no free port: {e}"))),
     };
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let (cmd, ready, ready_timeout) = match command(ctx, spec, addr, &dir) {
+    // A suite's own cpuset is honoured (cgroup and affinity alike); else
+    // the server gets the placement's server CPUs.
+    let mut limits = spec.limits.clone();
+    let server_cpus: Vec<usize> = match &limits.cpuset {
+        Some(list) => match crate::sandbox::limits::parse_cpu_list(list) {
+            Ok(cpus) => cpus.into_iter().map(|c| c as usize).collect(),
+            Err(e) => return Some(Outcome::fail(Status::Failed, format!("cpuset: {e}"))),
+        },
+        None => ctx.server_cpus.to_vec(),
+    };
+    limits.cpuset = Some(placement::cpu_list(&server_cpus));
+    let with_generator: Vec<usize> = server_cpus
+        .iter()
+        .copied()
+        .filter(|c| ctx.generator_cpus.contains(c))
+        .collect();
+    let (cmd, ready, ready_timeout) = match command(ctx, spec, addr, &dir, &server_cpus) {
         Ok(c) => c,
         Err(e) => return Some(Outcome::fail(Status::Failed, e)),
     };
-    let mut limits = spec.limits.clone();
-    if limits.cpuset.is_none() {
-        limits.cpuset = Some(placement::cpu_list(ctx.server_cpus));
-    }
     let hint = spec.contestant.name().to_string();
     let spawned = if ctx.unlimited {
         Sandbox::spawn_unlimited(&hint, Net::Host, cmd)
@@ -217,6 +230,13 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
         out.status = Status::Crashed;
         out.reason = Some(format!("server exited during the run{}", dir.log_tail()));
     }
+    if !with_generator.is_empty() {
+        out.notes.push(format!(
+            "the server's CPUs {} include the load generator's CPU {}: they compete for it",
+            placement::cpu_list(&server_cpus),
+            placement::cpu_list(&with_generator)
+        ));
+    }
     verdict_from_accounting(&mut out, acc.as_ref().ok());
     if let Err(e) = &acc {
         let note = format!("accounting unavailable: {e}");
@@ -249,20 +269,23 @@ fn command(
     spec: &RunSpec,
     addr: SocketAddr,
     dir: &RunDir,
+    server_cpus: &[usize],
 ) -> Result<(Command, String, Duration), String> {
     let mut cmd;
     let (ready, timeout) = match &spec.contestant {
         Contestant::Builtin { name } => {
+            let arch = spec.contestant.arch().unwrap_or(name);
             cmd = Command::new(ctx.exe);
-            cmd.args(["serve", "--arch", name, "--listen", &addr.to_string()]);
+            cmd.args(["serve", "--arch", arch, "--listen", &addr.to_string()]);
             cmd.arg("--docroot").arg(dir.docroot());
-            if let Some(w) = ctx.suite.workers {
+            // A variant's own count (thread-pool:64) wins over the suite's.
+            if let Some(w) = spec.contestant.workers().or(ctx.suite.workers) {
                 cmd.args(["--workers", &w.to_string()]);
             }
             if let Some(s) = &spec.state {
                 cmd.args(["--state", s]);
             }
-            if let Some(extra) = ctx.suite.server_args.get(name) {
+            if let Some(extra) = ctx.suite.server_args.get(arch) {
                 cmd.args(extra);
             }
             ("/health".to_string(), Duration::from_secs(10))
@@ -275,7 +298,7 @@ fn command(
     let log = std::fs::File::create(dir.log()).map_err(|e| format!("server log: {e}"))?;
     let log2 = log.try_clone().map_err(|e| format!("server log: {e}"))?;
     cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
-    placement::pin_child(&mut cmd, ctx.server_cpus);
+    placement::pin_child(&mut cmd, server_cpus);
     Ok((cmd, ready, timeout))
 }
 

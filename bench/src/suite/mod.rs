@@ -72,7 +72,8 @@ pub type Placement = (Vec<usize>, Vec<usize>);
 pub enum Contestant {
     /// One of `servers::arch::ALL`, started as `serverlab serve --arch NAME`.
     Builtin {
-        /// The architecture's name.
+        /// The architecture's name, or a variant of it with its own worker
+        /// count, `ARCH:WORKERS` (`thread-pool:64`).
         name: String,
     },
     /// Any server started from a command template.
@@ -85,6 +86,22 @@ impl Contestant {
         match self {
             Contestant::Builtin { name } => name,
             Contestant::External(e) => &e.name,
+        }
+    }
+
+    /// The built-in architecture it runs (`None` for an external server).
+    pub fn arch(&self) -> Option<&str> {
+        match self {
+            Contestant::Builtin { name } => Some(name.split(':').next().unwrap_or(name)),
+            Contestant::External(_) => None,
+        }
+    }
+
+    /// A variant's own worker count (`thread-pool:64` → 64).
+    pub fn workers(&self) -> Option<usize> {
+        match self {
+            Contestant::Builtin { name } => name.split_once(':')?.1.parse().ok(),
+            Contestant::External(_) => None,
         }
     }
 }
@@ -157,6 +174,9 @@ pub enum LoadLevel {
     },
 }
 
+/// Connections that carry open-loop requests unless the suite says.
+pub const DEFAULT_OPEN_CONNECTIONS: u32 = 32;
+
 /// The default resolution of the capacity search: 5 %.
 pub fn default_resolution() -> f64 {
     0.05
@@ -164,11 +184,21 @@ pub fn default_resolution() -> f64 {
 
 impl LoadLevel {
     /// A short label for keys and plots: `c64`, `r2000`, `auto`.
+    /// Open-loop levels name their connection count unless it is the
+    /// default ([`DEFAULT_OPEN_CONNECTIONS`]), so keys of suites with one
+    /// count stay as they were.
     pub fn label(&self) -> String {
+        let over = |c: u32| {
+            if c == DEFAULT_OPEN_CONNECTIONS {
+                String::new()
+            } else {
+                format!("@{c}")
+            }
+        };
         match self {
             LoadLevel::Closed { connections } => format!("c{connections}"),
-            LoadLevel::Open { rate, .. } => format!("r{rate}"),
-            LoadLevel::Auto { .. } => "auto".to_string(),
+            LoadLevel::Open { rate, connections } => format!("r{rate}{}", over(*connections)),
+            LoadLevel::Auto { connections, .. } => format!("auto{}", over(*connections)),
         }
     }
 }

@@ -72,8 +72,16 @@ struct RawLoad {
     connections: Vec<Spanned<i64>>,
     #[serde(default)]
     rates: Vec<Spanned<f64>>,
-    open_connections: Option<Spanned<i64>>,
+    open_connections: Option<Spanned<OneOrMany>>,
     auto: Option<Spanned<RawAuto>>,
+}
+
+/// A number, or a list of them (one load level each).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(i64),
+    Many(Vec<i64>),
 }
 
 #[derive(Deserialize)]
@@ -184,14 +192,28 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
     let placement = placement(&loc, &raw)?;
     let mut server_args = BTreeMap::new();
     for (arch, args) in &raw.server_args {
-        let builtin = contestants
+        let of_arch: Vec<&Contestant> = contestants
             .iter()
-            .any(|c| matches!(c, Contestant::Builtin { name } if name == arch));
-        if !builtin {
+            .filter(|c| c.arch() == Some(arch.as_str()))
+            .collect();
+        if of_arch.is_empty() {
             return Err(loc.at(
                 args.span(),
                 &format!("server_args.{arch}"),
                 format!("{arch:?} is not a built-in architecture of this suite"),
+            ));
+        }
+        // Two places setting the workers would start a server that refuses
+        // its arguments: every run of it would fail at start.
+        let sets_workers = args
+            .get_ref()
+            .iter()
+            .any(|a| a == "--workers" || a.starts_with("--workers="));
+        if sets_workers && (workers.is_some() || of_arch.iter().any(|c| c.workers().is_some())) {
+            return Err(loc.at(
+                args.span(),
+                &format!("server_args.{arch}"),
+                "--workers here conflicts with the suite's `workers` or an ARCH:WORKERS contestant; set the workers in one place",
             ));
         }
         server_args.insert(arch.clone(), args.get_ref().clone());
@@ -228,6 +250,32 @@ fn contestants(loc: &Locator, raw: &RawSuite) -> Result<Vec<Contestant>, SuiteEr
         } else if known.contains(&a.get_ref().as_str()) {
             out.push(Contestant::Builtin {
                 name: a.get_ref().clone(),
+            });
+        } else if let Some((arch, workers)) = a.get_ref().split_once(':') {
+            if !known.contains(&arch) {
+                return Err(loc.at(
+                    a.span(),
+                    "architectures",
+                    format!(
+                        "unknown architecture {arch:?} in {:?}; valid names: {}",
+                        a.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
+            }
+            let n = workers.parse::<i64>().unwrap_or(0);
+            positive(loc, &Spanned::new(a.span(), n), "architectures", 4096).map_err(|_| {
+                loc.at(
+                    a.span(),
+                    "architectures",
+                    format!(
+                        "{:?}: after the colon comes the worker count, 1 to 4096 (thread-pool:64)",
+                        a.get_ref()
+                    ),
+                )
+            })?;
+            out.push(Contestant::Builtin {
+                name: format!("{arch}:{n}"),
             });
         } else {
             return Err(loc.at(
@@ -328,9 +376,35 @@ fn workloads(loc: &Locator, raw: &RawSuite) -> Result<Vec<Workload>, SuiteError>
 
 fn loads(loc: &Locator, raw: &Spanned<RawLoad>) -> Result<Vec<LoadLevel>, SuiteError> {
     let l = raw.get_ref();
-    let open_connections = match &l.open_connections {
-        Some(c) => positive(loc, c, "load.open_connections", 100_000)? as u32,
-        None => 32,
+    let open_connections: Vec<u32> = match &l.open_connections {
+        None => vec![super::DEFAULT_OPEN_CONNECTIONS],
+        Some(c) => {
+            let list = match c.get_ref() {
+                OneOrMany::One(n) => vec![*n],
+                OneOrMany::Many(v) => v.clone(),
+            };
+            if list.is_empty() {
+                return Err(loc.at(c.span(), "load.open_connections", "an empty list"));
+            }
+            let mut counts = Vec::new();
+            for n in list {
+                let n = positive(
+                    loc,
+                    &Spanned::new(c.span(), n),
+                    "load.open_connections",
+                    100_000,
+                )?;
+                if counts.contains(&(n as u32)) {
+                    return Err(loc.at(
+                        c.span(),
+                        "load.open_connections",
+                        format!("{n} is listed twice"),
+                    ));
+                }
+                counts.push(n as u32);
+            }
+            counts
+        }
     };
     let mut out = Vec::new();
     for c in &l.connections {
@@ -342,10 +416,12 @@ fn loads(loc: &Locator, raw: &Spanned<RawLoad>) -> Result<Vec<LoadLevel>, SuiteE
         if !(r.get_ref().is_finite() && *r.get_ref() > 0.0) {
             return Err(loc.at(r.span(), "load.rates", "rates must be positive requests/s"));
         }
-        out.push(LoadLevel::Open {
-            rate: *r.get_ref(),
-            connections: open_connections,
-        });
+        for &connections in &open_connections {
+            out.push(LoadLevel::Open {
+                rate: *r.get_ref(),
+                connections,
+            });
+        }
     }
     if let Some(a) = &l.auto {
         let v = a.get_ref();
@@ -369,13 +445,15 @@ fn loads(loc: &Locator, raw: &Spanned<RawLoad>) -> Result<Vec<LoadLevel>, SuiteE
                 "needs start > 0, factor > 1, max >= start and 0 < resolution <= 0.5",
             ));
         }
-        out.push(LoadLevel::Auto {
-            start: v.start,
-            factor: v.factor,
-            max: v.max,
-            resolution: v.resolution,
-            connections: open_connections,
-        });
+        for &connections in &open_connections {
+            out.push(LoadLevel::Auto {
+                start: v.start,
+                factor: v.factor,
+                max: v.max,
+                resolution: v.resolution,
+                connections,
+            });
+        }
     }
     if out.is_empty() {
         return Err(loc.at(

@@ -202,3 +202,94 @@ fn unknown_state_mode_and_bad_server_args() {
     let text = format!("{GOOD}\n[server_args]\nprefork = [\"--workers\", \"2\"]\n");
     assert_names(&bad(&text), &text, "prefork =", "server_args.prefork");
 }
+
+#[test]
+fn worker_variants_are_contestants_of_their_own() {
+    let text = good_with(
+        "architectures = [\"iterative\"]",
+        "architectures = [\"thread-pool:4\", \"thread-pool:064\", \"prefork\"]",
+    );
+    let s = Suite::parse("t.toml", &text).unwrap();
+    let builtins: Vec<(&str, Option<&str>, Option<usize>)> = s
+        .contestants
+        .iter()
+        .filter(|c| c.arch().is_some())
+        .map(|c| (c.name(), c.arch(), c.workers()))
+        .collect();
+    assert_eq!(
+        builtins,
+        [
+            ("thread-pool:4", Some("thread-pool"), Some(4)),
+            ("thread-pool:64", Some("thread-pool"), Some(64)),
+            ("prefork", Some("prefork"), None),
+        ]
+    );
+    for wrong in [
+        "thread-pool:0",
+        "thread-pool:x",
+        "thread-pool:5000",
+        "pool:4",
+    ] {
+        let text = good_with("[\"iterative\"]", &format!("[\"{wrong}\"]"));
+        assert_names(&bad(&text), &text, wrong, "architectures");
+    }
+    let text = good_with("[\"iterative\"]", "[\"thread-pool:4\", \"thread-pool:4\"]");
+    assert_names(&bad(&text), &text, "architectures", "architectures");
+}
+
+#[test]
+fn workers_set_in_two_places_are_refused_before_anything_runs() {
+    // The suite's `workers` and `--workers` in server_args.
+    let text = format!(
+        "{}\n[server_args]\niterative = [\"--workers\", \"2\"]\n",
+        good_with("repetitions = 2", "repetitions = 2\nworkers = 4")
+    );
+    assert_names(&bad(&text), &text, "iterative = [", "server_args.iterative");
+    // A variant's count and `--workers=N` in server_args.
+    let text = format!(
+        "{}\n[server_args]\nthread-pool = [\"--workers=8\"]\n",
+        good_with("[\"iterative\"]", "[\"thread-pool:4\"]")
+    );
+    assert_names(
+        &bad(&text),
+        &text,
+        "thread-pool = [",
+        "server_args.thread-pool",
+    );
+    // Other arguments for a variant's architecture are fine.
+    let text = format!(
+        "{}\n[server_args]\nthread-pool = [\"--idle-timeout\", \"2s\"]\n",
+        good_with("[\"iterative\"]", "[\"thread-pool:4\"]")
+    );
+    let s = Suite::parse("t.toml", &text).unwrap();
+    assert_eq!(s.server_args["thread-pool"], ["--idle-timeout", "2s"]);
+}
+
+#[test]
+fn several_open_loop_connection_counts() {
+    let text = good_with(
+        "rates = [100.5]",
+        "rates = [100.5]\nopen_connections = [32, 4096]",
+    );
+    let s = Suite::parse("t.toml", &text).unwrap();
+    let labels: Vec<String> = s.loads.iter().map(LoadLevel::label).collect();
+    assert_eq!(
+        labels,
+        ["c4", "c16", "r100.5", "r100.5@4096", "auto", "auto@4096"]
+    );
+    let text = good_with("rates = [100.5]", "rates = [100.5]\nopen_connections = 64");
+    let s = Suite::parse("t.toml", &text).unwrap();
+    assert_eq!(s.loads[2].label(), "r100.5@64");
+    for wrong in ["[]", "[8, 8]", "[0]", "\"many\""] {
+        let text = good_with(
+            "rates = [100.5]",
+            &format!("rates = [100.5]\nopen_connections = {wrong}"),
+        );
+        let e = bad(&text);
+        assert_eq!(
+            e.line(),
+            Some(line_of(&text, "open_connections")),
+            "{wrong}: {e}"
+        );
+    }
+}
