@@ -21,6 +21,8 @@ fn run(arch: &str, conns: u32, rep: u32, rps: f64, p99: f64, cpu: f64, mem: u64)
             path: "/hello".into(),
             keep_alive: true,
             pipeline: 1,
+            mix: Vec::new(),
+            files: None,
         },
         load: LoadLevel::Closed { connections: conns },
         limits_name: "none".into(),

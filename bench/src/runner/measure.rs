@@ -56,6 +56,7 @@ pub fn config(
         rate,
         pipeline: workload.pipeline as usize,
         keepalive: workload.keep_alive,
+        mix: workload.mix.clone(),
         flow,
         // Measure steady state: servers that fork or spawn per connection
         // settle in first (bounded; a server that never does is measured

@@ -70,6 +70,9 @@ pub enum RunnerError {
     /// The sandbox cannot enforce limits and unlimited runs are not allowed.
     #[error("{0}")]
     NoSandbox(String),
+    /// The suite asks for something this process may not do.
+    #[error("{0}")]
+    NotPermitted(String),
     /// `--only` matched no run of the suite.
     #[error("--only {pattern:?} matches no run of suite {suite:?}; run keys look like {example}")]
     NoMatch {
@@ -101,6 +104,18 @@ pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> 
             suite: suite.name.clone(),
             example: suite.runs().first().map(RunSpec::key).unwrap_or_default(),
         });
+    }
+    // Cache dropping needs root: refuse before anything runs, not at the
+    // first run.
+    if suite.drop_caches {
+        let writable = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/sys/vm/drop_caches");
+        if let Err(e) = writable {
+            return Err(RunnerError::NotPermitted(format!(
+                "drop_caches = true needs root (writing /proc/sys/vm/drop_caches: {e}); run as root or drop the setting"
+            )));
+        }
     }
     // Refuse before anything is written when limits cannot be enforced
     // and unlimited runs are not allowed.

@@ -109,6 +109,22 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
             ))
         }
     };
+    if let Some(files) = spec.workload.files {
+        if let Err(e) = generate_files(&dir.docroot(), files) {
+            return Some(Outcome::fail(
+                Status::Failed,
+                format!("cannot generate the data set: {e}"),
+            ));
+        }
+    }
+    if ctx.suite.drop_caches {
+        if let Err(e) = drop_caches() {
+            return Some(Outcome::fail(
+                Status::Failed,
+                format!("cannot drop the page cache: {e}"),
+            ));
+        }
+    }
     let port = match probe::free_port() {
         Ok(p) => p,
         Err(e) => return Some(Outcome::fail(Status::Failed, format!("no free port: {e}"))),
@@ -319,6 +335,43 @@ fn external_command(e: &External, addr: SocketAddr, dir: &RunDir) -> Result<Comm
     Ok(cmd)
 }
 
+/// Writes `files.count` files of `files.size` bytes into `docroot`, named
+/// as [`Files::name`](crate::suite::Files::name) says. The bytes are
+/// pseudo-random (nothing along the way can compress them) and the same
+/// in every run.
+pub fn generate_files(docroot: &Path, files: crate::suite::Files) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut chunk = vec![0u8; 64 * 1024];
+    for i in 0..files.count {
+        let file = std::fs::File::create(docroot.join(crate::suite::Files::name(i)))?;
+        let mut out = std::io::BufWriter::with_capacity(chunk.len(), file);
+        let mut left = files.size;
+        while left > 0 {
+            for word in chunk.chunks_exact_mut(8) {
+                // xorshift64*
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                word.copy_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+            }
+            let n = left.min(chunk.len() as u64) as usize;
+            out.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Writes dirty pages back and drops the clean page cache (root only), so
+/// a file workload starts cold.
+pub fn drop_caches() -> std::io::Result<()> {
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3")
+}
+
 /// A per-run temp folder (docroot, config, server log), removed on drop.
 struct RunDir {
     path: PathBuf,
@@ -391,6 +444,30 @@ impl ContainerExt for Container {
 mod tests {
     use super::RunDir;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn generated_data_sets_have_their_size_and_differ_per_file() {
+        let dir = RunDir::new().unwrap();
+        let files = crate::suite::Files {
+            count: 3,
+            size: 100_000,
+        };
+        super::generate_files(&dir.docroot(), files).unwrap();
+        let read = |i| std::fs::read(dir.docroot().join(crate::suite::Files::name(i))).unwrap();
+        let (a, b) = (read(0), read(1));
+        assert_eq!(
+            (a.len(), b.len(), read(2).len()),
+            (100_000, 100_000, 100_000)
+        );
+        assert_ne!(a, b);
+        // Not compressible by anything along the way: all byte values occur.
+        let distinct: std::collections::BTreeSet<u8> = a.iter().copied().collect();
+        assert_eq!(distinct.len(), 256);
+        // The same data set every run.
+        let again = RunDir::new().unwrap();
+        super::generate_files(&again.docroot(), files).unwrap();
+        assert_eq!(std::fs::read(again.docroot().join("f00000")).unwrap(), a);
+    }
 
     #[test]
     fn run_folders_are_private_unpredictable_and_removed() {

@@ -61,6 +61,9 @@ pub struct Suite {
     pub placement: Option<Placement>,
     /// Extra `serverlab serve` arguments per built-in architecture.
     pub server_args: std::collections::BTreeMap<String, Vec<String>>,
+    /// Drop the page cache before each run (root), so that file workloads
+    /// start cold.
+    pub drop_caches: bool,
 }
 
 /// CPUs (server's, generator's).
@@ -136,6 +139,28 @@ pub struct Workload {
     pub keep_alive: bool,
     /// Requests in flight per connection.
     pub pipeline: u32,
+    /// Weighted request paths instead of `path` alone (`mix = "/a=8,/b=2"`;
+    /// with `files`, one entry per generated file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mix: Vec<loadgen::MixEntry>,
+    /// A data set generated into the docroot before each run, requested
+    /// uniformly at random as `{path}f00000`, `{path}f00001`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Files>,
+}
+
+/// A generated data set: `count` files of `size` bytes each.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Files {
+    pub count: u32,
+    pub size: u64,
+}
+
+impl Files {
+    /// The name of file `i`.
+    pub fn name(i: u32) -> String {
+        format!("f{i:05}")
+    }
 }
 
 /// How hard the clients ask.

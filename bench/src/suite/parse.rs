@@ -37,6 +37,8 @@ struct RawSuite {
     generator_cpus: Option<Spanned<Vec<Spanned<i64>>>>,
     #[serde(default)]
     server_args: BTreeMap<String, Spanned<Vec<String>>>,
+    #[serde(default)]
+    drop_caches: bool,
 }
 
 #[derive(Deserialize)]
@@ -59,7 +61,20 @@ struct RawWorkload {
     #[serde(default = "yes")]
     keep_alive: bool,
     pipeline: Option<Spanned<i64>>,
+    mix: Option<Spanned<String>>,
+    files: Option<Spanned<RawFiles>>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFiles {
+    count: i64,
+    size: String,
+}
+
+/// The most files and bytes a generated data set may have.
+const MAX_FILES: i64 = 1_000_000;
+const MAX_DATA_BYTES: u64 = 64 << 30;
 
 fn yes() -> bool {
     true
@@ -236,6 +251,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
         generator_threads,
         placement,
         server_args,
+        drop_caches: raw.drop_caches,
     })
 }
 
@@ -361,6 +377,28 @@ fn workloads(loc: &Locator, raw: &RawSuite) -> Result<Vec<Workload>, SuiteError>
         if !w.path.get_ref().starts_with('/') {
             return Err(loc.at(w.path.span(), "workload.path", "must start with /"));
         }
+        let files = match &w.files {
+            Some(f) => Some(files(loc, w, f)?),
+            None => None,
+        };
+        let mix = match (&w.mix, files) {
+            (Some(m), Some(_)) => {
+                return Err(loc.at(
+                    m.span(),
+                    "workload.mix",
+                    "give mix or files, not both (files make their own mix)",
+                ))
+            }
+            (Some(m), None) => loadgen::config::parse_mix(m.get_ref())
+                .map_err(|e| loc.at(m.span(), "workload.mix", e.to_string()))?,
+            (None, Some(f)) => (0..f.count)
+                .map(|i| loadgen::MixEntry {
+                    path: format!("{}{}", w.path.get_ref(), super::Files::name(i)),
+                    weight: 1,
+                })
+                .collect(),
+            (None, None) => Vec::new(),
+        };
         out.push(Workload {
             name: w.name.get_ref().clone(),
             path: w.path.get_ref().clone(),
@@ -369,9 +407,48 @@ fn workloads(loc: &Locator, raw: &RawSuite) -> Result<Vec<Workload>, SuiteError>
                 Some(p) => positive(loc, p, "workload.pipeline", 1024)? as u32,
                 None => 1,
             },
+            mix,
+            files,
         });
     }
     Ok(out)
+}
+
+fn files(
+    loc: &Locator,
+    w: &RawWorkload,
+    f: &Spanned<RawFiles>,
+) -> Result<super::Files, SuiteError> {
+    let raw = f.get_ref();
+    let at = |m: String| loc.at(f.span(), "workload.files", m);
+    if !(w.path.get_ref().starts_with("/file/") && w.path.get_ref().ends_with('/')) {
+        return Err(loc.at(
+            w.path.span(),
+            "workload.path",
+            "with files, the path is the folder they are served from, e.g. \"/file/\"",
+        ));
+    }
+    if !(1..=MAX_FILES).contains(&raw.count) {
+        return Err(at(format!("count must be 1 to {MAX_FILES}")));
+    }
+    let size = crate::sandbox::limits::parse_size(&raw.size).map_err(&at)?;
+    let most = servers::handler::MAX_FILE_BYTES;
+    if size == 0 || size > most {
+        return Err(at(format!(
+            "size must be 1 byte to {} MiB (the most /file/ serves)",
+            most >> 20
+        )));
+    }
+    if raw.count as u64 * size > MAX_DATA_BYTES {
+        return Err(at(format!(
+            "count × size is over {} GiB",
+            MAX_DATA_BYTES >> 30
+        )));
+    }
+    Ok(super::Files {
+        count: raw.count as u32,
+        size,
+    })
 }
 
 fn loads(loc: &Locator, raw: &Spanned<RawLoad>) -> Result<Vec<LoadLevel>, SuiteError> {

@@ -293,3 +293,70 @@ fn several_open_loop_connection_counts() {
         );
     }
 }
+
+#[test]
+fn workload_mixes_and_generated_files() {
+    let text = good_with(
+        "path = \"/hello\"",
+        "path = \"/hello\"\nmix = \"/hello=8,/work?cpu=10=2\"",
+    );
+    let s = Suite::parse("t.toml", &text).unwrap();
+    let mix: Vec<(&str, u32)> = s.workloads[0]
+        .mix
+        .iter()
+        .map(|m| (m.path.as_str(), m.weight))
+        .collect();
+    assert_eq!(mix, [("/hello", 8), ("/work?cpu=10", 2)]);
+
+    let text = good_with(
+        "path = \"/hello\"",
+        "path = \"/file/\"\nfiles = { count = 3, size = \"128K\" }",
+    );
+    let s = Suite::parse("t.toml", &text).unwrap();
+    let w = &s.workloads[0];
+    assert_eq!(
+        w.files,
+        Some(Files {
+            count: 3,
+            size: 128 * 1024
+        })
+    );
+    let paths: Vec<&str> = w.mix.iter().map(|m| m.path.as_str()).collect();
+    assert_eq!(paths, ["/file/f00000", "/file/f00001", "/file/f00002"]);
+
+    for (from, to, needle, field) in [
+        (
+            "path = \"/hello\"",
+            "path = \"/hello\"\nmix = \"hello=x\"",
+            "mix =",
+            "workload.mix",
+        ),
+        (
+            "path = \"/hello\"",
+            "path = \"/hello\"\nfiles = { count = 3, size = \"1K\" }",
+            "path = \"/hello\"",
+            "workload.path",
+        ),
+        (
+            "path = \"/hello\"",
+            "path = \"/file/\"\nfiles = { count = 3, size = \"17M\" }",
+            "files =",
+            "workload.files",
+        ),
+        (
+            "path = \"/hello\"",
+            "path = \"/file/\"\nfiles = { count = 0, size = \"1K\" }",
+            "files =",
+            "workload.files",
+        ),
+        (
+            "path = \"/hello\"",
+            "path = \"/file/\"\nfiles = { count = 2, size = \"1K\" }\nmix = \"/a\"",
+            "mix =",
+            "workload.mix",
+        ),
+    ] {
+        let text = good_with(from, to);
+        assert_names(&bad(&text), &text, needle, field);
+    }
+}
