@@ -25,6 +25,13 @@ pub const OUT_HIGH_WATER: usize = 256 * 1024;
 /// and the most bytes drained.
 pub const LINGER: Duration = Duration::from_millis(500);
 pub const LINGER_MAX_BYTES: usize = 256 * 1024;
+/// Bytes offered to each read (into a buffer of the thread's or loop's,
+/// not the connection's).
+pub const READ_CHUNK: usize = 16 * 1024;
+/// A connection keeps buffers up to this size between requests; larger
+/// ones (a big body, a big answer) are given back once empty, so that
+/// thousands of idle connections cost little memory.
+const KEEP_BUFFER: usize = 4096;
 
 /// The protocol state of one connection, without the socket.
 pub struct Conn {
@@ -56,8 +63,10 @@ impl Conn {
     /// A fresh connection, timing out `idle` from now.
     pub fn new(idle: Duration) -> Conn {
         Conn {
-            inbuf: Vec::with_capacity(4096),
-            out: Vec::with_capacity(4096),
+            // Both grow to what the requests need: an idle connection holds
+            // no buffer at all until it sends something.
+            inbuf: Vec::new(),
+            out: Vec::new(),
             closing: false,
             deadline: Instant::now() + idle,
             continued: false,
@@ -69,18 +78,12 @@ impl Conn {
         self.inbuf.extend_from_slice(bytes);
     }
 
-    /// The spare buffer to read into directly: returns a slice of at least
-    /// `min` free bytes; call [`Conn::filled`] with how many were read.
-    pub fn read_buf(&mut self, min: usize) -> &mut [u8] {
-        let len = self.inbuf.len();
-        self.inbuf.resize(len + min, 0);
-        &mut self.inbuf[len..]
-    }
-
-    /// Keeps `n` of the bytes offered by the last [`Conn::read_buf`].
-    pub fn filled(&mut self, offered: usize, n: usize) {
-        let len = self.inbuf.len();
-        self.inbuf.truncate(len - offered + n);
+    /// The output was all written: forget it, giving a large buffer back.
+    pub fn written(&mut self) {
+        self.out.clear();
+        if self.out.capacity() > KEEP_BUFFER {
+            self.out = Vec::new();
+        }
     }
 
     /// Whether part of a request has arrived but not all of it.
@@ -96,6 +99,9 @@ impl Conn {
         match codec::parse_request(&self.inbuf, &handler.config().limits) {
             Ok(Some((req, used))) => {
                 self.inbuf.drain(..used);
+                if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP_BUFFER {
+                    self.inbuf = Vec::new();
+                }
                 self.continued = false;
                 Next::Plan(handler.plan(&req))
             }
@@ -154,6 +160,7 @@ pub fn serve_blocking(mut stream: TcpStream, handler: &Handler, shutdown: &Shutd
     let _ = stream.set_write_timeout(Some(idle));
     let _ = stream.set_nodelay(true);
     let mut conn = Conn::new(idle);
+    let mut chunk = [0u8; READ_CHUNK];
     loop {
         // Answer the complete requests already buffered (pipelining) until
         // the output reaches the high-water mark, then write it all at once.
@@ -169,7 +176,7 @@ pub fn serve_blocking(mut stream: TcpStream, handler: &Handler, shutdown: &Shutd
             if stream.write_all(&conn.out).is_err() {
                 return;
             }
-            conn.out.clear();
+            conn.written();
         }
         if conn.closing {
             linger_close(stream, conn.has_partial_request());
@@ -180,13 +187,10 @@ pub fn serve_blocking(mut stream: TcpStream, handler: &Handler, shutdown: &Shutd
             continue;
         }
         match shutdown.wait_readable(stream.as_raw_fd(), Some(conn.deadline)) {
-            Ok(Readiness::Ready) => {
-                let buf = conn.read_buf(16 * 1024);
-                match stream.read(buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => conn.filled(16 * 1024, n),
-                }
-            }
+            Ok(Readiness::Ready) => match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => conn.received(&chunk[..n]),
+            },
             Ok(Readiness::TimedOut) => conn.timed_out(handler),
             Ok(Readiness::Shutdown) | Err(_) => return,
         }

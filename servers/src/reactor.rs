@@ -37,7 +37,9 @@
 //! lingering closes. Shutdown stops accepting, closes idle connections,
 //! lets plans in flight finish and flush, then returns.
 
-use crate::conn::{interrupted, would_block, Conn, Next, LINGER, LINGER_MAX_BYTES, OUT_HIGH_WATER};
+use crate::conn::{
+    interrupted, would_block, Conn, Next, LINGER, LINGER_MAX_BYTES, OUT_HIGH_WATER, READ_CHUNK,
+};
 use crate::handler::{Handler, Plan, Step};
 use crate::net::{is_resource_exhaustion, is_transient_accept_error};
 use crate::shutdown::Shutdown;
@@ -60,8 +62,6 @@ const TIMER: Token = Token(3);
 /// Connection tokens are slot numbers offset by this.
 const FIRST_CONN: usize = 4;
 
-/// Bytes offered to each `read`.
-const READ_CHUNK: usize = 16 * 1024;
 /// The most requests one connection is answered per loop turn...
 pub const TURN_REQUESTS: usize = 16;
 /// ...and the most loop time it gets per turn (checked after each request).
@@ -279,6 +279,8 @@ pub struct Reactor<'h> {
     timers: BinaryHeap<Timer>,
     /// Connections that used up their turn, in the order they did.
     yielded: Vec<Key>,
+    /// Every read of this loop goes here first.
+    chunk: Box<[u8]>,
     accept_paused_until: Option<Instant>,
     /// Fires at the earliest deadline (heap or accept pause).
     clock: Clock,
@@ -319,6 +321,7 @@ impl<'h> Reactor<'h> {
             next_gen: 0,
             timers: BinaryHeap::new(),
             yielded: Vec::new(),
+            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
             accept_paused_until: None,
             clock,
             accept_warning: crate::warn::Throttled::new(),
@@ -513,7 +516,10 @@ impl<'h> Reactor<'h> {
             if !self.flush(slot) {
                 return;
             }
-            let Some(e) = self.entry(slot) else { return };
+            // Fields, not `self.entry`: the read below borrows `chunk` too.
+            let Some(e) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
             if turn_used {
                 // Reading more now would only buffer more: come back later.
                 if !e.yielded {
@@ -529,14 +535,14 @@ impl<'h> Reactor<'h> {
             if !wants_read {
                 break;
             }
-            let buf = e.conn.read_buf(READ_CHUNK);
-            match e.stream.read(buf) {
+            // Read into the loop's buffer; the connection keeps only what
+            // arrived (see `Conn::received`).
+            match e.stream.read(&mut self.chunk[..]) {
                 // The client is gone (or half-closed): stop, as the blocking
                 // servers do.
                 Ok(0) => return self.close(slot),
-                Ok(n) => e.conn.filled(READ_CHUNK, n),
+                Ok(n) => e.conn.received(&self.chunk[..n]),
                 Err(err) => {
-                    e.conn.filled(READ_CHUNK, 0);
                     if would_block(&err) {
                         break;
                     }
@@ -649,6 +655,9 @@ impl<'h> Reactor<'h> {
                     return false;
                 }
             }
+        }
+        if progressed && e.conn.out.is_empty() {
+            e.conn.written();
         }
         if progressed || !e.write_pending {
             e.write_deadline = Instant::now() + idle;
