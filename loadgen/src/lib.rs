@@ -37,7 +37,6 @@ pub mod output;
 pub mod report;
 pub mod response;
 pub mod schedule;
-mod timer;
 mod worker;
 
 pub use config::{Arrivals, Flow, LoadConfig, MixEntry, StateMode, Target};

@@ -17,6 +17,7 @@ pub mod shm;
 pub mod shutdown;
 pub mod state;
 pub mod stats;
+pub mod timer;
 pub mod warn;
 pub mod work;
 

@@ -44,6 +44,7 @@ use crate::handler::{Handler, Plan, Step};
 use crate::net::{is_resource_exhaustion, is_transient_accept_error};
 use crate::shutdown::Shutdown;
 use crate::stats::ConnectionGuard;
+use crate::timer::Timer;
 use crate::work;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
@@ -156,76 +157,6 @@ impl Turn {
     }
 }
 
-/// A `timerfd` armed at one deadline at a time, for nanosecond wake-ups.
-struct Clock {
-    fd: std::os::fd::OwnedFd,
-    armed: Option<Instant>,
-}
-
-impl Clock {
-    fn new() -> io::Result<Clock> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: plain syscall; the fd is owned from here on.
-        let fd = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Clock {
-            // SAFETY: a fresh fd nobody else owns.
-            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
-            armed: None,
-        })
-    }
-
-    fn fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.fd.as_raw_fd()
-    }
-
-    /// Arms the clock at `at` (disarms it with `None`); a no-op when it is
-    /// already armed there. Re-arming also clears a pending expiry.
-    fn arm(&mut self, at: Option<Instant>) -> io::Result<()> {
-        if at == self.armed {
-            return Ok(());
-        }
-        // Relative to now, at least 1 ns (zero would disarm it).
-        let left = at.map_or(Duration::ZERO, |t| {
-            t.saturating_duration_since(Instant::now())
-                .max(Duration::from_nanos(1))
-        });
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: left.as_secs() as libc::time_t,
-                tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
-            },
-        };
-        // SAFETY: a valid fd and a valid itimerspec.
-        if unsafe { libc::timerfd_settime(self.fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        self.armed = at;
-        Ok(())
-    }
-
-    /// The clock rang: clear it. The deadlines are checked after the
-    /// events of this turn.
-    fn fired(&mut self) {
-        let mut ticks = [0u8; 8];
-        // SAFETY: reading 8 bytes into an 8-byte buffer.
-        let _ = unsafe { libc::read(self.fd(), ticks.as_mut_ptr().cast(), 8) };
-        self.armed = None;
-    }
-}
-
 /// What a connection is doing.
 enum Stage {
     /// Reading requests and answering them.
@@ -264,7 +195,7 @@ enum Kind {
     Idle,
 }
 
-type Timer = Reverse<(Instant, usize, u64, Kind)>;
+type Deadline = Reverse<(Instant, usize, u64, Kind)>;
 
 /// One thread's event loop. See the module doc.
 pub struct Reactor<'h> {
@@ -276,14 +207,14 @@ pub struct Reactor<'h> {
     conns: Vec<Option<Entry<'h>>>,
     free: Vec<usize>,
     next_gen: u64,
-    timers: BinaryHeap<Timer>,
+    timers: BinaryHeap<Deadline>,
     /// Connections that used up their turn, in the order they did.
     yielded: Vec<Key>,
     /// Every read of this loop goes here first.
     chunk: Box<[u8]>,
     accept_paused_until: Option<Instant>,
     /// Fires at the earliest deadline (heap or accept pause).
-    clock: Clock,
+    clock: Timer,
     /// Out of descriptors is warned about once a second, not per attempt.
     accept_warning: crate::warn::Throttled,
     offload: Option<Box<dyn Offload + 'h>>,
@@ -306,9 +237,7 @@ impl<'h> Reactor<'h> {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         poll.registry()
             .register(&mut SourceFd(&shutdown.fd()), SHUTDOWN, Interest::READABLE)?;
-        let clock = Clock::new()?;
-        poll.registry()
-            .register(&mut SourceFd(&clock.fd()), TIMER, Interest::READABLE)?;
+        let clock = Timer::new(poll.registry(), TIMER)?;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         Ok(Reactor {
             poll,
@@ -381,7 +310,8 @@ impl<'h> Reactor<'h> {
                     }
                     SHUTDOWN => self.begin_shutdown(),
                     WAKER => self.take_completions(),
-                    TIMER => self.clock.fired(),
+                    // The deadlines are checked after this turn's events.
+                    TIMER => self.clock.acknowledge(),
                     Token(t) => self.drive(t - FIRST_CONN),
                 }
             }
@@ -420,13 +350,17 @@ impl<'h> Reactor<'h> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        match next {
-            Some(t) if t <= Instant::now() => Some(Duration::ZERO),
-            _ if self.clock.arm(next).is_err() => {
-                // No clock: fall back to poll's millisecond timeout.
-                next.map(|t| t.saturating_duration_since(Instant::now()))
-            }
-            _ => None,
+        let Some(t) = next else {
+            let _ = self.clock.disarm();
+            return None;
+        };
+        if t <= Instant::now() {
+            return Some(Duration::ZERO);
+        }
+        match self.clock.arm(t) {
+            Ok(()) => None,
+            // No clock: fall back to poll's millisecond timeout.
+            Err(_) => Some(t.saturating_duration_since(Instant::now())),
         }
     }
 

@@ -1,8 +1,10 @@
-//! A fine-grained timer for the event loop (Linux `timerfd`).
+//! A fine-grained timer for mio loops (Linux `timerfd`), used by the
+//! servers' reactor and by the load generator.
 //!
-//! `epoll_wait` takes its timeout in whole milliseconds, which is what made
-//! wrk2's schedule coarse (its issue #78). A timerfd armed with nanosecond
-//! precision and registered in the mio poll wakes the loop on time instead.
+//! `epoll_wait` takes its timeout in whole milliseconds, rounded up: that
+//! made wrk2's schedule coarse (its issue #78) and made the reactor's 10 ms
+//! waits fire 0.5–1 ms late. A timerfd armed with nanosecond precision and
+//! registered in the mio poll wakes the loop on time instead.
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -41,11 +43,26 @@ impl Timer {
         if self.armed == Some(at) {
             return Ok(());
         }
-        let mut left = at.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            // A zero it_value would disarm the timer; 1 ns fires at once.
-            left = std::time::Duration::from_nanos(1);
+        // A zero it_value would disarm the timer; 1 ns fires at once.
+        let left = at
+            .saturating_duration_since(Instant::now())
+            .max(std::time::Duration::from_nanos(1));
+        self.set(left)?;
+        self.armed = Some(at);
+        Ok(())
+    }
+
+    /// Stops the timer (a no-op when it is not armed).
+    pub fn disarm(&mut self) -> io::Result<()> {
+        if self.armed.is_some() {
+            self.set(std::time::Duration::ZERO)?;
+            self.armed = None;
         }
+        Ok(())
+    }
+
+    /// Sets the timer to fire `left` from now; zero disarms it.
+    fn set(&self, left: std::time::Duration) -> io::Result<()> {
         let spec = libc::itimerspec {
             it_interval: libc::timespec {
                 tv_sec: 0,
@@ -62,7 +79,6 @@ impl Timer {
         {
             return Err(io::Error::last_os_error());
         }
-        self.armed = Some(at);
         Ok(())
     }
 
