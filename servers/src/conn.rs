@@ -106,7 +106,10 @@ impl Conn {
                 Next::Plan(handler.plan(&req))
             }
             Ok(None) => {
-                if !self.continued && codec::expects_continue(&self.inbuf) {
+                // Only a half-received request can be waiting for `100
+                // Continue`; an empty buffer (every keep-alive turn) is not.
+                if !self.continued && !self.inbuf.is_empty() && codec::expects_continue(&self.inbuf)
+                {
                     self.out.extend_from_slice(codec::CONTINUE);
                     self.continued = true;
                 }
