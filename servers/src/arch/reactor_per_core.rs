@@ -26,7 +26,7 @@ use crate::reactor::Reactor;
 use crate::shutdown::Shutdown;
 use std::io;
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Serves `listener` from `config.workers` loops on as many threads until
 /// `shutdown`.
@@ -36,6 +36,11 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
     handler.stats().add_workers(loops as i64);
     let handler = &*handler;
     let shutdown = &shutdown;
+    // Every loop is built (its epoll, timer and registrations) before any
+    // accepts: a loop that accepted first could use up the descriptors its
+    // siblings still need to start, and a server half up is worse than one
+    // that says it cannot start.
+    let start = &StartGate::new(listeners.len());
     std::thread::scope(|scope| {
         let mut threads = Vec::with_capacity(loops);
         let mut result = Ok(());
@@ -43,7 +48,13 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
             let spawned = std::thread::Builder::new()
                 .name(format!("reactor-{i}"))
                 .spawn_scoped(scope, move || {
-                    let r = Reactor::new(listener, handler, shutdown).and_then(Reactor::run);
+                    let reactor = Reactor::new(listener, handler, shutdown);
+                    let everyone_built = start.arrive(reactor.is_ok());
+                    let r = match reactor {
+                        Ok(reactor) if everyone_built => reactor.run(),
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
+                    };
                     if r.is_err() {
                         // One loop failed: stop its siblings too, so the
                         // failure is reported rather than half a server.
@@ -54,6 +65,7 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
+                    start.fail();
                     shutdown.trigger();
                     result = Err(e);
                     break;
@@ -94,4 +106,38 @@ fn siblings(listener: TcpListener, n: usize) -> io::Result<Vec<TcpListener>> {
     }
     all.insert(0, listener);
     Ok(all)
+}
+
+/// Holds the loops until all of them are built, or one failed to be.
+struct StartGate {
+    /// Loops still to arrive, and whether any failed.
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl StartGate {
+    fn new(loops: usize) -> StartGate {
+        StartGate {
+            state: Mutex::new((loops, false)),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Waits for the others; true when every loop was built.
+    fn arrive(&self, built: bool) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 -= 1;
+        state.1 |= !built;
+        self.changed.notify_all();
+        while state.0 > 0 && !state.1 {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        !state.1
+    }
+
+    /// A loop will never arrive (its thread could not start).
+    fn fail(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.changed.notify_all();
+    }
 }
