@@ -297,15 +297,32 @@ fn only_that_matches_nothing_is_an_error_and_writes_nothing() {
     assert!(!out.exists(), "nothing was written");
 }
 
+/// Runs the suite `text` to the end (it must succeed) and returns its run
+/// files, parsed, in key order; the folder goes when the `Tmp` does.
+fn run_suite_text(tag: &str, text: &str) -> (Tmp, Vec<serde_json::Value>) {
+    let tmp = Tmp::new(tag);
+    let suite = tmp.0.join(format!("{tag}.toml"));
+    std::fs::write(&suite, text).unwrap();
+    let out = tmp.0.join("results");
+    let o = run_bench(
+        &[suite.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    status_ok(&o.status, &o);
+    let runs = run_files(&results_dir(&out), "json")
+        .iter()
+        .map(|p| json(p))
+        .collect();
+    (tmp, runs)
+}
+
 /// A worker-count variant runs its architecture with its own workers, and
 /// a suite's cpuset is honoured — the server sees both CPUs, not the one
 /// the runner would pin it to — with a note that it shares the generator's.
 #[test]
 fn worker_variants_and_a_shared_cpuset_are_honoured() {
-    let tmp = Tmp::new("variants");
-    let suite = tmp.0.join("v.toml");
-    std::fs::write(
-        &suite,
+    let (_tmp, runs) = run_suite_text(
+        "variants",
         r#"
 name = "variants"
 architectures = ["thread-pool:3"]
@@ -321,17 +338,9 @@ connections = [4]
 [limits.both]
 cpuset = "0-1"
 "#,
-    )
-    .unwrap();
-    let out = tmp.0.join("results");
-    let o = run_bench(
-        &[suite.to_str().unwrap(), "--out", out.to_str().unwrap()],
-        Duration::from_secs(60),
     );
-    status_ok(&o.status, &o);
-    let runs = run_files(&results_dir(&out), "json");
     assert_eq!(runs.len(), 1, "{runs:?}");
-    let v = json(&runs[0]);
+    let v = &runs[0];
     assert_eq!(v["status"], "ok", "{}", v["reason"]);
     assert!(
         v["key"].as_str().unwrap().starts_with("thread-pool:3__"),
@@ -343,10 +352,64 @@ cpuset = "0-1"
         "{}",
         v["server_stats"]
     );
+    assert_eq!(v["metrics"]["server_workers_peak"], 3, "{}", v["metrics"]);
     let notes = v["notes"].to_string();
     if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
         assert!(notes.contains("compete"), "{notes}");
     }
+}
+
+/// Four idle keep-alive clients in the background hold a 2-worker pool:
+/// the measured clients are starved, the run says so, the group's counts
+/// show two of the four answered, and the server's peaks — read from its
+/// stats file while it could answer nobody — show both workers held. An
+/// event loop beside the same group serves everyone.
+#[test]
+fn idle_background_clients_hold_a_bounded_pool() {
+    let (_tmp, runs) = run_suite_text(
+        "background",
+        r#"
+name = "background"
+architectures = ["thread-pool:2", "event-loop"]
+warmup = "200ms"
+duration = "1s"
+allow_unlimited = true
+objective = { percentile = 99.0, latency = "200ms" }
+[server_args]
+"thread-pool" = ["--idle-timeout", "30s"]
+"event-loop" = ["--idle-timeout", "30s"]
+[[workload]]
+name = "hello"
+path = "/hello"
+keep_alive = false
+background = [{ kind = "idle", connections = 4 }]
+[load]
+rates = [100]
+open_connections = 4
+"#,
+    );
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let (events, pool) = (&runs[0], &runs[1]);
+    assert!(pool["key"].as_str().unwrap().starts_with("thread-pool:2"));
+    let group = &pool["background"][0];
+    assert_eq!(group["group"], "4 idle", "{group}");
+    assert_eq!(group["open_at_end"], 4, "{group}");
+    assert_eq!(group["responses"], 2, "two workers, two answers: {group}");
+    assert_eq!(group["cut_off"], 0, "{group}");
+    let m = &pool["metrics"];
+    assert_eq!(m["meets_objective"], false, "{m}");
+    assert!(m["starved_connections"].as_u64().unwrap() > 0, "{m}");
+    assert_eq!(m["server_workers_peak"], 2, "{m}");
+    assert_eq!(m["server_connections_peak"], 2, "both workers held: {m}");
+
+    let group = &events["background"][0];
+    assert_eq!(group["responses"], 4, "{group}");
+    let m = &events["metrics"];
+    assert_eq!(m["meets_objective"], true, "{m}");
+    assert!(
+        m["server_connections_peak"].as_u64().unwrap() >= 5,
+        "4 idle and a probe at least: {m}"
+    );
 }
 
 /// Ctrl-C twice (the second exits at once) still leaves no run folder, no

@@ -27,6 +27,9 @@ pub struct Config {
     pub blocking_io: bool,
     /// How `POST /counter` keeps state (`--state`, `--ttl`, ...).
     pub state: StateConfig,
+    /// `/stats`'s counters are kept in this file too, for a reader that
+    /// must not depend on the server answering (see [`crate::stats`]).
+    pub stats_file: Option<PathBuf>,
 }
 
 /// AMPED's default cap on helper threads.
@@ -43,6 +46,7 @@ impl Default for Config {
             helpers: DEFAULT_HELPERS,
             blocking_io: false,
             state: StateConfig::default(),
+            stats_file: None,
         }
     }
 }

@@ -197,10 +197,15 @@ impl Handler {
         };
         // Made here, before any fork: the session table is a shared mapping.
         let state = State::new(&config.state)?;
+        let stats =
+            Stats::new(config.stats_file.as_deref()).map_err(|e| match &config.stats_file {
+                Some(f) => io::Error::new(e.kind(), format!("stats file {}: {e}", f.display())),
+                None => e,
+            })?;
         Ok(Handler {
             config,
             docroot,
-            stats: Stats::new()?,
+            stats,
             state,
         })
     }
@@ -289,6 +294,8 @@ impl Handler {
             "workers": s.workers,
             "configured_workers": self.config.workers,
             "spawn_failures": s.spawn_failures,
+            "connections_peak": s.connections_peak,
+            "workers_peak": s.workers_peak,
             "state": st.mode,
             "sessions": st.table.map_or(0, |t| t.sessions),
             "session_bytes": st.table.map_or(0, |t| t.bytes),

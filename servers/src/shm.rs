@@ -28,12 +28,7 @@ impl SharedRegion {
     /// Maps `len` zeroed bytes, rounded up to whole pages, readable and
     /// writable, shared with children forked after this call.
     pub fn new(len: usize) -> io::Result<SharedRegion> {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let len = len
-            .max(1)
-            .checked_next_multiple_of(page)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "mapping too large"))?;
+        let len = whole_pages(len)?;
         // SAFETY: a fresh anonymous mapping; no existing memory is touched.
         let ptr = unsafe {
             libc::mmap(
@@ -42,6 +37,47 @@ impl SharedRegion {
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_ANONYMOUS,
                 -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(SharedRegion { ptr, len })
+    }
+
+    /// Maps the file at `path`, `len` bytes rounded up to whole pages,
+    /// shared with every process that maps it: another process (the
+    /// benchmark runner) reads what this one writes without asking it.
+    /// With `create`, the file is made (or emptied) and sized, so it reads
+    /// as zeros; else it must already be that large.
+    pub fn file(path: &std::path::Path, len: usize, create: bool) -> io::Result<SharedRegion> {
+        use std::os::fd::AsRawFd;
+        let len = whole_pages(len)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(create)
+            .open(path)?;
+        if create {
+            file.set_len(len as u64)?;
+        } else if file.metadata()?.len() < len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is smaller than {len} bytes", path.display()),
+            ));
+        }
+        // SAFETY: a fresh shared mapping of a file at least `len` long; no
+        // existing memory is touched. The mapping outlives the descriptor.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
                 0,
             )
         };
@@ -68,6 +104,15 @@ impl SharedRegion {
     }
 }
 
+/// `len` (at least one byte) rounded up to whole pages.
+fn whole_pages(len: usize) -> io::Result<usize> {
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    len.max(1)
+        .checked_next_multiple_of(page)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "mapping too large"))
+}
+
 impl Drop for SharedRegion {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `new` mapped, once.
@@ -92,6 +137,19 @@ impl<T> Shared<T> {
     pub unsafe fn zeroed() -> io::Result<Shared<T>> {
         Ok(Shared {
             region: SharedRegion::new(std::mem::size_of::<T>())?,
+            _value: PhantomData,
+        })
+    }
+
+    /// A `T` in the file at `path`, shared with whoever else maps it (see
+    /// [`SharedRegion::file`]); `create` makes it zeroed.
+    ///
+    /// # Safety
+    /// As [`Shared::zeroed`]; and without `create`, the file must hold a
+    /// valid `T` (one made by this call with `create`).
+    pub unsafe fn file(path: &std::path::Path, create: bool) -> io::Result<Shared<T>> {
+        Ok(Shared {
+            region: SharedRegion::file(path, std::mem::size_of::<T>(), create)?,
             _value: PhantomData,
         })
     }

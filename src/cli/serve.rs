@@ -67,6 +67,11 @@ pub struct Args {
     /// ignored).
     #[arg(long)]
     state_key_file: Option<PathBuf>,
+    /// Keep /stats's counters in this file as well (made or emptied at
+    /// start): another process maps it and reads them while the server is
+    /// too busy to answer /stats (the suite runner does).
+    #[arg(long)]
+    stats_file: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -92,6 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         helpers: args.helpers as usize,
         blocking_io: args.blocking_io,
         state,
+        stats_file: args.stats_file,
         ..Default::default()
     };
     let shutdown = servers::Shutdown::new()?;

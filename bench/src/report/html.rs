@@ -387,7 +387,7 @@ fn hex(i: usize) -> String {
 }
 
 fn runs_table(h: &mut String, runs: &[RunRecord]) {
-    h.push_str("<h2 id=\"runs\">Every run</h2>\n<table><tr><th>run</th><th>status</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>errors</th><th>meets objective</th><th>CPU s</th><th>peak memory</th><th>note</th></tr>\n");
+    h.push_str("<h2 id=\"runs\">Every run</h2>\n<table><tr><th>run</th><th>status</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>errors</th><th>meets objective</th><th>CPU s</th><th>peak memory</th><th title=\"most open at once in the measured window, from the server's own counters (n/a: an external server has none)\">server connections / workers</th><th>note</th></tr>\n");
     for r in runs {
         let m = r.metrics.as_ref();
         let f = |v: Option<f64>, d: usize| v.map_or("—".into(), |v| format!("{v:.d$}"));
@@ -395,9 +395,15 @@ fn runs_table(h: &mut String, runs: &[RunRecord]) {
         if r.unlimited {
             note = format!("UNLIMITED {note}");
         }
+        if !r.background.is_empty() {
+            let groups: Vec<String> = r.background.iter().map(|g| g.describe()).collect();
+            note = format!("{note} background: {}", groups.join("; "))
+                .trim()
+                .to_string();
+        }
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td{}>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td{}>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.key),
             if r.status == Status::Ok { "" } else { " class=\"failed\"" },
             r.status.as_str(),
@@ -409,10 +415,24 @@ fn runs_table(h: &mut String, runs: &[RunRecord]) {
             m.map_or("—".into(), |m| m.meets_objective.to_string()),
             f(m.and_then(|m| m.server_cpu_s), 3),
             m.and_then(|m| m.memory_peak_bytes).map_or("—".into(), |b| mib(b as f64)),
+            server_peaks(r),
             esc(&note)
         );
     }
     h.push_str("</table>\n");
+}
+
+/// "connections / workers" at their peaks; n/a when the server keeps no
+/// such counters (external contestants) or the run measured nothing.
+fn server_peaks(r: &RunRecord) -> String {
+    match r
+        .metrics
+        .as_ref()
+        .map(|m| (m.server_connections_peak, m.server_workers_peak))
+    {
+        Some((Some(c), Some(w))) => format!("{c} / {w}"),
+        _ => "n/a".into(),
+    }
 }
 
 /// Auto steps as (offered, achieved) in order of offered rate (the search

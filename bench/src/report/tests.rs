@@ -23,6 +23,7 @@ fn run(arch: &str, conns: u32, rep: u32, rps: f64, p99: f64, cpu: f64, mem: u64)
             pipeline: 1,
             mix: Vec::new(),
             files: None,
+            background: Vec::new(),
         },
         load: LoadLevel::Closed { connections: conns },
         limits_name: "none".into(),
@@ -67,6 +68,8 @@ fn run(arch: &str, conns: u32, rep: u32, rps: f64, p99: f64, cpu: f64, mem: u64)
             starved_connections: 0,
             littles_law_ratio: Some(1.0),
             throttled_s: Some(0.0),
+            server_connections_peak: Some(conns as u64 + 1),
+            server_workers_peak: Some(2),
             generator_cpu_s: Some(0.1),
             spectrum: vec![
                 (0.0, p99 / 8.0),
@@ -95,6 +98,7 @@ fn run(arch: &str, conns: u32, rep: u32, rps: f64, p99: f64, cpu: f64, mem: u64)
         loadgen: None,
         accounting: None,
         server_stats: None,
+        background: Vec::new(),
         histogram: None,
         env: Env::default(),
     }
@@ -485,4 +489,42 @@ fn no_memory_winner_without_a_cgroup_and_starved_runs_do_not_count() {
     let best = analysis::groups(&runs)[0].best();
     let s = best.iter().find(|b| b.contestant == "starved").unwrap();
     assert!(s.capacity.is_none() && s.load.is_none());
+}
+
+/// The run table shows the server's own peaks (n/a for a server that keeps
+/// none) and what a background group did.
+#[test]
+fn runs_table_shows_server_peaks_and_background_counts() {
+    let tmp = TempDir::new("peaks");
+    let mut runs = synthetic();
+    runs[0].background = vec![crate::runner::background::GroupCounts {
+        group: "8 idle".into(),
+        connected: 12,
+        cut_off: 4,
+        open_at_end: 8,
+        responses: 4,
+        ..Default::default()
+    }];
+    let peaks = runs[0]
+        .metrics
+        .as_ref()
+        .unwrap()
+        .server_connections_peak
+        .unwrap();
+    runs[1].metrics.as_mut().unwrap().server_workers_peak = None;
+    let store = store_with(&tmp.0, &runs);
+    let html = std::fs::read_to_string(super::render(store.dir()).unwrap()).unwrap();
+    assert!(html.contains(&format!("<td>{peaks} / 2</td>")), "peaks");
+    assert!(html.contains("<td>n/a</td>"), "no peaks: n/a");
+    assert!(
+        html.contains("background: 8 idle: 8 open at the end, 4 answered, 4 cut off"),
+        "background counts"
+    );
+    let csv = std::fs::read_to_string(store.dir().join("summary.csv")).unwrap();
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .contains("server_connections_peak,server_workers_peak,background"));
+    assert!(csv.contains("8 idle: 8 open at the end"), "{csv}");
 }

@@ -158,6 +158,15 @@ pub struct Metrics {
     pub memory_cache_bytes: Option<u64>,
     /// Time the server was throttled by its CPU quota, s.
     pub throttled_s: Option<f64>,
+    /// Built-in servers: most connections the server held open at once
+    /// in the measured window, read from its stats file while the load ran
+    /// (`None` for external contestants: they have no such counter).
+    #[serde(default)]
+    pub server_connections_peak: Option<u64>,
+    /// Built-in servers: most threads or processes at once in the
+    /// measured window (as `server_connections_peak`).
+    #[serde(default)]
+    pub server_workers_peak: Option<u64>,
     /// CPU time the load generator used, s.
     pub generator_cpu_s: Option<f64>,
     /// The latency spectrum: (percentile, ms) pairs.
@@ -210,6 +219,9 @@ pub struct RunRecord {
     pub accounting: Option<serde_json::Value>,
     /// The server's `/stats` after the measurement.
     pub server_stats: Option<serde_json::Value>,
+    /// What the workload's background groups did, one entry per group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub background: Vec<crate::runner::background::GroupCounts>,
     /// Corrected latency histogram, HdrHistogram V2 deflate, base64.
     pub histogram: Option<String>,
     /// The environment (as in `env.json`).
@@ -246,6 +258,9 @@ pub const CSV_HEADER: &[&str] = &[
     "memory_own_bytes",
     "memory_cache_bytes",
     "throttled_s",
+    "server_connections_peak",
+    "server_workers_peak",
+    "background",
     "reason",
 ];
 
@@ -308,6 +323,15 @@ impl RunRecord {
             m.memory_cache_bytes
                 .map_or(String::new(), |v| v.to_string()),
             opt(m.throttled_s),
+            m.server_connections_peak
+                .map_or(String::new(), |v| v.to_string()),
+            m.server_workers_peak
+                .map_or(String::new(), |v| v.to_string()),
+            self.background
+                .iter()
+                .map(|g| g.describe())
+                .collect::<Vec<_>>()
+                .join("; "),
             match (&self.reason, self.notes.is_empty()) {
                 (Some(r), _) => r.clone(),
                 (None, false) => self.notes.join("; "),

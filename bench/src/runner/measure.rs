@@ -28,6 +28,8 @@ pub struct Target<'a> {
     pub threads: usize,
     /// The run's state mode, for counter flows.
     pub state: Option<&'a str>,
+    /// A built-in server's counters, read from its stats file.
+    pub stats: Option<&'a servers::stats::Stats>,
 }
 
 /// The generator's settings for one measurement.
@@ -119,6 +121,8 @@ pub fn metrics(r: &LoadReport, objective: &Objective) -> Metrics {
         memory_own_bytes: None,
         memory_cache_bytes: None,
         throttled_s: None,
+        server_connections_peak: None,
+        server_workers_peak: None,
         generator_cpu_s: Some(r.cpu.user_s + r.cpu.system_s),
         spectrum: spectrum(h),
         timeline: r
@@ -219,9 +223,13 @@ pub fn run_level(
                 std::thread::sleep(Duration::from_millis(1));
             }
             let before = cpu();
+            if let Some(stats) = target.stats {
+                stats.reset_peaks();
+            }
             let result = generator.join();
             (result, before, cpu())
         });
+        let peaks = target.stats.map(|s| s.snapshot());
         let report = result
             .map_err(|_| "load generator panicked".to_string())?
             .map_err(|e| format!("load generator: {e}"))?;
@@ -233,6 +241,10 @@ pub fn run_level(
             let used = (b - a).max(0.0);
             m.server_cpu_s = Some(used);
             m.requests_per_cpu_s = (used > 0.0).then(|| m.requests as f64 / used);
+        }
+        if let Some(p) = peaks {
+            m.server_connections_peak = Some(p.connections_peak as u64);
+            m.server_workers_peak = Some(p.workers_peak as u64);
         }
         Ok(Some((report, m)))
     };

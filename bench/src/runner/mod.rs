@@ -9,6 +9,7 @@
 //! suite goes on. A stop request (Ctrl-C) discards the run in progress and
 //! keeps every finished one; `--resume` completes the folder later.
 
+pub mod background;
 mod eta;
 mod measure;
 pub mod placement;
@@ -222,6 +223,7 @@ pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> 
             loadgen: outcome.loadgen,
             accounting: outcome.accounting,
             server_stats: outcome.server_stats,
+            background: outcome.background,
             histogram: outcome.histogram,
             env: env.clone(),
         };

@@ -36,6 +36,7 @@ pub struct Outcome {
     pub loadgen: Option<serde_json::Value>,
     pub accounting: Option<serde_json::Value>,
     pub server_stats: Option<serde_json::Value>,
+    pub background: Vec<super::background::GroupCounts>,
     pub histogram: Option<String>,
     pub hgrm: Option<String>,
     pub notes: Vec<String>,
@@ -53,6 +54,7 @@ impl Outcome {
             loadgen: None,
             accounting: None,
             server_stats: None,
+            background: Vec::new(),
             histogram: None,
             hgrm: None,
             notes: Vec::new(),
@@ -185,6 +187,21 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
         return Some(out);
     }
 
+    // A built-in server's counters are read from its stats file: no request
+    // to a server that may be too busy to answer.
+    let builtin = matches!(spec.contestant, Contestant::Builtin { .. });
+    let stats = if builtin {
+        match servers::stats::Stats::attach(&dir.stats()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                out.notes.push(format!("server counters unavailable: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let background = super::background::start(&spec.workload.background, addr, ctx.threads);
     // Both closures need the container; the generator calls them in turn.
     let shared = std::cell::RefCell::new(container);
     let measured = measure::run_level(
@@ -195,22 +212,32 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
             addr,
             threads: ctx.threads,
             state: spec.state.as_deref(),
+            stats: stats.as_ref(),
         },
         ctx.stop,
         || shared.borrow_mut().is_running(),
         || shared.borrow().cpu_usage_s(),
     );
     let mut container = shared.into_inner();
+    out.background = background.stop();
     if ctx.stop.load(Ordering::SeqCst) {
         let _ = container.stop();
         return None;
     }
     let running = container.is_running();
-    if running && matches!(spec.contestant, Contestant::Builtin { .. }) {
+    if running && builtin {
         out.server_stats = probe::get(addr, "/stats", Duration::from_secs(2))
             .ok()
             .filter(|(code, _)| *code == 200)
             .and_then(|(_, body)| serde_json::from_str(&body).ok());
+    }
+    if out.server_stats.is_none() {
+        // Too busy to answer, or gone: its counters as they are now.
+        out.server_stats = stats.as_ref().and_then(|s| {
+            let mut v = serde_json::to_value(s.snapshot()).ok()?;
+            v["source"] = "stats file (the server did not answer /stats)".into();
+            Some(v)
+        });
     }
     let acc = container.stop();
     match measured {
@@ -294,6 +321,7 @@ fn command(
             cmd = Command::new(ctx.exe);
             cmd.args(["serve", "--arch", arch, "--listen", &addr.to_string()]);
             cmd.arg("--docroot").arg(dir.docroot());
+            cmd.arg("--stats-file").arg(dir.stats());
             // A variant's own count (thread-pool:64) wins over the suite's.
             if let Some(w) = spec.contestant.workers().or(ctx.suite.workers) {
                 cmd.args(["--workers", &w.to_string()]);
@@ -400,6 +428,10 @@ impl RunDir {
     }
     fn log(&self) -> PathBuf {
         self.path.join("server.log")
+    }
+    /// A built-in server's counters (`serve --stats-file`).
+    fn stats(&self) -> PathBuf {
+        self.path.join("stats")
     }
     /// The last lines the server wrote, for failure reasons.
     fn log_tail(&self) -> String {

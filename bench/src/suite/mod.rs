@@ -147,6 +147,54 @@ pub struct Workload {
     /// uniformly at random as `{path}f00000`, `{path}f00001`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Files>,
+    /// Clients that run beside the measured ones for the whole run (every
+    /// step of a capacity search): they load or hold the server; only
+    /// their counts are reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub background: Vec<Background>,
+}
+
+/// A background group: what it does to the server while the measured
+/// clients probe it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Background {
+    /// Keep-alive clients that send one request, read its answer and then
+    /// say nothing: each holds a worker in the designs that give a
+    /// connection a worker. One cut off by the server is replaced.
+    Idle { connections: u32 },
+    /// Clients that send a request's header lines one at a time, one per
+    /// `interval`, never finishing it (slowloris). One cut off (408) is
+    /// replaced.
+    Slow {
+        connections: u32,
+        interval: Duration,
+    },
+    /// A second load generator on `path`: closed loop, or open loop at
+    /// `rate` requests per second.
+    Load {
+        connections: u32,
+        path: String,
+        rate: Option<f64>,
+    },
+}
+
+impl Background {
+    /// "8 idle", "500 slow", "4 on /work?cpu=1ms at 200 req/s".
+    pub fn describe(&self) -> String {
+        match self {
+            Background::Idle { connections } => format!("{connections} idle"),
+            Background::Slow { connections, .. } => format!("{connections} slow"),
+            Background::Load {
+                connections,
+                path,
+                rate,
+            } => match rate {
+                Some(r) => format!("{connections} on {path} at {r} req/s"),
+                None => format!("{connections} on {path}"),
+            },
+        }
+    }
 }
 
 /// A generated data set: `count` files of `size` bytes each.

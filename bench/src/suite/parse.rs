@@ -3,7 +3,7 @@
 //! the line that holds the value.
 
 use super::error::Locator;
-use super::{Contestant, External, LoadLevel, Objective, Suite, SuiteError, Workload};
+use super::{Background, Contestant, External, LoadLevel, Objective, Suite, SuiteError, Workload};
 use crate::sandbox::Limits;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,7 +63,22 @@ struct RawWorkload {
     pipeline: Option<Spanned<i64>>,
     mix: Option<Spanned<String>>,
     files: Option<Spanned<RawFiles>>,
+    #[serde(default)]
+    background: Vec<Spanned<RawBackground>>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackground {
+    kind: Spanned<String>,
+    connections: Spanned<i64>,
+    interval: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    rate: Option<Spanned<f64>>,
+}
+
+/// The most clients of one background group.
+const MAX_BACKGROUND_CONNECTIONS: i64 = 10_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -409,9 +424,97 @@ fn workloads(loc: &Locator, raw: &RawSuite) -> Result<Vec<Workload>, SuiteError>
             },
             mix,
             files,
+            background: w
+                .background
+                .iter()
+                .map(|b| background(loc, b))
+                .collect::<Result<_, _>>()?,
         });
     }
     Ok(out)
+}
+
+fn background(loc: &Locator, b: &Spanned<RawBackground>) -> Result<Background, SuiteError> {
+    let raw = b.get_ref();
+    let field = "workload.background";
+    let connections = positive(
+        loc,
+        &raw.connections,
+        "workload.background.connections",
+        MAX_BACKGROUND_CONNECTIONS,
+    )? as u32;
+    let kind = raw.kind.get_ref().as_str();
+    // Each kind takes only its own settings: one given to another kind is
+    // a mistake, not something to ignore.
+    let unused = |name: &str, given: bool, span: std::ops::Range<usize>| {
+        if given {
+            Err(loc.at(
+                span,
+                &format!("{field}.{name}"),
+                format!("not a setting of {kind:?} groups"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let span_of = |o: &Option<Spanned<String>>| o.as_ref().map_or(b.span(), |s| s.span());
+    match kind {
+        "idle" => {
+            unused("interval", raw.interval.is_some(), span_of(&raw.interval))?;
+            unused("path", raw.path.is_some(), span_of(&raw.path))?;
+            unused(
+                "rate",
+                raw.rate.is_some(),
+                raw.rate.as_ref().map_or(b.span(), |r| r.span()),
+            )?;
+            Ok(Background::Idle { connections })
+        }
+        "slow" => {
+            unused("path", raw.path.is_some(), span_of(&raw.path))?;
+            unused(
+                "rate",
+                raw.rate.is_some(),
+                raw.rate.as_ref().map_or(b.span(), |r| r.span()),
+            )?;
+            let interval = match &raw.interval {
+                Some(i) => duration(loc, i, "workload.background.interval", false)?,
+                None => Duration::from_secs(1),
+            };
+            Ok(Background::Slow {
+                connections,
+                interval,
+            })
+        }
+        "load" => {
+            unused("interval", raw.interval.is_some(), span_of(&raw.interval))?;
+            let Some(path) = &raw.path else {
+                return Err(loc.at(
+                    b.span(),
+                    "workload.background.path",
+                    "a load group needs a path",
+                ));
+            };
+            if !path.get_ref().starts_with('/') {
+                return Err(loc.at(path.span(), "workload.background.path", "must start with /"));
+            }
+            let rate = match &raw.rate {
+                Some(r) if !(r.get_ref().is_finite() && *r.get_ref() > 0.0) => {
+                    return Err(loc.at(r.span(), "workload.background.rate", "must be more than 0"))
+                }
+                r => r.as_ref().map(|r| *r.get_ref()),
+            };
+            Ok(Background::Load {
+                connections,
+                path: path.get_ref().clone(),
+                rate,
+            })
+        }
+        other => Err(loc.at(
+            raw.kind.span(),
+            "workload.background.kind",
+            format!("{other:?} is not a kind of background group: idle, slow or load"),
+        )),
+    }
 }
 
 fn files(

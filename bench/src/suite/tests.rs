@@ -360,3 +360,99 @@ fn workload_mixes_and_generated_files() {
         assert_names(&bad(&text), &text, needle, field);
     }
 }
+
+#[test]
+fn background_groups_parse_with_their_own_settings() {
+    let text = good_with(
+        "keep_alive = false\n",
+        "keep_alive = false\nbackground = [{ kind = \"idle\", connections = 8 }, { kind = \"slow\", connections = 500, interval = \"2s\" }, { kind = \"load\", connections = 4, path = \"/work?cpu=1\", rate = 200 }]\n",
+    );
+    let s = Suite::parse("t.toml", &text).unwrap();
+    assert!(s.workloads[0].background.is_empty());
+    assert_eq!(
+        s.workloads[1].background,
+        vec![
+            Background::Idle { connections: 8 },
+            Background::Slow {
+                connections: 500,
+                interval: Duration::from_secs(2)
+            },
+            Background::Load {
+                connections: 4,
+                path: "/work?cpu=1".into(),
+                rate: Some(200.0)
+            },
+        ]
+    );
+    assert_eq!(
+        s.workloads[1].background[2].describe(),
+        "4 on /work?cpu=1 at 200 req/s"
+    );
+}
+
+#[test]
+fn bad_background_groups_name_line_and_field() {
+    let with = |group: &str| {
+        good_with(
+            "keep_alive = false\n",
+            &format!("keep_alive = false\nbackground = [{group}]\n"),
+        )
+    };
+    for (group, field) in [
+        (
+            "{ kind = \"sleepy\", connections = 8 }",
+            "workload.background.kind",
+        ),
+        (
+            "{ kind = \"idle\", connections = 0 }",
+            "workload.background.connections",
+        ),
+        (
+            "{ kind = \"idle\", connections = 8, rate = 5.0 }",
+            "workload.background.rate",
+        ),
+        (
+            "{ kind = \"slow\", connections = 8, path = \"/x\" }",
+            "workload.background.path",
+        ),
+        (
+            "{ kind = \"slow\", connections = 8, interval = \"0s\" }",
+            "workload.background.interval",
+        ),
+        (
+            "{ kind = \"load\", connections = 8 }",
+            "workload.background.path",
+        ),
+        (
+            "{ kind = \"load\", connections = 8, path = \"/x\", rate = -1.0 }",
+            "workload.background.rate",
+        ),
+        (
+            "{ kind = \"load\", connections = 8, path = \"x\" }",
+            "workload.background.path",
+        ),
+    ] {
+        let text = with(group);
+        assert_names(&bad(&text), &text, "background = [", field);
+    }
+    let text = with("{ kind = \"idle\", connections = 8, colour = \"red\" }");
+    assert!(bad(&text).to_string().contains("colour"), "{}", bad(&text));
+}
+
+#[test]
+fn experiment_suites_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/experiments");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Suite::load(path.to_str().unwrap()).unwrap_or_else(|e| panic!("{e}"));
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 8,
+        "only {seen} experiment suites in {}",
+        dir.display()
+    );
+}
