@@ -5,9 +5,15 @@
 # schedule), at a few fixed rates and closed, alternating the contestants
 # rep by rep so that drift on a noisy machine hits them alike.
 #
+# A mode is `closed` (CONNS connections), `closed:N` (N connections: a
+# closed loop slowed to an open loop's throughput, for a like-for-like
+# comparison), `RATE` (open loop, every send on time) or `RATE/SLACK`
+# (open loop with --send-slack SLACK).
+#
 # Usage: bench/openloop_cost.sh
 # Environment (defaults): ARCH=reactor-per-core WORKERS=1 CONNS=64 DURATION=5s
-#   REPS=3 RATES="10000 30000 50000" GEN_CPU=0 SERVER_CPU=1 PATH_=/hello
+#   REPS=3 MODES="closed closed:2 10000 30000 50000 50000/50us 100000 100000/50us"
+#   GEN_CPU=0 SERVER_CPU=1 PATH_=/hello
 #   SERVERLAB=target/release/serverlab (build it: cargo build --release)
 # Needs: taskset, jq.
 set -euo pipefail
@@ -17,7 +23,7 @@ WORKERS=${WORKERS:-1}
 CONNS=${CONNS:-64}
 DURATION=${DURATION:-5s}
 REPS=${REPS:-3}
-RATES=${RATES:-10000 30000 50000}
+MODES=${MODES:-closed closed:2 10000 30000 50000 50000/50us 100000 100000/50us}
 GEN_CPU=${GEN_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
 PATH_=${PATH_:-/hello}
@@ -48,15 +54,20 @@ url="http://$addr$PATH_"
 
 echo "server: serverlab serve --arch $ARCH --workers $WORKERS on cpu $SERVER_CPU; $url"
 echo "generator: 1 thread on cpu $GEN_CPU, $CONNS connections, $DURATION a run, $REPS reps, alternating"
-printf '%-8s %4s %12s %12s %14s %12s\n' mode rep "req/s" "µs/request" "send lag p99" "latency p99"
+printf '%-14s %4s %10s %11s %13s %13s %12s\n' mode rep "req/s" "µs/request" "send lag p50" "send lag p99" "latency p99"
 for rep in $(seq "$REPS"); do
-    for mode in closed $RATES; do
-        args=(-t 1 -c "$CONNS" -d "$DURATION" --warmup 1s --json)
-        [[ $mode != closed ]] && args+=(--rate "$mode")
+    for mode in $MODES; do
+        args=(-t 1 -d "$DURATION" --warmup 1s --json)
+        case $mode in
+            closed) args+=(-c "$CONNS") ;;
+            closed:*) args+=(-c "${mode#closed:}") ;;
+            */*) args+=(-c "$CONNS" --rate "${mode%/*}" --send-slack "${mode#*/}") ;;
+            *) args+=(-c "$CONNS" --rate "$mode") ;;
+        esac
         taskset -c "$GEN_CPU" "$SERVERLAB" load "${args[@]}" "$url" >"$tmp/out.json"
         jq -r --arg m "$mode" --arg r "$rep" \
             '[$m, $r, (.achieved_rate|floor), (.cpu.us_per_request*100|round/100),
-              .send_lag.p99_us, .corrected.p99_us] | @tsv' "$tmp/out.json" |
-            awk -F'\t' '{printf "%-8s %4s %12s %12s %12s µs %9s µs\n", $1, $2, $3, $4, $5, $6}'
+              .send_lag.p50_us, .send_lag.p99_us, .corrected.p99_us] | @tsv' "$tmp/out.json" |
+            awk -F'\t' '{printf "%-14s %4s %10s %11s %10s µs %10s µs %9s µs\n", $1, $2, $3, $4, $5, $6, $7}'
     done
 done

@@ -98,7 +98,15 @@ pub struct LoadConfig {
     pub settle: Option<Duration>,
     /// Length of one interval of the latency-over-time data and the log.
     pub interval: Duration,
+    /// Open loop: how late a wake-up for a send may come, so that one
+    /// wake-up sends several requests (see `serverlab load --send-slack`).
+    /// Zero: every send on time.
+    pub send_slack: Duration,
 }
+
+/// The most `send_slack` may be: beyond it, lateness would be a large part
+/// of a fast server's latency.
+pub const MAX_SEND_SLACK: Duration = Duration::from_millis(1);
 
 impl Default for LoadConfig {
     fn default() -> Self {
@@ -119,6 +127,7 @@ impl Default for LoadConfig {
             log: None,
             interval: Duration::from_secs(1),
             settle: None,
+            send_slack: Duration::ZERO,
         }
     }
 }
@@ -279,6 +288,15 @@ impl LoadConfig {
                     self.threads
                 ));
             }
+        }
+        if !self.send_slack.is_zero() && self.rate.is_none() {
+            return bad("--send-slack is for the open loop; give --rate too".into());
+        }
+        if self.send_slack > MAX_SEND_SLACK {
+            return bad(format!(
+                "--send-slack {:?} is over {MAX_SEND_SLACK:?}: sends that late would be much of the latency measured",
+                self.send_slack
+            ));
         }
         if self.requests == Some(0) {
             return bad("--requests must be at least 1".into());

@@ -76,6 +76,7 @@ pub fn run(
         tickets: config.requests.map(AtomicU64::new),
         stop,
         interval: config.interval,
+        send_slack: config.send_slack,
     };
     let comment = format!(
         "serverlab load {}: corrected latency in microseconds, one histogram per {:?}",
@@ -447,6 +448,7 @@ fn assemble(
         duration_s: secs,
         stopped_early: stop.load(std::sync::atomic::Ordering::Relaxed),
         target_rate: config.rate,
+        send_slack_us: config.rate.map(|_| config.send_slack.as_micros() as u64),
         achieved_rate,
         requests: c.requests,
         responses: c.responses,

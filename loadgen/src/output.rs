@@ -69,6 +69,9 @@ impl LoadReport {
         if r.warmup_s > 0.0 {
             extra += &format!(", {:.1}s warmup discarded", r.warmup_s);
         }
+        if let Some(slack) = r.send_slack_us.filter(|&s| s > 0) {
+            extra += &format!(", sends up to {slack} µs late (--send-slack)");
+        }
         writeln!(
             w,
             "  {} threads and {} connections{extra}",

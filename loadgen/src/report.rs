@@ -42,6 +42,10 @@ pub struct LoadReport {
     pub stopped_early: bool,
     /// Open loop: the requests per second asked for.
     pub target_rate: Option<f64>,
+    /// Open loop: how late a wake-up for a send was allowed to be, µs
+    /// (`--send-slack`; 0: every send on time).
+    #[serde(default)]
+    pub send_slack_us: Option<u64>,
     /// Requests that ended (answered or failed) inside the measured window,
     /// per second of it, whenever they were sent.
     pub achieved_rate: f64,

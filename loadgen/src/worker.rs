@@ -64,6 +64,7 @@ pub struct Plan<'a> {
     pub tickets: Option<AtomicU64>,
     pub stop: &'a AtomicBool,
     pub interval: Duration,
+    pub send_slack: Duration,
 }
 
 /// When the run began (every connection open, for keep-alive runs), when
@@ -312,6 +313,8 @@ pub struct Worker<'a> {
     heap: BinaryHeap<Reverse<(Instant, usize)>>,
     tally: Tally,
     rng: Rng,
+    /// Open loop: how late a wake-up may be (`LoadConfig::send_slack`).
+    slack: Duration,
 }
 
 impl<'a> Worker<'a> {
@@ -349,6 +352,7 @@ impl<'a> Worker<'a> {
                 last_end: now,
             },
             rng: Rng::new(seed),
+            slack: plan.send_slack,
         })
     }
 
@@ -516,7 +520,17 @@ impl<'a> Worker<'a> {
                 .chain(clock.end)
                 .min();
             if let Some(at) = wake {
-                self.timer.arm(at)?;
+                // Any wake-up from `at` to `at + slack` will do. Re-arming
+                // only when the armed one is outside that window (each
+                // re-arm reprograms a hardware timer, a VM exit here) is
+                // what lets one wake-up send several requests.
+                let fits = self
+                    .timer
+                    .armed()
+                    .is_some_and(|armed| armed >= at && armed <= at + self.slack);
+                if !fits {
+                    self.timer.arm(at + self.slack)?;
+                }
             }
             let wait = next_sweep.saturating_duration_since(now);
             match self.poll.poll(&mut events, Some(wait)) {

@@ -497,7 +497,57 @@ fn impossible_settings_are_refused_before_any_traffic() {
         ..Default::default()
     };
     assert!(loadgen::run(&config, &stop).is_err());
+    for (rate, slack, says) in [
+        (None, Duration::from_micros(50), "give --rate too"),
+        (Some(100.0), Duration::from_millis(5), "is over"),
+    ] {
+        let config = LoadConfig {
+            url: server.url("/"),
+            rate,
+            send_slack: slack,
+            ..Default::default()
+        };
+        let err = loadgen::run(&config, &stop).unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+    }
     assert_eq!(server.accepts.load(Ordering::SeqCst), 0);
+}
+
+/// With send slack the open loop still sends its whole schedule, each
+/// request counted from its intended time, and says how late it let
+/// itself be.
+#[test]
+fn send_slack_keeps_the_schedule_and_is_reported() {
+    let server = ArchServer::start("event-loop");
+    let report = run(LoadConfig {
+        url: format!("http://{}/hello", server.addr),
+        connections: 4,
+        threads: 1,
+        rate: Some(2000.0),
+        send_slack: Duration::from_micros(200),
+        warmup: Duration::from_millis(100),
+        duration: Duration::from_secs(1),
+        ..Default::default()
+    });
+    assert_eq!(report.send_slack_us, Some(200));
+    // Uniform arrivals: the window's sends are the schedule's, give or take
+    // one per connection at each edge.
+    assert!(
+        (1992..=2008).contains(&report.requests),
+        "{} sent",
+        report.requests
+    );
+    assert_eq!(report.errors.requests(), 0);
+    // At most the sends that fell due in the last slack, one a connection.
+    assert!(
+        report.behind_schedule_at_end <= 4,
+        "{}",
+        report.behind_schedule_at_end
+    );
+    let mut text = Vec::new();
+    report.write_text(&mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("sends up to 200 µs late"), "{text}");
 }
 
 #[test]

@@ -52,6 +52,11 @@ impl Timer {
         Ok(())
     }
 
+    /// When it will fire, if armed and not yet acknowledged.
+    pub fn armed(&self) -> Option<Instant> {
+        self.armed
+    }
+
     /// Stops the timer (a no-op when it is not armed).
     pub fn disarm(&mut self) -> io::Result<()> {
         if self.armed.is_some() {
