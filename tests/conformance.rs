@@ -203,6 +203,27 @@ pub fn host_and_expect_continue(arch: &str) {
     assert_eq!((r.status, r.text().as_str()), (200, "1"), "{arch}");
 }
 
+/// A client that sends its request and closes its side at once (both may
+/// arrive in one event) is answered, and its connection closed by the
+/// server then, not at the idle timeout: the event loops stop reading at a
+/// short read, except when the client has closed.
+pub fn half_closed_client_is_answered_and_let_go(arch: &str) {
+    use std::io::{Read, Write};
+    let s = Server::start(arch, &["--idle-timeout", "30s"]);
+    for _ in 0..20 {
+        let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+        c.write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let end = c.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{arch}: {text:?}");
+        assert!(end.is_ok(), "{arch}: not closed after the answer: {end:?}");
+    }
+}
+
 pub fn clean_shutdown(arch: &str) {
     let mut s = Server::start(arch, &[]);
     assert_eq!(get(s.addr, "/hello").status, 200);
@@ -224,6 +245,7 @@ macro_rules! conformance {
             #[test] fn stalled_client_times_out() { super::stalled_client_times_out($name) }
             #[test] fn clean_shutdown() { super::clean_shutdown($name) }
             #[test] fn host_and_expect_continue() { super::host_and_expect_continue($name) }
+            #[test] fn half_closed_client_is_answered_and_let_go() { super::half_closed_client_is_answered_and_let_go($name) }
         }
     )*};
 }

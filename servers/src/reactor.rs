@@ -183,6 +183,9 @@ struct Entry<'h> {
     idle_armed: Option<Instant>,
     /// Used up its turn with requests still buffered: queued to go on.
     yielded: bool,
+    /// The client's end is closed (an event said so): read on to the end,
+    /// a short read no longer means there is nothing more (see `drive`).
+    read_closed: bool,
     _open: ConnectionGuard<'h>,
 }
 
@@ -312,7 +315,15 @@ impl<'h> Reactor<'h> {
                     WAKER => self.take_completions(),
                     // The deadlines are checked after this turn's events.
                     TIMER => self.clock.acknowledge(),
-                    Token(t) => self.drive(t - FIRST_CONN),
+                    Token(t) => {
+                        let slot = t - FIRST_CONN;
+                        if event.is_read_closed() || event.is_error() {
+                            if let Some(e) = self.entry(slot) {
+                                e.read_closed = true;
+                            }
+                        }
+                        self.drive(slot)
+                    }
                 }
             }
             if self
@@ -415,6 +426,7 @@ impl<'h> Reactor<'h> {
             write_deadline: Instant::now() + idle,
             idle_armed: None,
             yielded: false,
+            read_closed: false,
             _open: self.handler.stats().connection_opened(),
         });
         self.arm_idle(slot);
@@ -445,6 +457,12 @@ impl<'h> Reactor<'h> {
         // One turn spans every read of this call: a client that answers
         // each response at once would otherwise be served again and again.
         let mut turn = Turn::new();
+        // A read shorter than the buffer emptied the socket: the next read
+        // would only say "would block" (a system call per request, the
+        // difference from nginx), and data that arrives later raises a new
+        // edge. Not so once the client has closed: its end-of-file raises
+        // none, so then the loop reads on until it sees it.
+        let mut drained = false;
         loop {
             let turn_used = self.answer_buffered(slot, &mut turn);
             if !self.flush(slot) {
@@ -466,7 +484,7 @@ impl<'h> Reactor<'h> {
             let wants_read = matches!(e.stage, Stage::Serving)
                 && !e.conn.closing
                 && e.conn.out.len() < OUT_HIGH_WATER;
-            if !wants_read {
+            if !wants_read || drained {
                 break;
             }
             // Read into the loop's buffer; the connection keeps only what
@@ -475,7 +493,10 @@ impl<'h> Reactor<'h> {
                 // The client is gone (or half-closed): stop, as the blocking
                 // servers do.
                 Ok(0) => return self.close(slot),
-                Ok(n) => e.conn.received(&self.chunk[..n]),
+                Ok(n) => {
+                    drained = n < self.chunk.len() && !e.read_closed;
+                    e.conn.received(&self.chunk[..n]);
+                }
                 Err(err) => {
                     if would_block(&err) {
                         break;

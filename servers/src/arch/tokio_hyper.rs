@@ -149,6 +149,10 @@ fn builder(handler: &Handler) -> http1::Builder {
         .header_read_timeout(config.idle_timeout)
         .max_header_size(config.limits.max_head)
         .max_headers(config.limits.max_headers)
+        // A client that sends its request and closes its side at once is
+        // answered, as every other architecture answers it (hyper would
+        // drop it unanswered).
+        .half_close(true)
         .keep_alive(true);
     b
 }
