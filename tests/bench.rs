@@ -3,6 +3,8 @@
 //! external contestant that exits at once), Ctrl-C then `--resume`, and the
 //! report opened in headless Chromium.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -564,12 +566,13 @@ fn interrupt_then_resume_loses_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    not(serverlab_chromium),
+    ignore = "needs /usr/bin/chromium (apt-get install chromium; .ci/run does)"
+)]
 fn report_renders_in_headless_chromium() {
     let chromium = Path::new("/usr/bin/chromium");
-    if !chromium.exists() {
-        println!("skipped: /usr/bin/chromium is not installed (apt-get install chromium)");
-        return;
-    }
+    assert!(chromium.exists(), "the chromium build.rs found is gone");
     let tmp = Tmp::new("chromium");
     let suite = tmp.0.join("tiny.toml");
     std::fs::write(&suite, TINY).unwrap();
@@ -633,11 +636,12 @@ fn report_renders_in_headless_chromium() {
 }
 
 #[test]
+#[cfg_attr(
+    not(serverlab_root),
+    ignore = "needs root to make a memory-limited cgroup"
+)]
 fn oom_killed_server_is_recorded_and_the_suite_goes_on() {
-    if !nix_is_root() {
-        println!("skipped: needs root to make a memory-limited cgroup");
-        return;
-    }
+    common::still_root();
     let tmp = Tmp::new("oom");
     let suite = tmp.0.join("oom.toml");
     // 200 clients each waiting for a 1 MiB body: far more than 24 MiB.
@@ -675,31 +679,26 @@ memory = "24M"
             .unwrap()
             .clone(),
     );
-    if v["unlimited"] == true {
-        println!(
-            "skipped: the sandbox could not enforce limits here: {}",
-            v["reason"]
-        );
-        return;
-    }
+    assert_ne!(
+        v["unlimited"], true,
+        "root, yet the sandbox could not enforce limits: {}",
+        v["reason"]
+    );
     assert_eq!(v["status"], "oom", "{}", v["reason"]);
     assert!(v["accounting"]["oom_kills"].as_u64().unwrap() >= 1);
     assert!(dir.join("report.html").is_file());
 }
 
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
+#[cfg_attr(
+    not(all(serverlab_root, serverlab_setpriv)),
+    ignore = "needs root and /usr/bin/setpriv to run as an unprivileged user"
+)]
 fn without_cgroups_runs_are_unlimited_only_when_allowed_and_say_so() {
     // Runs the binary as an unprivileged user, who may not make cgroups.
+    common::still_root();
     let setpriv = Path::new("/usr/bin/setpriv");
-    if !nix_is_root() || !setpriv.exists() {
-        println!("skipped: needs root and /usr/bin/setpriv to run as an unprivileged user");
-        return;
-    }
+    assert!(setpriv.exists(), "the setpriv build.rs found is gone");
     use std::os::unix::fs::PermissionsExt;
     let tmp = Tmp::new("unlimited");
     std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -730,10 +729,10 @@ fn without_cgroups_runs_are_unlimited_only_when_allowed_and_say_so() {
         wait_bounded(child, Duration::from_secs(60))
     };
     let o = as_nobody(&strict);
-    if o.status.success() {
-        println!("skipped: this unprivileged user may make cgroups here (delegated hierarchy)");
-        return;
-    }
+    assert!(
+        !o.status.success(),
+        "the test's premise does not hold: user 65534 may make cgroups here (a delegated hierarchy)"
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("cannot enforce limits") && err.contains("--allow-unlimited"),

@@ -224,6 +224,22 @@ pub fn half_closed_client_is_answered_and_let_go(arch: &str) {
     }
 }
 
+/// Started by a socket-activating launcher (the listening socket passed as
+/// descriptor 3 with `LISTEN_FDS`), it serves on that socket and ignores
+/// `--listen` (an address it could not bind), keep-alive and pipelining
+/// included, and stops cleanly.
+pub fn inherited_listener(arch: &str) {
+    let mut s = Server::start_activated(arch, &[]);
+    assert_eq!(get(s.addr, "/hello").status, 200, "{arch}");
+    let mut c = Client::connect(s.addr);
+    c.send(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /work?bytes=3 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read().expect("first").status, 200, "{arch}");
+    assert_eq!(c.read().expect("second").body.len(), 3, "{arch}");
+    drop(c);
+    let status = s.stop().expect("stops within 15 s of SIGTERM");
+    assert!(status.success(), "{arch} exited with {status}");
+}
+
 pub fn clean_shutdown(arch: &str) {
     let mut s = Server::start(arch, &[]);
     assert_eq!(get(s.addr, "/hello").status, 200);
@@ -246,6 +262,7 @@ macro_rules! conformance {
             #[test] fn clean_shutdown() { super::clean_shutdown($name) }
             #[test] fn host_and_expect_continue() { super::host_and_expect_continue($name) }
             #[test] fn half_closed_client_is_answered_and_let_go() { super::half_closed_client_is_answered_and_let_go($name) }
+            #[test] fn inherited_listener() { super::inherited_listener($name) }
         }
     )*};
 }

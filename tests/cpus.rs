@@ -3,7 +3,7 @@
 //! pinned to one CPU, reports one worker in `/stats`.
 //!
 //! Needs root and the cgroup v1 `cpu` controller (this machine's layout);
-//! elsewhere the quota case is skipped with a message. The cgroup is named
+//! elsewhere the quota case is ignored with the reason. The cgroup is named
 //! `serverlab-test-cpus-<pid>-<n>` and removed even when the test fails;
 //! leftovers of killed test runs are removed on the next run.
 
@@ -177,20 +177,18 @@ fn host_cpus() -> usize {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(serverlab_root, serverlab_multicore, serverlab_cgroup_v1_cpu)),
+    ignore = "needs root, 2 CPUs or more (one worker on one CPU proves nothing) and a cgroup v1 cpu controller"
+)]
 fn one_cpu_quota_means_one_worker() {
-    if host_cpus() < 2 {
-        println!("skipped: this process may use one CPU only, so one worker proves nothing");
-        return;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("skipped: creating a cgroup needs root");
-        return;
-    }
-    let Some(parent) = v1_cpu_parent() else {
-        println!("skipped: no cgroup v1 cpu controller at /sys/fs/cgroup/cpu");
-        return;
-    };
+    common::still_root();
+    assert!(
+        host_cpus() >= 2,
+        "built with 2 CPUs or more, run with {}",
+        host_cpus()
+    );
+    let parent = v1_cpu_parent().expect("the cgroup v1 cpu controller build.rs found is gone");
     remove_stale(&parent);
     for (i, arch) in ["reactor-per-core", "async"].into_iter().enumerate() {
         let dir = parent.join(format!("serverlab-test-cpus-{}-{i}", std::process::id()));
@@ -216,11 +214,16 @@ fn one_cpu_quota_means_one_worker() {
 }
 
 #[test]
+#[cfg_attr(
+    not(serverlab_multicore),
+    ignore = "needs 2 CPUs or more: one worker on one CPU proves nothing"
+)]
 fn one_allowed_cpu_means_one_worker() {
-    if host_cpus() < 2 {
-        println!("skipped: this process may use one CPU only, so one worker proves nothing");
-        return;
-    }
+    assert!(
+        host_cpus() >= 2,
+        "built with 2 CPUs or more, run with {}",
+        host_cpus()
+    );
     let s = start("reactor-per-core", None, true);
     assert_eq!(workers(&s), (1, 1), "pinned to CPU 0");
     // And without the pin, the default follows the CPUs we may use.

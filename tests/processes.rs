@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{children_of, get, wait_for, Client, Server};
+use common::{children_of, get, still_root, wait_for, Client, Server};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -203,14 +203,11 @@ fn in_flight_request_finishes_prefork() {
 struct PidsCgroup(std::path::PathBuf);
 
 impl PidsCgroup {
-    /// `None` (with the reason printed) where it cannot be made: not root,
-    /// or no pids controller.
-    fn new(name: &str) -> Option<PidsCgroup> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root to create a pids cgroup");
-            return None;
-        }
+    /// A fresh pids cgroup. The tests that use one are ignored where
+    /// build.rs found no root or no pids controller; here, failing to make
+    /// one is a failure that says why.
+    fn new(name: &str) -> PidsCgroup {
+        still_root();
         let v1 = std::path::Path::new("/sys/fs/cgroup/pids");
         let v2 = std::path::Path::new("/sys/fs/cgroup");
         let parent = if v1.join("pids.max").exists() || v1.join("cgroup.procs").exists() {
@@ -220,15 +217,12 @@ impl PidsCgroup {
         {
             v2
         } else {
-            eprintln!("skipped: no pids cgroup controller available");
-            return None;
+            panic!("the pids cgroup controller build.rs found is gone");
         };
         let dir = parent.join(format!("serverlab-test-{name}-{}", std::process::id()));
-        if let Err(e) = std::fs::create_dir(&dir) {
-            eprintln!("skipped: cannot create {}: {e}", dir.display());
-            return None;
-        }
-        Some(PidsCgroup(dir))
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        PidsCgroup(dir)
     }
 
     /// Caps the cgroup at `max` tasks (threads count) and moves `pid` in.
@@ -261,9 +255,7 @@ fn threads_of(pid: u32) -> usize {
 /// requests get either their answer or a 503; none is dropped silently,
 /// and the server keeps serving afterwards.
 fn spawn_failure_answers_503(arch: &str) {
-    let Some(cgroup) = PidsCgroup::new(arch) else {
-        return;
-    };
+    let cgroup = PidsCgroup::new(arch);
     let mut s = Server::start(arch, &[]);
     let pid = s.child.id();
     // Once a request is answered every helper thread of the server has
@@ -308,11 +300,19 @@ fn spawn_failure_answers_503(arch: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(serverlab_root, serverlab_pids_cgroup)),
+    ignore = "needs root and a pids cgroup controller"
+)]
 fn thread_per_request_answers_503_when_no_thread_can_start() {
     spawn_failure_answers_503("thread-per-request");
 }
 
 #[test]
+#[cfg_attr(
+    not(all(serverlab_root, serverlab_pids_cgroup)),
+    ignore = "needs root and a pids cgroup controller"
+)]
 fn process_per_request_answers_503_when_fork_fails() {
     spawn_failure_answers_503("process-per-request");
 }
@@ -321,10 +321,12 @@ fn process_per_request_answers_503_when_fork_fails() {
 /// reached) is replaced as soon as the limit allows it; meanwhile the
 /// remaining children keep serving.
 #[test]
+#[cfg_attr(
+    not(all(serverlab_root, serverlab_pids_cgroup)),
+    ignore = "needs root and a pids cgroup controller"
+)]
 fn prefork_retries_a_failed_replacement() {
-    let Some(cgroup) = PidsCgroup::new("prefork-retry") else {
-        return;
-    };
+    let cgroup = PidsCgroup::new("prefork-retry");
     let s = Server::start("prefork", &["--workers", "3"]);
     let pid = s.child.id();
     assert!(wait_for(Duration::from_secs(10), || children_of(pid).len() == 3));
@@ -350,10 +352,12 @@ fn prefork_retries_a_failed_replacement() {
 /// so: `/stats` counts the failed starts (it used to show only in the pids
 /// accounting, as a throughput a quarter of the usual).
 #[test]
+#[cfg_attr(
+    not(all(serverlab_root, serverlab_pids_cgroup)),
+    ignore = "needs root and a pids cgroup controller"
+)]
 fn amped_short_of_helpers_says_so() {
-    let Some(cgroup) = PidsCgroup::new("amped") else {
-        return;
-    };
+    let cgroup = PidsCgroup::new("amped");
     let s = Server::start("amped", &["--helpers", "8"]);
     let pid = s.child.id();
     assert_eq!(get(s.addr, "/hello").status, 200);

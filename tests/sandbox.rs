@@ -1,7 +1,9 @@
 //! The sandbox on the real kernel (issue 6): limits take effect and are
 //! accounted, namespaces isolate, and nothing survives a stop, a failure or
-//! a SIGINT. Needs root and a cgroup hierarchy; each test says why when it
-//! skips. Containers clean up in `Drop`, so a failing assertion leaks nothing.
+//! a SIGINT. Needs root and a cgroup hierarchy: without root (as build.rs
+//! found it) the tests are ignored with that reason; as root, a sandbox that
+//! cannot be made is a failure. Containers clean up in `Drop`, so a failing
+//! assertion leaks nothing.
 
 mod common;
 
@@ -16,24 +18,15 @@ use std::time::{Duration, Instant};
 /// CPU measurements run one at a time so they do not skew each other.
 static CPU: Mutex<()> = Mutex::new(());
 
-/// The layout if this process may build containers; otherwise prints why not.
-fn usable(test: &str) -> Option<Layout> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping {test}: needs root (cgroups and namespaces)");
-        return None;
-    }
-    let layout = match Layout::detect() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("skipping {test}: {e}");
-            return None;
-        }
-    };
+/// The cgroup layout; as root, a machine where containers cannot be made
+/// fails the test, saying why.
+fn usable() -> Layout {
+    common::still_root();
+    let layout = Layout::detect().unwrap_or_else(|e| panic!("no cgroup layout as root: {e}"));
     if let Err(e) = Sandbox::check_permission(&layout) {
-        eprintln!("skipping {test}: {e}");
-        return None;
+        panic!("root, yet no containers here: {e}");
     }
-    Some(layout)
+    layout
 }
 
 fn sh(script: &str) -> Command {
@@ -45,10 +38,12 @@ fn sh(script: &str) -> Command {
 const BUSY: &str = "while :; do :; done";
 
 #[test]
+#[cfg_attr(
+    not(serverlab_root),
+    ignore = "needs root: cgroups and namespaces (run the tests as root)"
+)]
 fn half_a_cpu_is_half_a_cpu_and_throttled() {
-    let Some(layout) = usable("half_a_cpu") else {
-        return;
-    };
+    let layout = usable();
     let _cpu = CPU.lock().unwrap_or_else(|p| p.into_inner());
     let limits = Limits {
         cpus: Some(0.5),
@@ -111,8 +106,12 @@ impl HostIdle {
 }
 
 #[test]
+#[cfg_attr(
+    not(serverlab_root),
+    ignore = "needs root: cgroups and namespaces (run the tests as root)"
+)]
 fn outgrowing_memory_is_reported_as_oom_kill() {
-    let Some(layout) = usable("oom") else { return };
+    let layout = usable();
     let limits = Limits {
         memory: Some(64 << 20),
         ..Default::default()
@@ -139,8 +138,12 @@ fn outgrowing_memory_is_reported_as_oom_kill() {
 }
 
 #[test]
+#[cfg_attr(
+    not(serverlab_root),
+    ignore = "needs root: cgroups and namespaces (run the tests as root)"
+)]
 fn fork_beyond_pids_limit_fails_inside_and_is_reported() {
-    let Some(layout) = usable("pids") else { return };
+    let layout = usable();
     let limits = Limits {
         pids: Some(4),
         ..Default::default()
@@ -167,10 +170,12 @@ fn fork_beyond_pids_limit_fails_inside_and_is_reported() {
 }
 
 #[test]
+#[cfg_attr(
+    not(serverlab_root),
+    ignore = "needs root: cgroups and namespaces (run the tests as root)"
+)]
 fn weights_two_to_one_share_one_cpu_two_to_one() {
-    let Some(layout) = usable("weights") else {
-        return;
-    };
+    let layout = usable();
     let _cpu = CPU.lock().unwrap_or_else(|p| p.into_inner());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let one = if cpus > 1 { "1" } else { "0" }.to_string();
@@ -195,10 +200,12 @@ fn weights_two_to_one_share_one_cpu_two_to_one() {
 }
 
 #[test]
+#[cfg_attr(
+    not(serverlab_root),
+    ignore = "needs root: cgroups and namespaces (run the tests as root)"
+)]
 fn pid_uts_mount_namespaces() {
-    let Some(layout) = usable("namespaces") else {
-        return;
-    };
+    let layout = usable();
     let mut cmd = sh("echo $$; hostname; ls /proc | grep -c '^[0-9]'");
     cmd.stdout(Stdio::piped());
     let mut c = Sandbox::spawn_in(&layout, "ns", &Limits::default(), Net::Host, cmd).unwrap();
@@ -229,11 +236,12 @@ fn pid_uts_mount_namespaces() {
 }
 
 #[test]
+#[cfg_attr(
+    not(serverlab_root),
+    ignore = "needs root: cgroups and namespaces (run the tests as root)"
+)]
 fn unlimited_run_says_so() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping unlimited_run_says_so: namespaces need root");
-        return;
-    }
+    common::still_root();
     let mut c = Sandbox::spawn_unlimited("free", Net::Host, sh("exit 3")).unwrap();
     c.wait().unwrap();
     let acc = c.stop().unwrap();
@@ -257,10 +265,12 @@ fn line_with(r: &mut impl BufRead, needle: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(serverlab_root),
+    ignore = "needs root: cgroups and namespaces (run the tests as root)"
+)]
 fn isolated_server_is_reachable_through_its_veth_only() {
-    let Some(layout) = usable("isolated_net") else {
-        return;
-    };
+    let layout = usable();
     let serve = [
         env!("CARGO_BIN_EXE_serverlab"),
         "serve",
@@ -382,10 +392,12 @@ fn leftovers_of(pid: u32) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(serverlab_root),
+    ignore = "needs root: cgroups and namespaces (run the tests as root)"
+)]
 fn sigint_to_the_runner_leaves_nothing_behind() {
-    if usable("sigint").is_none() {
-        return;
-    }
+    usable();
     let child = Command::new(env!("CARGO_BIN_EXE_serverlab"))
         .args([
             "sandbox", "--cpus", "0.5", "--memory", "64M", "--net", "isolated", "--", "sleep", "30",
@@ -442,10 +454,12 @@ fn processes_running(argv: &[&str]) -> Vec<u32> {
 /// container's processes with it at once; what the kernel keeps (cgroups,
 /// the namespace) is removed by the next start.
 #[test]
+#[cfg_attr(
+    not(serverlab_root),
+    ignore = "needs root: cgroups and namespaces (run the tests as root)"
+)]
 fn leftovers_of_a_killed_runner_are_removed_at_start() {
-    if usable("leftovers").is_none() {
-        return;
-    }
+    usable();
     // A command line no other test uses, to find the contained process by.
     let command = ["sleep", "30.25"];
     let child = Command::new(env!("CARGO_BIN_EXE_serverlab"))
@@ -486,10 +500,12 @@ fn leftovers_of_a_killed_runner_are_removed_at_start() {
 }
 
 #[test]
+#[cfg_attr(
+    not(serverlab_root),
+    ignore = "needs root: cgroups and namespaces (run the tests as root)"
+)]
 fn credits_earned_idle_are_spent_busy_then_baseline() {
-    let Some(layout) = usable("credits") else {
-        return;
-    };
+    let layout = usable();
     let _cpu = CPU.lock().unwrap_or_else(|p| p.into_inner());
     // Idle 2 s at baseline 0.2 earns 0.4 CPU-s (cap 0.5); then busy for 2 s:
     // about 0.4 of credit plus 0.2 × 2 of baseline ≈ 0.8 CPU-s in all,

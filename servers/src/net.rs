@@ -40,6 +40,75 @@ fn bind(addr: SocketAddr, shared: bool) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// The first descriptor a socket-activating launcher passes (systemd's
+/// `SD_LISTEN_FDS_START`).
+const FIRST_INHERITED_FD: i32 = 3;
+
+/// Listening sockets passed by a socket-activating launcher (systemd,
+/// `systemd-socket-activate`, a super server), by the protocol of
+/// `sd_listen_fds(3)`: `LISTEN_PID` is this process's pid (the variables are
+/// someone else's otherwise, and ignored), `LISTEN_FDS` counts descriptors
+/// from 3 on, `LISTEN_FDNAMES` names them, colon-separated. `Ok(None)` when
+/// none were passed. The variables are removed either way, so that a child
+/// never takes them for its own. Each descriptor must be a listening TCP
+/// socket; it is made close-on-exec, as a descriptor we open would be.
+///
+/// Call it before anything else opens a descriptor: the ones from 3 on are
+/// taken over.
+pub fn inherited_listeners() -> io::Result<Option<Vec<(String, TcpListener)>>> {
+    use std::os::fd::FromRawFd;
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    let names = std::env::var("LISTEN_FDNAMES").ok();
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    let (Some(pid), Some(fds)) = (pid, fds) else {
+        return Ok(None);
+    };
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(None);
+    }
+    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+    let count: i32 = fds
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=1024).contains(n))
+        .ok_or_else(|| bad(format!("LISTEN_FDS={fds:?} is not a count of descriptors")))?;
+    let names: Vec<String> = names
+        .map(|n| n.split(':').map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let fd = FIRST_INHERITED_FD + i;
+        // SAFETY: fcntl on a number that may not be an open descriptor only
+        // fails with EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(bad(format!(
+                "LISTEN_FDS={count}, but descriptor {fd} is not open"
+            )));
+        }
+        // SAFETY: the launcher handed descriptors 3..3+LISTEN_FDS to this
+        // process and nothing else here owns them (the caller runs first).
+        let socket = unsafe { Socket::from_raw_fd(fd) };
+        let listening = socket.r#type().ok() == Some(Type::STREAM)
+            && matches!(socket.domain(), Ok(d) if d == Domain::IPV4 || d == Domain::IPV6)
+            && socket.is_listener().unwrap_or(false);
+        if !listening {
+            // Not ours to close: leave it as the launcher gave it.
+            std::mem::forget(socket);
+            return Err(bad(format!(
+                "descriptor {fd} from the launcher is not a listening TCP socket"
+            )));
+        }
+        socket.set_cloexec(true)?;
+        let name = names.get(i as usize).cloned().unwrap_or_default();
+        out.push((name, socket.into()));
+    }
+    Ok(Some(out))
+}
+
 /// Accepts connections until shutdown, calling `on_conn` for each.
 ///
 /// The listener is made non-blocking and polled together with the shutdown

@@ -19,8 +19,17 @@ pub struct Args {
     #[arg(long, default_value = "thread-pool")]
     arch: String,
     /// Address to listen on; port 0 picks a free port (printed on start).
+    /// Not used when a socket-activating launcher passed a listening
+    /// socket (`LISTEN_FDS`, as systemd and systemd-socket-activate do).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Serve the one connection on standard input and exit (inetd's
+    /// `nowait`, `systemd-socket-activate --inetd`): a process per
+    /// connection, served by the shared blocking connection loop whatever
+    /// --arch says (nothing is printed on standard output: it is the
+    /// connection).
+    #[arg(long, conflicts_with = "list")]
+    inetd: bool,
     /// Workers (threads, processes or loops) for architectures that have a
     /// fixed number; default: the CPUs this process may use.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_WORKERS))]
@@ -75,6 +84,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // First, before anything opens a descriptor: 3 and up may be ours.
+    let inherited = servers::net::inherited_listeners()
+        .context("the socket-activating launcher's descriptors")?;
     if args.list {
         for a in arch::ALL {
             println!("{:<20} {}", a.name, a.about);
@@ -104,13 +116,69 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let trigger = shutdown.clone();
     super::on_termination(move || trigger.trigger())?;
     let handler = Arc::new(servers::Handler::new(config)?);
-    let listener = servers::net::listen_for(arch, args.listen)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if args.inetd {
+        if inherited.is_some() {
+            bail!("--inetd serves the connection on standard input, but the launcher passed listening sockets (LISTEN_FDS): use one or the other");
+        }
+        let stream = inetd_connection()?;
+        servers::conn::serve_blocking(stream, &handler, &shutdown);
+        return Ok(());
+    }
+    let (listener, how) = match inherited {
+        Some(mut listeners) => {
+            if listeners.len() != 1 {
+                let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
+                bail!(
+                    "the launcher passed {} listening sockets (names {names:?}); serve takes exactly one",
+                    listeners.len()
+                );
+            }
+            (listeners.remove(0).1, " (socket activation)")
+        }
+        None => (
+            servers::net::listen_for(arch, args.listen)
+                .with_context(|| format!("cannot listen on {}", args.listen))?,
+            "",
+        ),
+    };
     // The first line of output is the contract with scripts and the suite
     // runner: the real address, so port 0 works.
-    println!("listening on {}", listener.local_addr()?);
+    println!("listening on {}{how}", listener.local_addr()?);
     std::io::stdout().flush()?;
     (arch.run)(listener, handler, shutdown).with_context(|| format!("{} server failed", arch.name))
+}
+
+/// inetd `nowait`: standard input is the client's connection (and standard
+/// output the same socket). Takes it over and points descriptors 0 and 1 at
+/// /dev/null, so that nothing printed by mistake reaches the client.
+fn inetd_connection() -> anyhow::Result<std::net::TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: dup of descriptor 0; the copy is owned by the stream below.
+    let fd = unsafe { libc::dup(0) };
+    if fd < 0 {
+        bail!(
+            "--inetd: no standard input: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    if stream.peer_addr().is_err() {
+        bail!("--inetd: standard input is not a TCP connection (run under inetd, xinetd or systemd-socket-activate --inetd)");
+    }
+    // The connection loop blocks, with its own timeouts.
+    stream.set_nonblocking(false)?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for target in [0, 1] {
+        // SAFETY: dup2 onto the standard descriptors, which we replace.
+        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+            bail!("--inetd: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(stream)
 }
 
 /// The state settings from the flags; reads the key file.

@@ -3,8 +3,20 @@
 
 #![allow(dead_code)]
 
+/// For a test compiled in because build.rs found it built by root: checks
+/// that it still runs as root (build.rs probes once per build).
+pub fn still_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(
+        uid, 0,
+        "built by root (build.rs probes once) but run as uid {uid}: rebuild as this user (touch build.rs)"
+    );
+}
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,15 +32,30 @@ pub struct Server {
 impl Server {
     /// Starts `arch` on 127.0.0.1:0 with a docroot holding `index.html`.
     pub fn start(arch: &str, extra: &[&str]) -> Server {
-        Server::launch(arch, extra, None)
+        Server::launch(arch, extra, None, None)
     }
 
     /// As [`Server::start`], with at most `nofile` open descriptors.
     pub fn start_with_nofile(arch: &str, extra: &[&str], nofile: u64) -> Server {
-        Server::launch(arch, extra, Some(nofile))
+        Server::launch(arch, extra, Some(nofile), None)
     }
 
-    fn launch(arch: &str, extra: &[&str], nofile: Option<u64>) -> Server {
+    /// As [`Server::start`], but the listening socket is made here and
+    /// passed as a socket-activating launcher passes it: descriptor 3,
+    /// `LISTEN_FDS=1`, `LISTEN_PID` the server's pid (a shell sets it and
+    /// execs the server, keeping its pid); `--listen` names an address the
+    /// server could not bind.
+    pub fn start_activated(arch: &str, extra: &[&str]) -> Server {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Server::launch(arch, extra, None, Some(listener))
+    }
+
+    fn launch(
+        arch: &str,
+        extra: &[&str],
+        nofile: Option<u64>,
+        activate: Option<std::net::TcpListener>,
+    ) -> Server {
         let docroot = std::env::temp_dir().join(format!(
             "serverlab-test-{}-{}-{}",
             arch,
@@ -37,16 +64,28 @@ impl Server {
         ));
         std::fs::create_dir_all(&docroot).unwrap();
         std::fs::write(docroot.join("index.html"), "<h1>serverlab</h1>\n").unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_serverlab"));
+        let mut command = match &activate {
+            Some(_) => {
+                let mut c = Command::new("/bin/sh");
+                c.args([
+                    "-c",
+                    "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http; exec \"$0\" \"$@\"",
+                    env!("CARGO_BIN_EXE_serverlab"),
+                ]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_serverlab")),
+        };
+        let inherited = activate.as_ref().map(|l| l.as_raw_fd());
+        // With a socket passed, `--listen` must go unused: an address
+        // this host cannot bind (TEST-NET-1) proves it.
+        let listen = if inherited.is_some() {
+            "192.0.2.1:80"
+        } else {
+            "127.0.0.1:0"
+        };
         command
-            .args([
-                "serve",
-                "--arch",
-                arch,
-                "--listen",
-                "127.0.0.1:0",
-                "--docroot",
-            ])
+            .args(["serve", "--arch", arch, "--listen", listen, "--docroot"])
             .arg(&docroot)
             .args(extra)
             .stdout(Stdio::piped())
@@ -61,6 +100,17 @@ impl Server {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = inherited {
+                    // Descriptor 3, open across exec (dup2 clears
+                    // close-on-exec, except onto itself).
+                    if fd == 3 {
+                        if libc::fcntl(3, libc::F_SETFD, 0) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(fd, 3) != 3 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 if let Some(n) = nofile {
                     let limit = libc::rlimit {
@@ -79,12 +129,15 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
+        // "listening on ADDR", perhaps followed by how it was obtained.
         let addr = line
             .trim()
             .strip_prefix("listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("{arch}: unexpected first line {line:?}"))
             .parse()
             .unwrap();
+        drop(activate);
         Server {
             child,
             addr,
