@@ -14,6 +14,9 @@
 mod common;
 
 use common::{get, Client, Resp, Server};
+// The servers' own state-mode type and header names: the contract these
+// tests check is the one both sides use.
+use servers::protocol::{StateMode as Mode, RESTORE, SESSION, SESSION_UNKNOWN, TOKEN};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -21,23 +24,6 @@ const CLIENTS: usize = 50;
 const INCREMENTS: u64 = 200;
 /// Requests per connection before the client reconnects.
 const PER_CONNECTION: u64 = 10;
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Mode {
-    Stateless,
-    Stateful,
-    Soft,
-}
-
-impl Mode {
-    fn flag(self) -> &'static str {
-        match self {
-            Mode::Stateless => "stateless",
-            Mode::Stateful => "stateful",
-            Mode::Soft => "soft",
-        }
-    }
-}
 
 /// One client of `/counter` that checks every answer is the last plus one,
 /// following the protocol of its mode (soft: restore after a 410).
@@ -77,7 +63,7 @@ impl Counter {
             raw.push_str(&format!("Cookie: {c}\r\n"));
         }
         if let Some(t) = &self.token {
-            raw.push_str(&format!("X-State-Token: {t}\r\n"));
+            raw.push_str(&format!("{TOKEN}: {t}\r\n"));
         }
         raw.push_str(extra);
         if close {
@@ -100,11 +86,13 @@ impl Counter {
     fn step(&mut self) -> Result<u64, String> {
         let mut resp = self.post("");
         if resp.status == 410 && self.mode == Mode::Soft {
-            if resp.header("x-session") != Some("unknown") {
-                return Err(format!("410 without X-Session: unknown: {resp:?}"));
+            if resp.header(SESSION) != Some(SESSION_UNKNOWN) {
+                return Err(format!(
+                    "410 without {SESSION}: {SESSION_UNKNOWN}: {resp:?}"
+                ));
             }
             self.restores += 1;
-            resp = self.post(&format!("X-Counter-Restore: {}\r\n", self.last));
+            resp = self.post(&format!("{RESTORE}: {}\r\n", self.last));
             if resp.header("set-cookie").is_none() {
                 return Err(format!("restore made no new session: {resp:?}"));
             }
@@ -129,7 +117,7 @@ impl Counter {
             let pair = set.split(';').next().unwrap_or("");
             self.cookie = Some(pair.to_string());
         }
-        if let Some(t) = resp.header("x-state-token") {
+        if let Some(t) = resp.header(TOKEN) {
             self.token = Some(t.to_string());
         }
         match self.mode {
@@ -153,7 +141,7 @@ fn post_once(addr: SocketAddr, headers: &str) -> Resp {
 
 /// The continuity test and the refusal checks for one architecture.
 fn continuity(arch: &str, mode: Mode) -> Result<(), String> {
-    let s = Server::start(arch, &["--state", mode.flag(), "--workers", "4"]);
+    let s = Server::start(arch, &["--state", mode.as_str(), "--workers", "4"]);
     let addr = s.addr;
     let outcomes: Vec<Result<Counter, String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..CLIENTS)
@@ -194,7 +182,7 @@ fn continuity(arch: &str, mode: Mode) -> Result<(), String> {
         }
     }
     let st = stats(addr);
-    if st["state"] != mode.flag() {
+    if st["state"] != mode.as_str() {
         return Err(format!("/stats state: {st}"));
     }
     match mode {
@@ -209,7 +197,7 @@ fn continuity(arch: &str, mode: Mode) -> Result<(), String> {
                 format!("{INCREMENTS}.{}", "0".repeat(64)),
                 "200".to_string(),
             ] {
-                let r = post_once(addr, &format!("X-State-Token: {forged}\r\n"));
+                let r = post_once(addr, &format!("{TOKEN}: {forged}\r\n"));
                 if (r.status, r.text().as_str()) != (403, "invalid token") {
                     return Err(format!("forged token {forged:?} got {r:?}"));
                 }
@@ -226,7 +214,7 @@ fn continuity(arch: &str, mode: Mode) -> Result<(), String> {
             near.push(if last == Some('0') { '1' } else { '0' });
             for guess in ["sid=0123456789abcdef0123456789abcdef".to_string(), near] {
                 let r = post_once(addr, &format!("Cookie: {guess}\r\n"));
-                if r.status != 410 || r.header("x-session") != Some("unknown") {
+                if r.status != 410 || r.header(SESSION) != Some(SESSION_UNKNOWN) {
                     return Err(format!("guessed {guess} got {r:?}"));
                 }
             }
@@ -246,11 +234,11 @@ fn every_arch(mode: Mode) {
     for arch in servers::arch::names() {
         let t = Instant::now();
         if let Err(e) = continuity(arch, mode) {
-            failures.push(format!("{arch} ({}): {e}", mode.flag()));
+            failures.push(format!("{arch} ({}): {e}", mode.as_str()));
         }
-        eprintln!("{arch} {}: {:.1?}", mode.flag(), t.elapsed());
+        eprintln!("{arch} {}: {:.1?}", mode.as_str(), t.elapsed());
     }
-    eprintln!("{} in {:.1?}", mode.flag(), started.elapsed());
+    eprintln!("{} in {:.1?}", mode.as_str(), started.elapsed());
     assert!(failures.is_empty(), "{failures:#?}");
 }
 

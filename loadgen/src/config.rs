@@ -20,21 +20,9 @@ pub enum Arrivals {
     Poisson,
 }
 
-/// The server-side state mode a counter flow talks to (see the `/counter`
-/// contract in the README).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StateMode {
-    /// The client carries an HMAC token (`X-State-Token`).
-    Stateless,
-    /// The server keeps a counter per session cookie; a lost session is an
-    /// error.
-    #[default]
-    Stateful,
-    /// As stateful, but a lost session is rebuilt from the last value the
-    /// client saw (`410` then `X-Counter-Restore`).
-    Soft,
-}
+/// The server-side state mode a counter flow talks to: the servers' own
+/// type (see [`servers::protocol`]).
+pub use servers::protocol::StateMode;
 
 /// A scripted session flow instead of independent requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 
 use crate::config::StateMode;
 use crate::response::Response;
+use servers::protocol::{COOKIE, RESTORE, TOKEN};
 use std::io::Write;
 
 /// What one response meant for the session.
@@ -62,13 +63,13 @@ impl CounterSession {
             out.extend_from_slice(b"Connection: close\r\n");
         }
         if let Some(sid) = &self.sid {
-            let _ = write!(out, "Cookie: sid={sid}\r\n");
+            let _ = write!(out, "Cookie: {COOKIE}={sid}\r\n");
         }
         if let Some(token) = &self.token {
-            let _ = write!(out, "X-State-Token: {token}\r\n");
+            let _ = write!(out, "{TOKEN}: {token}\r\n");
         }
         if let Some(value) = self.restoring {
-            let _ = write!(out, "X-Counter-Restore: {value}\r\n");
+            let _ = write!(out, "{RESTORE}: {value}\r\n");
         }
         out.extend_from_slice(b"\r\n");
     }

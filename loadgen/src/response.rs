@@ -3,6 +3,8 @@
 //! connection) and, for session flows, the few headers and the body they
 //! check. I/O-free: bytes in, responses out, so it is tested byte by byte.
 
+use servers::protocol::{COOKIE, SESSION, SESSION_UNKNOWN, TOKEN};
+
 /// What the parser keeps of one response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Response {
@@ -290,14 +292,14 @@ impl Parser {
         let text = || String::from_utf8_lossy(value).trim().to_string();
         if name.eq_ignore_ascii_case("set-cookie") {
             let v = text();
-            if let Some(rest) = v.strip_prefix("sid=") {
-                let id = rest.split(';').next().unwrap_or("").trim().to_string();
-                self.current.sid = Some(id);
+            let pair = v.split(';').next().unwrap_or("");
+            if let Some((COOKIE, id)) = pair.trim().split_once('=') {
+                self.current.sid = Some(id.trim().to_string());
             }
-        } else if name.eq_ignore_ascii_case("x-state-token") {
+        } else if name.eq_ignore_ascii_case(TOKEN) {
             self.current.state_token = Some(text());
-        } else if name.eq_ignore_ascii_case("x-session") {
-            self.current.session_unknown = text().eq_ignore_ascii_case("unknown");
+        } else if name.eq_ignore_ascii_case(SESSION) {
+            self.current.session_unknown = text().eq_ignore_ascii_case(SESSION_UNKNOWN);
         }
     }
 }

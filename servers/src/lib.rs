@@ -12,6 +12,7 @@ pub mod conn;
 pub mod handler;
 pub mod net;
 pub mod process;
+pub mod protocol;
 pub mod reactor;
 pub mod shm;
 pub mod shutdown;

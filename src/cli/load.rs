@@ -60,9 +60,10 @@ pub struct Args {
     /// A session flow instead of plain GETs: `counter` (POST /counter, checked).
     #[arg(long, value_enum)]
     flow: Option<FlowArg>,
-    /// The server's state mode, for --flow counter.
-    #[arg(long, value_enum, default_value = "stateful")]
-    state: StateArg,
+    /// The server's state mode, for --flow counter: stateless, stateful or
+    /// soft.
+    #[arg(long, default_value = "stateful", value_parser = super::state_mode)]
+    state: StateMode,
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -84,13 +85,6 @@ enum ArrivalsArg {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum FlowArg {
     Counter,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum StateArg {
-    Stateless,
-    Stateful,
-    Soft,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -119,13 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Some(m) => loadgen::config::parse_mix(m)?,
             None => Vec::new(),
         },
-        flow: args.flow.map(|FlowArg::Counter| {
-            Flow::Counter(match args.state {
-                StateArg::Stateless => StateMode::Stateless,
-                StateArg::Stateful => StateMode::Stateful,
-                StateArg::Soft => StateMode::Soft,
-            })
-        }),
+        flow: args.flow.map(|FlowArg::Counter| Flow::Counter(args.state)),
         log: args.log,
         ..Default::default()
     };

@@ -58,6 +58,11 @@ pub fn duration(text: &str) -> Result<std::time::Duration, String> {
     servers::config::parse_duration(text)
 }
 
+/// A `--state` value: the one state-mode type every crate shares.
+pub fn state_mode(text: &str) -> Result<servers::protocol::StateMode, String> {
+    text.parse()
+}
+
 /// Turns SIGINT and SIGTERM into a call of `on_signal` on a dedicated
 /// thread. Must be called before any other thread starts, so that every
 /// thread inherits the blocked mask and only this one receives them. A

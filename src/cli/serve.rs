@@ -54,8 +54,8 @@ pub struct Args {
     /// Where POST /counter keeps per-client state: stateless (an HMAC token
     /// the client carries), stateful (a shared session table) or soft
     /// (sessions that may expire or be evicted; clients restore them).
-    #[arg(long, default_value = "stateful", value_parser = ["stateless", "stateful", "soft"])]
-    state: String,
+    #[arg(long, default_value = "stateful", value_parser = super::state_mode)]
+    state: StateMode,
     /// Soft state: a session unused for this long is dropped.
     #[arg(long, default_value = "60s", value_parser = super::duration)]
     ttl: Duration,
@@ -183,7 +183,7 @@ fn inetd_connection() -> anyhow::Result<std::net::TcpStream> {
 
 /// The state settings from the flags; reads the key file.
 fn state_config(args: &Args) -> anyhow::Result<StateConfig> {
-    let mode: StateMode = args.state.parse().map_err(anyhow::Error::msg)?;
+    let mode = args.state;
     let key = match (&args.state_key, &args.state_key_file) {
         (Some(text), _) => Some(text.as_bytes().to_vec()),
         (None, Some(path)) => {

@@ -211,7 +211,7 @@ pub fn groups(runs: &[RunRecord]) -> Vec<Group<'_>> {
         let key = GroupKey {
             workload: r.spec.workload.name.clone(),
             limits: r.spec.limits_name.clone(),
-            state: r.spec.state.clone().unwrap_or_else(|| "default".into()),
+            state: r.spec.state.map_or("default", |s| s.as_str()).to_string(),
         };
         by_key.entry(key).or_default().push(r);
     }

@@ -283,7 +283,7 @@ impl RunRecord {
             self.spec.workload.name.clone(),
             self.spec.load.label(),
             self.spec.limits_name.clone(),
-            self.spec.state.clone().unwrap_or_default(),
+            self.spec.state.map_or("", |s| s.as_str()).to_string(),
             self.spec.repetition.to_string(),
             self.status.as_str().to_string(),
             self.unlimited.to_string(),

@@ -27,7 +27,7 @@ pub struct Target<'a> {
     /// Generator threads.
     pub threads: usize,
     /// The run's state mode, for counter flows.
-    pub state: Option<&'a str>,
+    pub state: Option<loadgen::StateMode>,
     /// A built-in server's counters, read from its stats file.
     pub stats: Option<&'a servers::stats::Stats>,
 }
@@ -41,14 +41,8 @@ pub fn config(
     rate: Option<f64>,
 ) -> LoadConfig {
     let (addr, threads) = (target.addr, target.threads);
-    let flow = match (workload.path.as_str(), target.state) {
-        ("/counter", s) => Some(loadgen::Flow::Counter(match s {
-            Some("stateless") => loadgen::StateMode::Stateless,
-            Some("soft") => loadgen::StateMode::Soft,
-            _ => loadgen::StateMode::Stateful,
-        })),
-        _ => None,
-    };
+    let flow = (workload.path == "/counter")
+        .then(|| loadgen::Flow::Counter(target.state.unwrap_or_default()));
     LoadConfig {
         url: format!("http://{addr}{}", workload.path),
         connections: connections as usize,

@@ -211,7 +211,7 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
         &measure::Target {
             addr,
             threads: ctx.threads,
-            state: spec.state.as_deref(),
+            state: spec.state,
             stats: stats.as_ref(),
         },
         ctx.stop,
@@ -326,8 +326,8 @@ fn command(
             if let Some(w) = spec.contestant.workers().or(ctx.suite.workers) {
                 cmd.args(["--workers", &w.to_string()]);
             }
-            if let Some(s) = &spec.state {
-                cmd.args(["--state", s]);
+            if let Some(s) = spec.state {
+                cmd.args(["--state", s.as_str()]);
             }
             if let Some(extra) = ctx.suite.server_args.get(arch) {
                 cmd.args(extra);

@@ -14,6 +14,7 @@ pub use error::SuiteError;
 
 use crate::sandbox::Limits;
 use serde::{Deserialize, Serialize};
+pub use servers::protocol::StateMode;
 use std::path::Path;
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ pub struct Suite {
     /// Named sandbox limits; at least one (`none` when the file has none).
     pub limits: Vec<(String, Limits)>,
     /// State modes (`serve --state`); `[None]` when the file names none.
-    pub states: Vec<Option<String>>,
+    pub states: Vec<Option<StateMode>>,
     /// Each run is repeated this many times.
     pub repetitions: u32,
     /// Load before measuring, not recorded.
@@ -307,7 +308,7 @@ pub struct RunSpec {
     /// The limits themselves.
     pub limits: Limits,
     /// State mode passed as `serve --state`, if any.
-    pub state: Option<String>,
+    pub state: Option<StateMode>,
     /// 1-based repetition number.
     pub repetition: u32,
 }
@@ -321,7 +322,7 @@ impl RunSpec {
             self.workload.name,
             self.load.label(),
             self.limits_name,
-            self.state.as_deref().unwrap_or("default"),
+            self.state.map_or("default", StateMode::as_str),
             self.repetition
         )
     }
@@ -386,7 +387,7 @@ impl Suite {
                                     load: *load,
                                     limits_name: limits_name.clone(),
                                     limits: limits.clone(),
-                                    state: state.clone(),
+                                    state: *state,
                                     repetition,
                                 });
                             }

@@ -175,17 +175,11 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
     }
     let mut states = Vec::new();
     for s in &raw.states {
-        if !["stateless", "stateful", "soft"].contains(&s.get_ref().as_str()) {
-            return Err(loc.at(
-                s.span(),
-                "states",
-                format!(
-                    "unknown state mode {:?} (stateless, stateful, soft)",
-                    s.get_ref()
-                ),
-            ));
-        }
-        states.push(Some(s.get_ref().clone()));
+        let mode = s
+            .get_ref()
+            .parse::<super::StateMode>()
+            .map_err(|m| loc.at(s.span(), "states", m))?;
+        states.push(Some(mode));
     }
     if states.is_empty() {
         states.push(None);

@@ -22,53 +22,12 @@ pub mod token;
 use crate::codec::{Request, Response};
 use sid::SessionId;
 use std::io;
-use std::str::FromStr;
 use std::time::Duration;
 use table::{Policy, SessionTable};
 use token::TokenKey;
 
-/// Where per-client state lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StateMode {
-    /// In a token the client carries.
-    Stateless,
-    /// In the server's session table, for good.
-    #[default]
-    Stateful,
-    /// In the session table until expiry or eviction; clients rebuild it.
-    Soft,
-}
-
-impl StateMode {
-    /// The name used on the command line and in `/stats`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StateMode::Stateless => "stateless",
-            StateMode::Stateful => "stateful",
-            StateMode::Soft => "soft",
-        }
-    }
-}
-
-impl std::fmt::Display for StateMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for StateMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<StateMode, String> {
-        match s {
-            "stateless" => Ok(StateMode::Stateless),
-            "stateful" => Ok(StateMode::Stateful),
-            "soft" => Ok(StateMode::Soft),
-            _ => Err(format!(
-                "unknown state mode {s:?} (use stateless, stateful or soft)"
-            )),
-        }
-    }
-}
+pub use crate::protocol::StateMode;
+use crate::protocol::{COOKIE, RESTORE, SESSION, SESSION_UNKNOWN, TOKEN};
 
 /// Secret key bytes for stateless tokens; never shown by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -179,12 +138,12 @@ impl State {
 
     /// Answers `POST /counter` (the caller has checked the method).
     pub fn counter(&self, req: &Request) -> Response {
-        let restore = req.header("x-counter-restore");
+        let restore = req.header(RESTORE);
         if restore.is_some() && self.mode != StateMode::Soft {
-            return Response::text(400, "X-Counter-Restore is accepted in soft mode only");
+            return Response::text(400, format!("{RESTORE} is accepted in soft mode only"));
         }
         if let (Some(key), StateMode::Stateless) = (&self.key, self.mode) {
-            return stateless(key, req.header("x-state-token"));
+            return stateless(key, req.header(TOKEN));
         }
         let Some(table) = &self.table else {
             return Response::text(500, "no session table");
@@ -201,7 +160,7 @@ impl State {
                 }
                 _ => Response::text(
                     400,
-                    format!("X-Counter-Restore must be a whole number below {MAX_RESTORE}"),
+                    format!("{RESTORE} must be a whole number below {MAX_RESTORE}"),
                 ),
             };
         }
@@ -211,7 +170,9 @@ impl State {
                 Some(v) => Response::text(200, v.to_string()),
                 // Malformed, never issued, expired, evicted, or lost in a
                 // restart: the client is told, never silently reset.
-                None => Response::text(410, "unknown session").with_header("X-Session", "unknown"),
+                None => {
+                    Response::text(410, "unknown session").with_header(SESSION, SESSION_UNKNOWN)
+                }
             },
         }
     }
@@ -234,9 +195,7 @@ fn stateless(key: &TokenKey, token: Option<&str>) -> Response {
         },
     };
     match n.checked_add(1) {
-        Some(next) => {
-            Response::text(200, next.to_string()).with_header("X-State-Token", key.mint(next))
-        }
+        Some(next) => Response::text(200, next.to_string()).with_header(TOKEN, key.mint(next)),
         None => Response::text(400, "counter overflow"),
     }
 }
@@ -248,7 +207,7 @@ fn new_session(table: &SessionTable, value: u64) -> Response {
     };
     match table.insert(sid, value) {
         Ok(()) => Response::text(200, value.to_string())
-            .with_header("Set-Cookie", format!("sid={sid}; Path=/; HttpOnly")),
+            .with_header("Set-Cookie", format!("{COOKIE}={sid}; Path=/; HttpOnly")),
         Err(table::TableFull) => Response::text(503, "session table full"),
     }
 }
@@ -257,9 +216,12 @@ fn new_session(table: &SessionTable, value: u64) -> Response {
 fn sid_cookie(req: &Request) -> Option<&str> {
     req.headers
         .iter()
-        .filter(|(name, _)| name == "cookie")
+        .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
         .flat_map(|(_, value)| value.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix("sid="))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == COOKIE).then_some(value)
+        })
 }
 
 #[cfg(test)]
