@@ -30,7 +30,8 @@
 //! - `/stats` counters are in shared memory ([`crate::stats`]).
 
 use crate::handler::Handler;
-use std::collections::HashSet;
+use crate::stats::WorkerCount;
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -52,7 +53,8 @@ pub struct Children {
 
 #[derive(Default)]
 struct State {
-    live: HashSet<Pid>,
+    /// Each live child, counted in `/stats` until it is removed from here.
+    live: HashMap<Pid, WorkerCount>,
     /// The reaper should exit once no child is left.
     stopping: bool,
 }
@@ -103,7 +105,7 @@ impl Children {
 
     /// The pids of the live children.
     pub fn pids(&self) -> Vec<Pid> {
-        self.lock().live.iter().copied().collect()
+        self.lock().live.keys().copied().collect()
     }
 
     /// Starts the thread that reaps children as they exit and calls
@@ -155,10 +157,9 @@ impl Children {
             // A child forked just now may be reaped before `spawn` records
             // it; `spawn` holds the lock across fork and insert, so by the
             // time we get the lock it is listed and removed here.
-            let ours = state.live.remove(&pid);
+            let ours = state.live.remove(&pid).is_some();
             self.changed.notify_all();
             if ours {
-                self.handler.stats().add_workers(-1);
                 return Some((pid, ExitStatus::from_raw(status)));
             }
         }
@@ -184,7 +185,7 @@ impl Children {
 
     /// Sends `signal` to every live child.
     pub fn signal_all(&self, signal: libc::c_int) {
-        for pid in self.lock().live.iter() {
+        for pid in self.lock().live.keys() {
             // SAFETY: signalling a child we forked and have not reaped, so
             // the pid cannot have been reused.
             unsafe { libc::kill(*pid, signal) };
@@ -223,14 +224,10 @@ impl Children {
         // into the parent's frames or running their destructors.
         let parent = unsafe { libc::getpid() };
         // Counted before the fork, so that a child answering `/stats` already
-        // counts itself.
-        self.handler.stats().add_workers(1);
+        // counts itself; a failed fork drops the count.
+        let counted = self.handler.stats().workers(1);
         match unsafe { libc::fork() } {
-            -1 => {
-                let err = io::Error::last_os_error();
-                self.handler.stats().add_workers(-1);
-                Err(err)
-            }
+            -1 => Err(io::Error::last_os_error()),
             0 => {
                 child_setup(parent);
                 let code = match catch_unwind(AssertUnwindSafe(child)) {
@@ -242,7 +239,7 @@ impl Children {
                 unsafe { libc::_exit(code) }
             }
             pid => {
-                state.live.insert(pid);
+                state.live.insert(pid, counted);
                 // Wakes the reaper if it was waiting for a first child.
                 self.changed.notify_all();
                 Ok(pid)

@@ -33,9 +33,11 @@ struct Counters {
 /// Marks a stats file as one of ours, in this layout ("srvlab" + version).
 const MAGIC: u64 = u64::from_be_bytes(*b"srvlab\0\x02");
 
-/// A handle to the shared counters; cheap to share by reference.
+/// A handle to the shared counters; cheap to share by reference, and to
+/// clone (clones count into the same mapping).
+#[derive(Clone)]
 pub struct Stats {
-    counters: Shared<Counters>,
+    counters: std::sync::Arc<Shared<Counters>>,
 }
 
 impl Stats {
@@ -50,7 +52,9 @@ impl Stats {
             }
         };
         counters.magic.store(MAGIC, Ordering::Release);
-        Ok(Stats { counters })
+        Ok(Stats {
+            counters: std::sync::Arc::new(counters),
+        })
     }
 
     /// The counters of the server that made `file` with `--stats-file`.
@@ -64,7 +68,9 @@ impl Stats {
                 format!("{} is not a serverlab stats file", file.display()),
             ));
         }
-        Ok(Stats { counters })
+        Ok(Stats {
+            counters: std::sync::Arc::new(counters),
+        })
     }
 
     /// Starts the peaks again from what is open now (the runner does this
@@ -97,8 +103,19 @@ impl Stats {
         ConnectionGuard(self)
     }
 
-    /// Adds `delta` to the threads or processes in use.
-    pub fn add_workers(&self, delta: i64) {
+    /// Counts `n` threads or processes in use until the returned guard is
+    /// dropped (a thread that ends, panics or was never started counts
+    /// itself out with it), so `/stats` never drifts.
+    pub fn workers(&self, n: usize) -> WorkerCount {
+        let mut count = WorkerCount {
+            stats: self.clone(),
+            n: 0,
+        };
+        count.add(n);
+        count
+    }
+
+    fn add_workers(&self, delta: i64) {
         let c = self.c();
         let now = c.workers.fetch_add(delta, Ordering::Relaxed) + delta;
         c.workers_peak.fetch_max(now, Ordering::Relaxed);
@@ -122,6 +139,28 @@ impl Stats {
             connections_peak: c.connections_peak.load(Ordering::Relaxed).max(0),
             workers_peak: c.workers_peak.load(Ordering::Relaxed).max(0),
         }
+    }
+}
+
+/// Threads or processes counted in `/stats` while this lives (see
+/// [`Stats::workers`]); owned, so it can move into the thread it counts.
+#[must_use = "dropping it counts the workers out at once"]
+pub struct WorkerCount {
+    stats: Stats,
+    n: i64,
+}
+
+impl WorkerCount {
+    /// Counts `n` more (a pool that grows).
+    pub fn add(&mut self, n: usize) {
+        self.n += n as i64;
+        self.stats.add_workers(n as i64);
+    }
+}
+
+impl Drop for WorkerCount {
+    fn drop(&mut self) {
+        self.stats.add_workers(-self.n);
     }
 }
 
@@ -168,7 +207,7 @@ mod tests {
         let path = temp("shared");
         let server = Stats::new(Some(&path)).unwrap();
         let reader = Stats::attach(&path).unwrap();
-        server.add_workers(4);
+        let pool = server.workers(4);
         let a = server.connection_opened();
         let b = server.connection_opened();
         let c = server.connection_opened();
@@ -181,13 +220,35 @@ mod tests {
         );
         assert_eq!((s.connections_peak, s.workers, s.workers_peak), (3, 4, 4));
         reader.reset_peaks();
-        server.add_workers(-2);
+        let extra = server.workers(2);
+        drop(pool);
         let s = reader.snapshot();
-        assert_eq!((s.connections_peak, s.workers_peak), (1, 4));
+        assert_eq!((s.connections_peak, s.workers_peak), (1, 6));
         reader.reset_peaks();
         assert_eq!(reader.snapshot().workers_peak, 2);
+        drop(extra);
+        assert_eq!(reader.snapshot().workers, 0, "every guard counted out");
         drop(a);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A worker counted by a guard it owns is counted out when its thread
+    /// ends, panicking or not, and when it is never started.
+    #[test]
+    fn worker_guards_count_out_whatever_happens() {
+        let stats = Stats::new(None).unwrap();
+        let counted = stats.workers(1);
+        let t = std::thread::spawn(move || {
+            let _counted = counted;
+            panic!("a worker that panics");
+        });
+        assert!(t.join().is_err());
+        let never_started = stats.workers(1);
+        drop(never_started);
+        let running = stats.workers(3);
+        assert_eq!(stats.snapshot().workers, 3);
+        drop(running);
+        assert_eq!(stats.snapshot().workers, 0);
     }
 
     #[test]

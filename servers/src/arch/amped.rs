@@ -39,7 +39,7 @@ pub const DEFAULT_HELPERS: usize = crate::config::DEFAULT_HELPERS;
 /// Serves `listener` from one loop on this thread, with blocking steps
 /// given to helper threads, until `shutdown`.
 pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
-    handler.stats().add_workers(1);
+    let _loop = handler.stats().workers(1);
     let mut reactor = Reactor::new(listener, &handler, &shutdown)?;
     let helpers = Helpers::new(reactor.poster()?, &handler);
     reactor.offload_to(Box::new(helpers));
@@ -55,6 +55,8 @@ struct Helpers<'h> {
     /// Jobs submitted and not yet finished.
     in_flight: Arc<AtomicUsize>,
     threads: Vec<JoinHandle<()>>,
+    /// The helpers in `/stats`; counted out when the pool is dropped.
+    counted: crate::stats::WorkerCount,
     handler: &'h Handler,
     /// Failed helper starts are said once a second, with a count.
     warning: crate::warn::Throttled,
@@ -69,6 +71,7 @@ impl<'h> Helpers<'h> {
             poster,
             in_flight: Arc::new(AtomicUsize::new(0)),
             threads: Vec::new(),
+            counted: handler.stats().workers(0),
             handler,
             warning: crate::warn::Throttled::new(),
         }
@@ -88,7 +91,7 @@ impl<'h> Helpers<'h> {
                 }
             })?;
         self.threads.push(thread);
-        self.handler.stats().add_workers(1);
+        self.counted.add(1);
         Ok(())
     }
 }
@@ -132,10 +135,9 @@ impl Drop for Helpers<'_> {
         self.jobs = None;
         let (_, closed) = crossbeam_channel::bounded(0);
         self.queue = closed;
-        let started = self.threads.len() as i64;
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        self.handler.stats().add_workers(-started);
+        // `counted` counts the helpers out as the pool goes.
     }
 }

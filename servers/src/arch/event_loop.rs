@@ -22,6 +22,6 @@ use std::sync::Arc;
 
 /// Serves `listener` from one readiness loop on this thread until `shutdown`.
 pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
-    handler.stats().add_workers(1);
+    let _worker = handler.stats().workers(1);
     Reactor::new(listener, &handler, &shutdown)?.run()
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 /// Serves `listener` one connection at a time until `shutdown`.
 pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
-    handler.stats().add_workers(1);
+    let _worker = handler.stats().workers(1);
     accept_loop(&listener, &shutdown, |stream| {
         serve_blocking(stream, &handler, &shutdown)
     })

@@ -33,7 +33,7 @@ use std::sync::{Arc, Condvar, Mutex};
 pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
     let loops = handler.config().workers.max(1);
     let listeners = siblings(listener, loops)?;
-    handler.stats().add_workers(loops as i64);
+    let _loops = handler.stats().workers(loops);
     let handler = &*handler;
     let shutdown = &shutdown;
     // Every loop is built (its epoll, timer and registrations) before any

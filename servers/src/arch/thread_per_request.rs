@@ -50,20 +50,21 @@ fn spawn_for(stream: TcpStream, handler: &Arc<Handler>, shutdown: &Shutdown, liv
     // turns the fd back into a `TcpStream`.
     let fd = stream.into_raw_fd();
     let (h, s, l) = (handler.clone(), shutdown.clone(), live.clone());
-    handler.stats().add_workers(1);
+    // Counted in now; out when the thread ends (or was never started).
+    let counted = handler.stats().workers(1);
     live.add();
     let spawned = std::thread::Builder::new()
         .name("conn".into())
         .spawn(move || {
             // Counted out even if serving panics.
-            let _alive = Alive(&h, &l);
+            let _counted = counted;
+            let _alive = Alive(&l);
             // SAFETY: the fd came from `into_raw_fd` above and, the spawn
             // having succeeded, nobody else will use or close it.
             let stream = unsafe { TcpStream::from_raw_fd(fd) };
             serve_blocking(stream, &h, &s);
         });
     if let Err(e) = spawned {
-        handler.stats().add_workers(-1);
         live.done();
         handler.stats().spawn_failed();
         tracing::warn!("cannot start a thread for a connection: {e}; answering 503");
@@ -74,13 +75,12 @@ fn spawn_for(stream: TcpStream, handler: &Arc<Handler>, shutdown: &Shutdown, liv
     }
 }
 
-/// Counts one connection thread out when dropped.
-struct Alive<'a>(&'a Handler, &'a Live);
+/// Counts one connection thread out of [`Live`] when dropped.
+struct Alive<'a>(&'a Live);
 
 impl Drop for Alive<'_> {
     fn drop(&mut self) {
-        self.0.stats().add_workers(-1);
-        self.1.done();
+        self.0.done();
     }
 }
 

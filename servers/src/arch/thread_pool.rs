@@ -38,9 +38,14 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
         let (rx, h, s) = (rx.clone(), handler.clone(), shutdown.clone());
+        // Counted in now; out when the thread ends (or was never started).
+        let counted = handler.stats().workers(1);
         let spawned = std::thread::Builder::new()
             .name(format!("worker-{i}"))
-            .spawn(move || work(rx, &h, &s));
+            .spawn(move || {
+                let _counted = counted;
+                work(rx, &h, &s)
+            });
         match spawned {
             Ok(w) => workers.push(w),
             // Fewer workers than asked still serve; none at all cannot.
@@ -52,7 +57,6 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
             Err(e) => return Err(e),
         }
     }
-    handler.stats().add_workers(workers.len() as i64);
     drop(rx);
     let accepted = accept_loop(&listener, &shutdown, |stream| hand_off(&tx, stream));
     // Closing the channel tells the workers to exit once it is empty.
@@ -63,7 +67,6 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
         if w.join().is_err() {
             tracing::error!("a worker panicked");
         }
-        handler.stats().add_workers(-1);
     }
     accepted
 }

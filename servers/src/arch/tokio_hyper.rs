@@ -76,13 +76,13 @@ pub fn run(
         .thread_name("async-worker")
         .enable_all()
         .build()?;
-    handler.stats().add_workers(workers as i64);
+    let counted = handler.stats().workers(workers);
     listener.set_nonblocking(true)?;
     let result = runtime.block_on(serve(listener, handler.clone(), shutdown));
     // Only idle blocking-pool threads can remain; do not wait out their
     // keep-alive.
     runtime.shutdown_timeout(Duration::from_secs(1));
-    handler.stats().add_workers(-(workers as i64));
+    drop(counted);
     result
 }
 
