@@ -1,10 +1,12 @@
 //! The one handler: a request in, a [`Plan`] out.
 //!
-//! A plan is a short list of [`Step`]s followed by a response. Each
-//! architecture executes the steps in its own natural way — a thread runs
-//! them in place, an event loop arms a timer for a `Wait`, AMPED hands
-//! blocking steps to a helper — but the work per request is the same
-//! everywhere, which is what makes the comparison fair.
+//! A plan is a short list of steps followed by a response, and it is run in
+//! one place, [`Plan::advance`]: CPU work runs there, the same for every
+//! architecture, and a step that waits is handed back as an [`Await`]. How
+//! to wait is an architecture's only choice — a thread sleeps in place
+//! ([`Await::block`]), an event loop arms a timer, AMPED hands the step to a
+//! helper, the async server awaits a tokio timer — so the work per request
+//! is the same everywhere, which is what makes the comparison fair.
 //!
 //! Routes:
 //! - `GET /hello`: the 13-byte body `Hello, World!`.
@@ -37,13 +39,40 @@ pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Step {
+enum Step {
     /// Run this many units of the CPU kernel.
     Compute(u32),
     /// Block for this long (stands for disk or database I/O).
     Wait(Duration),
     /// Read a file; its bytes become the response body.
     ReadFile(FileRead),
+}
+
+/// What a plan waits for before it can go on (see [`Plan::advance`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Await {
+    /// Nothing: a CPU step has just run. Advance again.
+    Computed,
+    /// This long (it stands for disk or database I/O); then advance again.
+    Wait(Duration),
+    /// A file read, whose result goes to [`Plan::file_read`]; then advance
+    /// again.
+    ReadFile(FileRead),
+}
+
+impl Await {
+    /// Waits on this thread: sleeps, or reads the file in place (a thread
+    /// server's way, an AMPED helper's, and the event loop's pitfall).
+    pub fn block(self, plan: &mut Plan) {
+        match self {
+            Await::Computed => {}
+            Await::Wait(d) => std::thread::sleep(d),
+            Await::ReadFile(f) => {
+                let result = f.read();
+                plan.file_read(result);
+            }
+        }
+    }
 }
 
 /// A file to read, already checked to lie under `root` by name; the read
@@ -135,9 +164,19 @@ impl Plan {
         }
     }
 
-    /// Takes the next step to execute, if any remain.
-    pub fn next_step(&mut self) -> Option<Step> {
-        self.steps.pop_front()
+    /// Runs the plan on: the next CPU step runs here and now (reported as
+    /// [`Await::Computed`], so that a cooperative scheduler may yield), and
+    /// a step that waits is handed back for the caller to wait on its way.
+    /// `None` once every step has run: the response is ready.
+    pub fn advance(&mut self) -> Option<Await> {
+        Some(match self.steps.pop_front()? {
+            Step::Compute(units) => {
+                work::compute(units);
+                Await::Computed
+            }
+            Step::Wait(d) => Await::Wait(d),
+            Step::ReadFile(f) => Await::ReadFile(f),
+        })
     }
 
     /// Records the outcome of a `ReadFile` step.
@@ -156,17 +195,8 @@ impl Plan {
     /// Runs every remaining step on this thread, blocking on waits, and
     /// returns the finished plan (the way thread and process servers do it).
     pub fn run_blocking(mut self) -> Plan {
-        while let Some(step) = self.next_step() {
-            match step {
-                Step::Compute(units) => {
-                    work::compute(units);
-                }
-                Step::Wait(d) => std::thread::sleep(d),
-                Step::ReadFile(f) => {
-                    let result = f.read();
-                    self.file_read(result);
-                }
-            }
+        while let Some(pending) = self.advance() {
+            pending.block(&mut self);
         }
         self
     }
@@ -366,9 +396,9 @@ mod tests {
         let mut plan = handler(None).plan(&req(
             "GET /work?cpu=3&io_ms=7&bytes=100 HTTP/1.1\r\nHost: t\r\n\r\n",
         ));
-        assert_eq!(plan.next_step(), Some(Step::Compute(3)));
-        assert_eq!(plan.next_step(), Some(Step::Wait(Duration::from_millis(7))));
-        assert_eq!(plan.next_step(), None);
+        assert_eq!(plan.advance(), Some(Await::Computed));
+        assert_eq!(plan.advance(), Some(Await::Wait(Duration::from_millis(7))));
+        assert_eq!(plan.advance(), None);
         assert_eq!(plan.response().body.len(), 100);
     }
 

@@ -40,12 +40,11 @@
 use crate::conn::{
     interrupted, would_block, Conn, Next, LINGER, LINGER_MAX_BYTES, OUT_HIGH_WATER, READ_CHUNK,
 };
-use crate::handler::{Handler, Plan, Step};
+use crate::handler::{Await, Handler, Plan};
 use crate::net::{is_resource_exhaustion, is_transient_accept_error};
 use crate::shutdown::Shutdown;
 use crate::stats::ConnectionGuard;
 use crate::timer::Timer;
-use crate::work;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
@@ -80,24 +79,15 @@ pub struct Key {
 /// A blocking step taken off the loop, with the plan it belongs to.
 pub struct Job {
     key: Key,
-    step: Step,
+    pending: Await,
     plan: Plan,
 }
 
 impl Job {
-    /// Runs the step on the calling thread (blocking) and returns the plan,
-    /// ready to go back to its loop.
+    /// Waits on the calling thread and returns the plan, ready to go back
+    /// to its loop.
     pub fn run(mut self) -> Done {
-        match self.step {
-            Step::Wait(d) => std::thread::sleep(d),
-            Step::ReadFile(f) => {
-                let result = f.read();
-                self.plan.file_read(result);
-            }
-            Step::Compute(units) => {
-                work::compute(units);
-            }
-        }
+        self.pending.block(&mut self.plan);
         Done {
             key: self.key,
             plan: self.plan,
@@ -542,14 +532,12 @@ impl<'h> Reactor<'h> {
             return;
         };
         let key = Key { slot, gen: e.gen };
-        while let Some(step) = plan.next_step() {
-            match (step, &mut self.offload) {
-                (Step::Compute(units), _) => {
-                    work::compute(units);
-                }
+        while let Some(pending) = plan.advance() {
+            match (pending, &mut self.offload) {
+                (Await::Computed, _) => {}
                 // The pitfall: every other connection of this loop waits too.
-                (Step::Wait(d), _) if blocking_io => std::thread::sleep(d),
-                (Step::Wait(d), None) => {
+                (pending @ Await::Wait(_), _) if blocking_io => pending.block(&mut plan),
+                (Await::Wait(d), None) => {
                     let until = Instant::now() + d;
                     self.timers
                         .push(Reverse((until, slot, key.gen, Kind::Wait)));
@@ -557,13 +545,10 @@ impl<'h> Reactor<'h> {
                     return;
                 }
                 // Inline: the loop blocks on the disk for as long as it takes.
-                (Step::ReadFile(f), None) => {
-                    let result = f.read();
-                    plan.file_read(result);
-                }
-                (step, Some(offload)) => {
+                (pending @ Await::ReadFile(_), None) => pending.block(&mut plan),
+                (pending, Some(offload)) => {
                     e.stage = Stage::Offloaded;
-                    offload.submit(Job { key, step, plan });
+                    offload.submit(Job { key, pending, plan });
                     return;
                 }
             }

@@ -36,10 +36,9 @@
 //! with 413 before the body is read, as the codec does.
 
 use crate::codec::{Method, ParseError, Request, Response};
-use crate::handler::{Handler, Step};
+use crate::handler::{Await, Handler};
 use crate::net::{is_resource_exhaustion, is_transient_accept_error};
 use crate::shutdown::Shutdown;
-use crate::work;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -225,20 +224,17 @@ async fn respond(handler: &Handler, req: hyper::Request<Incoming>) -> HyperRespo
     };
 
     let mut plan = handler.plan(&request);
-    while let Some(step) = plan.next_step() {
-        match step {
-            Step::Compute(units) => {
-                work::compute(units);
-                // hyper answers a connection's pipelined requests in one
-                // poll; yielding after CPU work lets the worker's other
-                // tasks run, the turn bound the reactor applies too.
-                tokio::task::yield_now().await;
-            }
+    while let Some(pending) = plan.advance() {
+        match pending {
+            // hyper answers a connection's pipelined requests in one poll;
+            // yielding after CPU work lets the worker's other tasks run, the
+            // turn bound the reactor applies too.
+            Await::Computed => tokio::task::yield_now().await,
             // The pitfall, on purpose: this worker thread runs nothing else
             // meanwhile.
-            Step::Wait(d) if handler.config().blocking_io => std::thread::sleep(d),
-            Step::Wait(d) => tokio::time::sleep(d).await,
-            Step::ReadFile(file) => {
+            pending @ Await::Wait(_) if handler.config().blocking_io => pending.block(&mut plan),
+            Await::Wait(d) => tokio::time::sleep(d).await,
+            Await::ReadFile(file) => {
                 let result = tokio::task::spawn_blocking(move || file.read())
                     .await
                     .unwrap_or_else(|e| Err(crate::handler::FileError::Failed(e.to_string())));
