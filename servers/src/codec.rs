@@ -22,7 +22,7 @@ use bytes::Bytes;
 use std::fmt::Write as _;
 
 /// Bounds on what one request may use. Exceeding one answers 431 or 413.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request line plus header block, in bytes.
     pub max_head: usize,

@@ -1,54 +1,58 @@
-//! Settings shared by every architecture.
+//! Settings: the [`Options`] that shape an architecture, and the [`Config`]
+//! of the app it serves.
 
 use crate::codec::Limits;
 use crate::state::StateConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How a server is set up. Architectures read what applies to them.
+/// What shapes an architecture: its own argument (`run(listener, handler,
+/// options, shutdown)`), never read from the app it serves.
 #[derive(Debug, Clone)]
-pub struct Config {
-    /// The architecture's name, reported by `/stats`.
-    pub arch: String,
+pub struct Options {
     /// Worker threads, processes or loops, for architectures that have a
     /// fixed number of them. Always at least 1.
     pub workers: usize,
-    /// A connection with no complete request for this long is closed (a
-    /// request stalled mid-way is answered 408 first).
-    pub idle_timeout: Duration,
-    /// Request size bounds.
-    pub limits: Limits,
-    /// Where `/file/<name>` is served from; `None` answers 404.
-    pub docroot: Option<PathBuf>,
     /// AMPED only: the most helper threads running blocking steps at once.
     pub helpers: usize,
     /// Event-driven servers only: run blocking steps inline, stalling the
     /// loop (the classic single-threaded pitfall, kept for teaching).
     pub blocking_io: bool,
-    /// How `POST /counter` keeps state (`--state`, `--ttl`, ...).
-    pub state: StateConfig,
-    /// `/stats`'s counters are kept in this file too, for a reader that
-    /// must not depend on the server answering (see [`crate::stats`]).
-    pub stats_file: Option<PathBuf>,
+    /// A connection with no complete request for this long is closed (a
+    /// request stalled mid-way is answered 408 first).
+    pub idle_timeout: Duration,
+    /// Request size bounds.
+    pub limits: Limits,
 }
 
 /// AMPED's default cap on helper threads.
 pub const DEFAULT_HELPERS: usize = 128;
 
-impl Default for Config {
+impl Default for Options {
     fn default() -> Self {
-        Config {
-            arch: String::new(),
+        Options {
             workers: 1,
-            idle_timeout: Duration::from_secs(10),
-            limits: Limits::default(),
-            docroot: None,
             helpers: DEFAULT_HELPERS,
             blocking_io: false,
-            state: StateConfig::default(),
-            stats_file: None,
+            idle_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
         }
     }
+}
+
+/// The app every architecture serves: where files come from, how state is
+/// kept, where the counters go, and the name `/stats` reports.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The architecture's name, reported by `/stats`.
+    pub arch: String,
+    /// Where `/file/<name>` is served from; `None` answers 404.
+    pub docroot: Option<PathBuf>,
+    /// How `POST /counter` keeps state (`--state`, `--ttl`, ...).
+    pub state: StateConfig,
+    /// `/stats`'s counters are kept in this file too, for a reader that
+    /// must not depend on the server answering (see [`crate::stats`]).
+    pub stats_file: Option<PathBuf>,
 }
 
 /// Parses a duration as users write it: `250ms`, `10s`, `2m`, `1h`, `500us`,

@@ -6,7 +6,8 @@
 //! drives a `Conn` over a blocking socket; the event-driven architectures
 //! drive it from their readiness loops.
 
-use crate::codec::{self, Response};
+use crate::codec::{self, Limits, Response};
+use crate::config::Options;
 use crate::handler::{Handler, Plan};
 use crate::shutdown::{Readiness, Shutdown};
 use std::io::{self, Read, Write};
@@ -45,6 +46,10 @@ pub struct Conn {
     pub deadline: Instant,
     /// `100 Continue` was sent for the request being received.
     continued: bool,
+    /// How long it may idle (from the architecture's options).
+    idle: Duration,
+    /// Request bounds (from the architecture's options).
+    limits: Limits,
 }
 
 /// What [`Conn::next_plan`] found in the buffered bytes.
@@ -60,8 +65,9 @@ pub enum Next {
 }
 
 impl Conn {
-    /// A fresh connection, timing out `idle` from now.
-    pub fn new(idle: Duration) -> Conn {
+    /// A fresh connection, timing out `options.idle_timeout` from now.
+    pub fn new(options: &Options) -> Conn {
+        let idle = options.idle_timeout;
         Conn {
             // Both grow to what the requests need: an idle connection holds
             // no buffer at all until it sends something.
@@ -70,6 +76,8 @@ impl Conn {
             closing: false,
             deadline: Instant::now() + idle,
             continued: false,
+            idle,
+            limits: options.limits,
         }
     }
 
@@ -96,7 +104,7 @@ impl Conn {
         if self.closing {
             return Next::Close;
         }
-        match codec::parse_request(&self.inbuf, &handler.config().limits) {
+        match codec::parse_request(&self.inbuf, &self.limits) {
             Ok(Some((req, used))) => {
                 self.inbuf.drain(..used);
                 if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP_BUFFER {
@@ -131,7 +139,7 @@ impl Conn {
         codec::write_response(&mut self.out, resp, keep, plan.head_only);
         handler.stats().request_served();
         if keep {
-            self.deadline = Instant::now() + handler.config().idle_timeout;
+            self.deadline = Instant::now() + self.idle;
         } else {
             self.closing = true;
         }
@@ -156,13 +164,17 @@ impl Conn {
 
 /// Serves one connection on the calling thread until it closes, times out,
 /// or shutdown is triggered (the request in progress is finished first).
-pub fn serve_blocking(mut stream: TcpStream, handler: &Handler, shutdown: &Shutdown) {
+pub fn serve_blocking(
+    mut stream: TcpStream,
+    handler: &Handler,
+    options: &Options,
+    shutdown: &Shutdown,
+) {
     let _open = handler.stats().connection_opened();
-    let idle = handler.config().idle_timeout;
     // A client that stops reading must not pin this thread forever either.
-    let _ = stream.set_write_timeout(Some(idle));
+    let _ = stream.set_write_timeout(Some(options.idle_timeout));
     let _ = stream.set_nodelay(true);
-    let mut conn = Conn::new(idle);
+    let mut conn = Conn::new(options);
     let mut chunk = [0u8; READ_CHUNK];
     loop {
         // Answer the complete requests already buffered (pipelining) until

@@ -20,7 +20,7 @@
 //! - `GET /health`, `GET /stats` (JSON counters).
 
 use crate::codec::{Method, Request, Response};
-use crate::config::Config;
+use crate::config::{Config, Options};
 use crate::state::State;
 use crate::stats::Stats;
 use crate::work;
@@ -210,15 +210,18 @@ impl Plan {
 /// Turns requests into plans. One per server, shared by all its workers.
 pub struct Handler {
     config: Config,
+    /// What `/stats` reports as asked for (the architecture's option).
+    configured_workers: usize,
     docroot: Option<Arc<Path>>,
     stats: Stats,
     state: State,
 }
 
 impl Handler {
-    /// A handler for `config`. Fails if the docroot does not exist, the
-    /// state settings are invalid, or shared memory cannot be mapped.
-    pub fn new(config: Config) -> io::Result<Handler> {
+    /// A handler for `config`, reporting in `/stats` the workers `options`
+    /// asks for. Fails if the docroot does not exist, the state settings
+    /// are invalid, or shared memory cannot be mapped.
+    pub fn new(config: Config, options: &Options) -> io::Result<Handler> {
         let docroot = match &config.docroot {
             Some(dir) => Some(Arc::from(dir.canonicalize().map_err(|e| {
                 io::Error::new(e.kind(), format!("docroot {}: {e}", dir.display()))
@@ -234,6 +237,7 @@ impl Handler {
             })?;
         Ok(Handler {
             config,
+            configured_workers: options.workers,
             docroot,
             stats,
             state,
@@ -322,7 +326,7 @@ impl Handler {
             "connections_open": s.connections_open,
             "connections_total": s.connections_total,
             "workers": s.workers,
-            "configured_workers": self.config.workers,
+            "configured_workers": self.configured_workers,
             "spawn_failures": s.spawn_failures,
             "connections_peak": s.connections_peak,
             "workers_peak": s.workers_peak,
@@ -384,10 +388,13 @@ mod tests {
     }
 
     fn handler(docroot: Option<PathBuf>) -> Handler {
-        Handler::new(Config {
-            docroot,
-            ..Config::default()
-        })
+        Handler::new(
+            Config {
+                docroot,
+                ..Config::default()
+            },
+            &Options::default(),
+        )
         .unwrap()
     }
 

@@ -22,6 +22,6 @@ pub mod timer;
 pub mod warn;
 pub mod work;
 
-pub use config::Config;
+pub use config::{Config, Options};
 pub use handler::Handler;
 pub use shutdown::Shutdown;

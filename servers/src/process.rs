@@ -274,7 +274,8 @@ mod tests {
 
     #[test]
     fn children_are_reaped_and_replaced_and_stopped() {
-        let handler = Arc::new(Handler::new(crate::Config::default()).unwrap());
+        let handler =
+            Arc::new(Handler::new(crate::Config::default(), &crate::Options::default()).unwrap());
         let children = Children::new(handler.clone());
         let exits = Arc::new(AtomicUsize::new(0));
         let e = exits.clone();

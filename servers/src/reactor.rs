@@ -37,6 +37,7 @@
 //! lingering closes. Shutdown stops accepting, closes idle connections,
 //! lets plans in flight finish and flush, then returns.
 
+use crate::config::Options;
 use crate::conn::{
     interrupted, would_block, Conn, Next, LINGER, LINGER_MAX_BYTES, OUT_HIGH_WATER, READ_CHUNK,
 };
@@ -195,6 +196,7 @@ pub struct Reactor<'h> {
     poll: Poll,
     listener: Option<TcpListener>,
     handler: &'h Handler,
+    options: &'h Options,
     shutdown: &'h Shutdown,
     stopping: bool,
     conns: Vec<Option<Entry<'h>>>,
@@ -221,6 +223,7 @@ impl<'h> Reactor<'h> {
     pub fn new(
         listener: std::net::TcpListener,
         handler: &'h Handler,
+        options: &'h Options,
         shutdown: &'h Shutdown,
     ) -> io::Result<Reactor<'h>> {
         listener.set_nonblocking(true)?;
@@ -236,6 +239,7 @@ impl<'h> Reactor<'h> {
             poll,
             listener: Some(listener),
             handler,
+            options,
             shutdown,
             stopping: false,
             conns: Vec::new(),
@@ -405,10 +409,10 @@ impl<'h> Reactor<'h> {
             return;
         }
         self.next_gen += 1;
-        let idle = self.handler.config().idle_timeout;
+        let idle = self.options.idle_timeout;
         self.conns[slot] = Some(Entry {
             stream,
-            conn: Conn::new(idle),
+            conn: Conn::new(self.options),
             gen: self.next_gen,
             stage: Stage::Serving,
             interest: Interest::READABLE,
@@ -527,7 +531,7 @@ impl<'h> Reactor<'h> {
     /// Runs a plan's remaining steps; a wait or an offloaded step parks it,
     /// otherwise its response is written.
     fn execute(&mut self, slot: usize, mut plan: Plan) {
-        let blocking_io = self.handler.config().blocking_io;
+        let blocking_io = self.options.blocking_io;
         let Some(e) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -576,7 +580,7 @@ impl<'h> Reactor<'h> {
     /// Writes what the client will take. Returns false if the connection
     /// was closed. Starts closing once everything is written, if asked to.
     fn flush(&mut self, slot: usize) -> bool {
-        let idle = self.handler.config().idle_timeout;
+        let idle = self.options.idle_timeout;
         let Some(e) = self.entry(slot) else {
             return false;
         };

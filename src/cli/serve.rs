@@ -101,27 +101,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .workers
         .map_or_else(servers::config::available_cpus, |n| n as usize);
     let state = state_config(&args)?;
-    let config = servers::Config {
-        arch: arch.name.to_string(),
+    // What shapes the architecture, and the app it serves.
+    let options = servers::Options {
         workers,
-        idle_timeout: args.idle_timeout,
-        docroot: args.docroot,
         helpers: args.helpers as usize,
         blocking_io: args.blocking_io,
+        idle_timeout: args.idle_timeout,
+        ..Default::default()
+    };
+    let config = servers::Config {
+        arch: arch.name.to_string(),
+        docroot: args.docroot,
         state,
         stats_file: args.stats_file,
-        ..Default::default()
     };
     let shutdown = servers::Shutdown::new()?;
     let trigger = shutdown.clone();
     super::on_termination(move || trigger.trigger())?;
-    let handler = Arc::new(servers::Handler::new(config)?);
+    let handler = Arc::new(servers::Handler::new(config, &options)?);
     if args.inetd {
         if inherited.is_some() {
             bail!("--inetd serves the connection on standard input, but the launcher passed listening sockets (LISTEN_FDS): use one or the other");
         }
         let stream = inetd_connection()?;
-        servers::conn::serve_blocking(stream, &handler, &shutdown);
+        servers::conn::serve_blocking(stream, &handler, &options, &shutdown);
         return Ok(());
     }
     let (listener, how) = match inherited {
@@ -145,7 +148,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // runner: the real address, so port 0 works.
     println!("listening on {}{how}", listener.local_addr()?);
     std::io::stdout().flush()?;
-    (arch.run)(listener, handler, shutdown).with_context(|| format!("{} server failed", arch.name))
+    (arch.run)(listener, handler, options, shutdown)
+        .with_context(|| format!("{} server failed", arch.name))
 }
 
 /// inetd `nowait`: standard input is the client's connection (and standard

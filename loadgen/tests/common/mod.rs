@@ -195,15 +195,18 @@ impl ArchServer {
         let addr = listener.local_addr().unwrap();
         let config = servers::Config {
             arch: arch.name.to_string(),
+            ..Default::default()
+        };
+        let options = servers::Options {
             workers: 2,
             ..Default::default()
         };
-        let handler = Arc::new(servers::Handler::new(config).unwrap());
+        let handler = Arc::new(servers::Handler::new(config, &options).unwrap());
         let shutdown = servers::Shutdown::new().unwrap();
         let s = shutdown.clone();
         let run = arch.run;
         let thread = std::thread::spawn(move || {
-            let _ = run(listener, handler, s);
+            let _ = run(listener, handler, options, s);
         });
         ArchServer {
             addr,

@@ -23,6 +23,7 @@
 //!   as `event-loop`, since no helper is involved. `/stats` `workers` is
 //!   the loop plus the helpers started so far.
 
+use crate::config::Options;
 use crate::handler::Handler;
 use crate::reactor::{Job, Offload, Poster, Reactor};
 use crate::shutdown::Shutdown;
@@ -38,10 +39,15 @@ pub const DEFAULT_HELPERS: usize = crate::config::DEFAULT_HELPERS;
 
 /// Serves `listener` from one loop on this thread, with blocking steps
 /// given to helper threads, until `shutdown`.
-pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
+pub fn run(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    options: Options,
+    shutdown: Shutdown,
+) -> io::Result<()> {
     let _loop = handler.stats().workers(1);
-    let mut reactor = Reactor::new(listener, &handler, &shutdown)?;
-    let helpers = Helpers::new(reactor.poster()?, &handler);
+    let mut reactor = Reactor::new(listener, &handler, &options, &shutdown)?;
+    let helpers = Helpers::new(reactor.poster()?, &handler, options.helpers);
     reactor.offload_to(Box::new(helpers));
     // Dropping the reactor drops the helpers, which joins their threads.
     reactor.run()
@@ -57,13 +63,15 @@ struct Helpers<'h> {
     threads: Vec<JoinHandle<()>>,
     /// The helpers in `/stats`; counted out when the pool is dropped.
     counted: crate::stats::WorkerCount,
+    /// The most helpers it may start (`--helpers`).
+    most: usize,
     handler: &'h Handler,
     /// Failed helper starts are said once a second, with a count.
     warning: crate::warn::Throttled,
 }
 
 impl<'h> Helpers<'h> {
-    fn new(poster: Poster, handler: &'h Handler) -> Helpers<'h> {
+    fn new(poster: Poster, handler: &'h Handler, most: usize) -> Helpers<'h> {
         let (jobs, queue) = crossbeam_channel::unbounded();
         Helpers {
             jobs: Some(jobs),
@@ -72,6 +80,7 @@ impl<'h> Helpers<'h> {
             in_flight: Arc::new(AtomicUsize::new(0)),
             threads: Vec::new(),
             counted: handler.stats().workers(0),
+            most,
             handler,
             warning: crate::warn::Throttled::new(),
         }
@@ -99,7 +108,7 @@ impl<'h> Helpers<'h> {
 impl Offload for Helpers<'_> {
     fn submit(&mut self, job: Job) {
         let busy = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        if busy > self.threads.len() && self.threads.len() < self.handler.config().helpers {
+        if busy > self.threads.len() && self.threads.len() < self.most {
             if let Err(e) = self.spawn_helper() {
                 // Under a pids limit: carry on with the helpers we have,
                 // and say so (the log, and /stats spawn_failures).
@@ -108,7 +117,7 @@ impl Offload for Helpers<'_> {
                     tracing::warn!(
                         "cannot start helper {} of {}: {e}; running with {}{}",
                         self.threads.len() + 1,
-                        self.handler.config().helpers,
+                        self.most,
                         self.threads.len(),
                         crate::warn::more(n)
                     );

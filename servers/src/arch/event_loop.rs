@@ -13,6 +13,7 @@
 //!   connections at once (latency of everyone jumps by the blocked time).
 //!   That stall is what `amped` and `reactor-per-core` address.
 
+use crate::config::Options;
 use crate::handler::Handler;
 use crate::reactor::Reactor;
 use crate::shutdown::Shutdown;
@@ -21,7 +22,12 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 /// Serves `listener` from one readiness loop on this thread until `shutdown`.
-pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
+pub fn run(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    options: Options,
+    shutdown: Shutdown,
+) -> io::Result<()> {
     let _worker = handler.stats().workers(1);
-    Reactor::new(listener, &handler, &shutdown)?.run()
+    Reactor::new(listener, &handler, &options, &shutdown)?.run()
 }

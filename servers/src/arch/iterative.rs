@@ -9,6 +9,7 @@
 //!   stalls everyone behind it until the idle timeout closes it. Any
 //!   blocking wait (`io_ms`) is paid by every queued request in turn.
 
+use crate::config::Options;
 use crate::conn::serve_blocking;
 use crate::handler::Handler;
 use crate::net::accept_loop;
@@ -18,9 +19,14 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 /// Serves `listener` one connection at a time until `shutdown`.
-pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
+pub fn run(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    options: Options,
+    shutdown: Shutdown,
+) -> io::Result<()> {
     let _worker = handler.stats().workers(1);
     accept_loop(&listener, &shutdown, |stream| {
-        serve_blocking(stream, &handler, &shutdown)
+        serve_blocking(stream, &handler, &options, &shutdown)
     })
 }

@@ -6,6 +6,7 @@
 //! returns. The handler carries the [`Config`](crate::Config). Adding an
 //! architecture means adding its file and one entry to [`ALL`].
 
+use crate::config::Options;
 use crate::handler::Handler;
 use crate::shutdown::Shutdown;
 use std::io;
@@ -23,7 +24,7 @@ pub mod thread_pool;
 pub mod tokio_hyper;
 
 /// The entry every architecture has.
-pub type RunFn = fn(TcpListener, Arc<Handler>, Shutdown) -> io::Result<()>;
+pub type RunFn = fn(TcpListener, Arc<Handler>, Options, Shutdown) -> io::Result<()>;
 
 /// One architecture: its name, a line about it, and its entry.
 pub struct Arch {

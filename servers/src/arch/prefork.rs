@@ -20,6 +20,7 @@
 //!   holds its child until the idle timeout); blocking waits cap
 //!   throughput at N / wait time. `/stats` `workers` counts live children.
 
+use crate::config::Options;
 use crate::conn::serve_blocking;
 use crate::handler::Handler;
 use crate::net::accept_loop;
@@ -40,8 +41,13 @@ const RETRY: Duration = Duration::from_millis(500);
 
 /// Serves `listener` with `config.workers` preforked children until
 /// `shutdown`; then stops and reaps them.
-pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
-    let n = handler.config().workers.max(1);
+pub fn run(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    options: Options,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    let n = options.workers.max(1);
     let listener = Arc::new(listener);
     let children = Children::new(handler.clone());
     let child = {
@@ -49,7 +55,7 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
         // What every child runs: the accept loop, serving one connection at
         // a time, until the shutdown pipe becomes readable.
         move || {
-            if let Err(e) = accept_loop(&l, &s, |stream| serve_blocking(stream, &h, &s)) {
+            if let Err(e) = accept_loop(&l, &s, |stream| serve_blocking(stream, &h, &options, &s)) {
                 tracing::error!("prefork child {}: {e}", std::process::id());
             }
         }

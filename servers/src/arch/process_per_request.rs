@@ -19,6 +19,7 @@
 //!   amortises it. Peak tasks in the sandbox accounting grow with open
 //!   connections. `/stats` `workers` counts the live children.
 
+use crate::config::Options;
 use crate::conn::serve_blocking;
 use crate::handler::Handler;
 use crate::net::accept_loop;
@@ -36,7 +37,12 @@ const GRACE: Duration = Duration::from_secs(15);
 
 /// Serves `listener`, one child process per connection, until `shutdown`;
 /// then waits (bounded) for the children and reaps them all.
-pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
+pub fn run(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    options: Options,
+    shutdown: Shutdown,
+) -> io::Result<()> {
     let children = Children::new(handler.clone());
     let reaper = children.start_reaper(move |pid, status| {
         if !status.success() {
@@ -57,7 +63,7 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
             // dropping its copy of the `TcpListener`, so it is closed once.
             unsafe { libc::close(listener_fd) };
             if let Some(stream) = stream.take() {
-                serve_blocking(stream, &handler, &shutdown);
+                serve_blocking(stream, &handler, &options, &shutdown);
             }
         });
         // In the parent (the child never returns here): on success, dropping

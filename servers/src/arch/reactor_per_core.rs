@@ -20,6 +20,7 @@
 //! by a super server), siblings cannot bind; the loops then share that one
 //! listener (each polls a duplicate of it), and a warning says so.
 
+use crate::config::Options;
 use crate::handler::Handler;
 use crate::net;
 use crate::reactor::Reactor;
@@ -30,11 +31,17 @@ use std::sync::{Arc, Condvar, Mutex};
 
 /// Serves `listener` from `config.workers` loops on as many threads until
 /// `shutdown`.
-pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
-    let loops = handler.config().workers.max(1);
+pub fn run(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    options: Options,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    let loops = options.workers.max(1);
     let listeners = siblings(listener, loops)?;
     let _loops = handler.stats().workers(loops);
     let handler = &*handler;
+    let options = &options;
     let shutdown = &shutdown;
     // Every loop is built (its epoll, timer and registrations) before any
     // accepts: a loop that accepted first could use up the descriptors its
@@ -48,7 +55,7 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
             let spawned = std::thread::Builder::new()
                 .name(format!("reactor-{i}"))
                 .spawn_scoped(scope, move || {
-                    let reactor = Reactor::new(listener, handler, shutdown);
+                    let reactor = Reactor::new(listener, handler, options, shutdown);
                     let everyone_built = start.arrive(reactor.is_ok());
                     let r = match reactor {
                         Ok(reactor) if everyone_built => reactor.run(),

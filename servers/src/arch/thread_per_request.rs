@@ -15,6 +15,7 @@
 //!   clients, 503s and memory growth. `/stats` `workers` counts the
 //!   connection threads alive now (the accepting thread is not counted).
 
+use crate::config::Options;
 use crate::conn::{refuse_busy, serve_blocking};
 use crate::handler::Handler;
 use crate::net::accept_loop;
@@ -31,10 +32,15 @@ const DRAIN: Duration = Duration::from_secs(15);
 
 /// Serves `listener`, one new thread per connection, until `shutdown`;
 /// then waits (bounded) for the connection threads to finish.
-pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
+pub fn run(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    options: Options,
+    shutdown: Shutdown,
+) -> io::Result<()> {
     let live = Arc::new(Live::default());
     accept_loop(&listener, &shutdown, |stream| {
-        spawn_for(stream, &handler, &shutdown, &live)
+        spawn_for(stream, &handler, &options, &shutdown, &live)
     })?;
     if !live.wait_zero(Instant::now() + DRAIN) {
         tracing::warn!("connection threads still busy after {DRAIN:?}; exiting anyway");
@@ -43,13 +49,24 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> 
 }
 
 /// Starts a thread that serves `stream`; answers 503 if none can be made.
-fn spawn_for(stream: TcpStream, handler: &Arc<Handler>, shutdown: &Shutdown, live: &Arc<Live>) {
+fn spawn_for(
+    stream: TcpStream,
+    handler: &Arc<Handler>,
+    options: &Options,
+    shutdown: &Shutdown,
+    live: &Arc<Live>,
+) {
     // The thread receives the socket as a bare fd so that, if the thread
     // cannot be created, the socket is still ours to answer: the closure
     // (holding only an integer) is dropped unrun, and exactly one side ever
     // turns the fd back into a `TcpStream`.
     let fd = stream.into_raw_fd();
-    let (h, s, l) = (handler.clone(), shutdown.clone(), live.clone());
+    let (h, o, s, l) = (
+        handler.clone(),
+        options.clone(),
+        shutdown.clone(),
+        live.clone(),
+    );
     // Counted in now; out when the thread ends (or was never started).
     let counted = handler.stats().workers(1);
     live.add();
@@ -62,7 +79,7 @@ fn spawn_for(stream: TcpStream, handler: &Arc<Handler>, shutdown: &Shutdown, liv
             // SAFETY: the fd came from `into_raw_fd` above and, the spawn
             // having succeeded, nobody else will use or close it.
             let stream = unsafe { TcpStream::from_raw_fd(fd) };
-            serve_blocking(stream, &h, &s);
+            serve_blocking(stream, &h, &o, &s);
         });
     if let Err(e) = spawned {
         live.done();

@@ -21,6 +21,7 @@
 //!   occupy a worker each, so throughput on I/O-heavy work is capped at
 //!   N / wait time; CPU-heavy work scales up to N = cores.
 
+use crate::config::Options;
 use crate::conn::serve_blocking;
 use crate::handler::Handler;
 use crate::net::accept_loop;
@@ -32,19 +33,29 @@ use std::sync::Arc;
 
 /// Serves `listener` with `config.workers` threads until `shutdown`; then
 /// lets every worker finish its in-flight request and joins them all.
-pub fn run(listener: TcpListener, handler: Arc<Handler>, shutdown: Shutdown) -> io::Result<()> {
-    let n = handler.config().workers.max(1);
+pub fn run(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    options: Options,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    let n = options.workers.max(1);
     let (tx, rx) = crossbeam_channel::bounded::<TcpStream>(n);
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
-        let (rx, h, s) = (rx.clone(), handler.clone(), shutdown.clone());
+        let (rx, h, o, s) = (
+            rx.clone(),
+            handler.clone(),
+            options.clone(),
+            shutdown.clone(),
+        );
         // Counted in now; out when the thread ends (or was never started).
         let counted = handler.stats().workers(1);
         let spawned = std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || {
                 let _counted = counted;
-                work(rx, &h, &s)
+                work(rx, &h, &o, &s)
             });
         match spawned {
             Ok(w) => workers.push(w),
@@ -83,8 +94,8 @@ fn hand_off(tx: &Sender<TcpStream>, stream: TcpStream) {
 
 /// One worker: serves connections from the queue, one at a time, until
 /// the queue is closed and empty.
-fn work(rx: Receiver<TcpStream>, handler: &Handler, shutdown: &Shutdown) {
+fn work(rx: Receiver<TcpStream>, handler: &Handler, options: &Options, shutdown: &Shutdown) {
     for stream in rx {
-        serve_blocking(stream, handler, shutdown);
+        serve_blocking(stream, handler, options, shutdown);
     }
 }

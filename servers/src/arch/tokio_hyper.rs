@@ -36,6 +36,7 @@
 //! with 413 before the body is read, as the codec does.
 
 use crate::codec::{Method, ParseError, Request, Response};
+use crate::config::Options;
 use crate::handler::{Await, Handler};
 use crate::net::{is_resource_exhaustion, is_transient_accept_error};
 use crate::shutdown::Shutdown;
@@ -67,9 +68,10 @@ type HyperResponse = hyper::Response<Full<Bytes>>;
 pub fn run(
     listener: std::net::TcpListener,
     handler: Arc<Handler>,
+    options: Options,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    let workers = handler.config().workers.max(1);
+    let workers = options.workers.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name("async-worker")
@@ -77,7 +79,12 @@ pub fn run(
         .build()?;
     let counted = handler.stats().workers(workers);
     listener.set_nonblocking(true)?;
-    let result = runtime.block_on(serve(listener, handler.clone(), shutdown));
+    let result = runtime.block_on(serve(
+        listener,
+        handler.clone(),
+        Arc::new(options),
+        shutdown,
+    ));
     // Only idle blocking-pool threads can remain; do not wait out their
     // keep-alive.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -98,6 +105,7 @@ impl AsRawFd for ShutdownFd {
 async fn serve(
     listener: std::net::TcpListener,
     handler: Arc<Handler>,
+    options: Arc<Options>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -108,7 +116,7 @@ async fn serve(
         AsyncFd::register_with_interest(ShutdownFd(shutdown.clone()), tokio::io::Interest::READABLE)
     }?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let builder = Arc::new(builder(&handler));
+    let builder = Arc::new(builder(&options));
     let mut conns = JoinSet::new();
     let mut exhausted = crate::warn::Throttled::new();
     while !shutdown.is_triggered() {
@@ -117,7 +125,7 @@ async fn serve(
             _ = stop.readable() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    conns.spawn(serve_conn(stream, handler.clone(), builder.clone(), stop_rx.clone()));
+                    conns.spawn(serve_conn(stream, handler.clone(), options.clone(), builder.clone(), stop_rx.clone()));
                 }
                 Err(e) if is_transient_accept_error(&e) => {}
                 Err(e) if is_resource_exhaustion(&e) => {
@@ -138,9 +146,8 @@ async fn serve(
     Ok(())
 }
 
-/// hyper's HTTP/1 settings, mapped from our [`Config`](crate::Config).
-fn builder(handler: &Handler) -> http1::Builder {
-    let config = handler.config();
+/// hyper's HTTP/1 settings, mapped from our [`Options`].
+fn builder(config: &Options) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         // Starts when a connection opens and again after each response,
@@ -159,6 +166,7 @@ fn builder(handler: &Handler) -> http1::Builder {
 async fn serve_conn(
     stream: tokio::net::TcpStream,
     handler: Arc<Handler>,
+    options: Arc<Options>,
     builder: Arc<http1::Builder>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -166,8 +174,8 @@ async fn serve_conn(
     let _ = stream.set_nodelay(true);
     let for_service = handler.clone();
     let service = service_fn(move |req| {
-        let handler = for_service.clone();
-        async move { Ok::<_, Infallible>(respond(&handler, req).await) }
+        let (handler, options) = (for_service.clone(), options.clone());
+        async move { Ok::<_, Infallible>(respond(&handler, &options, req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -185,8 +193,12 @@ async fn serve_conn(
 
 /// Answers one request the way every other architecture does: a plan from
 /// the handler, its steps run the async way, its response.
-async fn respond(handler: &Handler, req: hyper::Request<Incoming>) -> HyperResponse {
-    let limits = &handler.config().limits;
+async fn respond(
+    handler: &Handler,
+    options: &Options,
+    req: hyper::Request<Incoming>,
+) -> HyperResponse {
+    let limits = &options.limits;
     let refuse = |e: ParseError| {
         handler.stats().request_served();
         to_hyper(&e.response(), false)
@@ -209,7 +221,7 @@ async fn respond(handler: &Handler, req: hyper::Request<Incoming>) -> HyperRespo
     let (parts, body) = req.into_parts();
     // hyper's header timeout does not cover the body: a body trickled in
     // gets the idle timeout too, as the codec's servers give it.
-    let idle = handler.config().idle_timeout;
+    let idle = options.idle_timeout;
     let body = match tokio::time::timeout(idle, Limited::new(body, limits.max_body).collect()).await
     {
         Ok(Ok(collected)) => collected.to_bytes(),
@@ -232,7 +244,7 @@ async fn respond(handler: &Handler, req: hyper::Request<Incoming>) -> HyperRespo
             Await::Computed => tokio::task::yield_now().await,
             // The pitfall, on purpose: this worker thread runs nothing else
             // meanwhile.
-            pending @ Await::Wait(_) if handler.config().blocking_io => pending.block(&mut plan),
+            pending @ Await::Wait(_) if options.blocking_io => pending.block(&mut plan),
             Await::Wait(d) => tokio::time::sleep(d).await,
             Await::ReadFile(file) => {
                 let result = tokio::task::spawn_blocking(move || file.read())
