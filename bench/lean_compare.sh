@@ -3,8 +3,8 @@
 # against nginx with one worker, alternating the contestants rep by rep so
 # that drift on a noisy machine hits them alike. Each server runs alone on
 # SERVER_CPU; the load (closed loop, CONNS keep-alive connections, one
-# generator thread) runs on GEN_CPU. Server CPU is the server process's
-# user+system time (/proc/PID/stat) over the run, warmup included.
+# generator thread) runs on GEN_CPU. Server CPU is the server's user+system
+# time (/proc/PID/stat, its children included) over the run.
 #
 # Usage: bench/lean_compare.sh
 # Environment (defaults): ARCHS="event-loop reactor-per-core" CONNS=64
@@ -37,8 +37,16 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# CPU ticks (user + system) of one process.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks (user + system) of a server: the process, its reaped children
+# (process-per-request) and its live ones (prefork).
+ticks() {
+    local total
+    total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat")
+    for child in $(pgrep -P "$1" || true); do
+        total=$(( total + $(awk '{print $14 + $15}' "/proc/$child/stat" 2>/dev/null || echo 0) ))
+    done
+    echo "$total"
+}
 hz=$(getconf CLK_TCK)
 
 declare -A url server_pid
