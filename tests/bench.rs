@@ -461,6 +461,15 @@ fn a_second_interrupt_exits_at_once_and_leaves_nothing() {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+    // Nor its folder in memory (the server's stats file).
+    let in_memory: Vec<_> = std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("serverlab-run-{pid}s")))
+        .collect();
+    assert!(in_memory.is_empty(), "left in /dev/shm: {in_memory:?}");
     // No server of that runner still answers: its container went with it.
     let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
         .into_iter()

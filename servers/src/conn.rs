@@ -39,11 +39,11 @@ pub struct Conn {
     /// Bytes read and not yet parsed.
     inbuf: Vec<u8>,
     /// Response bytes not yet written.
-    pub out: Vec<u8>,
+    out: Vec<u8>,
     /// No more requests will be read: close once `out` is written.
-    pub closing: bool,
+    closing: bool,
     /// When the connection times out if no complete request arrives.
-    pub deadline: Instant,
+    deadline: Instant,
     /// `100 Continue` was sent for the request being received.
     continued: bool,
     /// How long it may idle (from the architecture's options).
@@ -86,12 +86,40 @@ impl Conn {
         self.inbuf.extend_from_slice(bytes);
     }
 
-    /// The output was all written: forget it, giving a large buffer back.
-    pub fn written(&mut self) {
-        self.out.clear();
-        if self.out.capacity() > KEEP_BUFFER {
+    /// Response bytes waiting to be written.
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Whether the output has reached [`OUT_HIGH_WATER`]: write before
+    /// answering (or reading) more.
+    pub fn output_full(&self) -> bool {
+        self.out.len() >= OUT_HIGH_WATER
+    }
+
+    /// `n` bytes of the output were written; once all of it is, a large
+    /// buffer is given back.
+    pub fn wrote(&mut self, n: usize) {
+        self.out.drain(..n);
+        if self.out.is_empty() && self.out.capacity() > KEEP_BUFFER {
             self.out = Vec::new();
         }
+    }
+
+    /// No more requests will be read: the connection closes once its
+    /// output is written.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Stops reading requests (shutdown): close once the output is written.
+    pub fn close_after_output(&mut self) {
+        self.closing = true;
+    }
+
+    /// When the connection times out if no complete request arrives.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// Whether part of a request has arrived but not all of it.
@@ -179,21 +207,21 @@ pub fn serve_blocking(
     loop {
         // Answer the complete requests already buffered (pipelining) until
         // the output reaches the high-water mark, then write it all at once.
-        while conn.out.len() < OUT_HIGH_WATER {
+        while !conn.output_full() {
             let Next::Plan(plan) = conn.next_plan(handler) else {
                 break;
             };
             let plan = plan.run_blocking();
             conn.finish(handler, &plan, shutdown.is_triggered());
         }
-        let full = conn.out.len() >= OUT_HIGH_WATER;
-        if !conn.out.is_empty() {
-            if stream.write_all(&conn.out).is_err() {
+        let full = conn.output_full();
+        if !conn.output().is_empty() {
+            if stream.write_all(conn.output()).is_err() {
                 return;
             }
-            conn.written();
+            conn.wrote(conn.output().len());
         }
-        if conn.closing {
+        if conn.is_closing() {
             linger_close(stream, conn.has_partial_request());
             return;
         }
@@ -201,7 +229,7 @@ pub fn serve_blocking(
             // More requests may be buffered: answer them before reading.
             continue;
         }
-        match shutdown.wait_readable(stream.as_raw_fd(), Some(conn.deadline)) {
+        match shutdown.wait_readable(stream.as_raw_fd(), Some(conn.deadline())) {
             Ok(Readiness::Ready) => match stream.read(&mut chunk) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => conn.received(&chunk[..n]),
@@ -277,4 +305,98 @@ pub fn would_block(err: &io::Error) -> bool {
 /// Whether an I/O error means "interrupted by a signal, retry now".
 pub fn interrupted(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::Interrupted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn handler() -> Handler {
+        Handler::new(Config::default(), &Options::default()).unwrap()
+    }
+
+    /// Pipelined requests are answered in order, one plan at a time, and
+    /// the output is taken as the socket takes it.
+    #[test]
+    fn pipelined_requests_answer_in_order_and_output_drains_in_parts() {
+        let h = handler();
+        let mut conn = Conn::new(&Options::default());
+        conn.received(b"GET /work?bytes=3 HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /hel");
+        for _ in 0..2 {
+            let Next::Plan(plan) = conn.next_plan(&h) else {
+                panic!("a complete request is buffered");
+            };
+            conn.finish(&h, &plan.run_blocking(), false);
+        }
+        assert!(
+            matches!(conn.next_plan(&h), Next::NeedInput),
+            "half a request"
+        );
+        let text = String::from_utf8_lossy(conn.output()).into_owned();
+        let first = text
+            .find("Content-Length: 3\r\n")
+            .expect("the 3-byte body first");
+        assert!(first < text.find("Hello, World!").expect("then hello"));
+        let total = conn.output().len();
+        conn.wrote(10);
+        assert_eq!(conn.output().len(), total - 10);
+        conn.wrote(total - 10);
+        assert!(conn.output().is_empty() && !conn.is_closing());
+    }
+
+    /// A malformed request is answered 400 and nothing more is read; a
+    /// timed-out half request gets a 408; a shutdown closes after output.
+    #[test]
+    fn errors_timeouts_and_shutdown_close() {
+        let h = handler();
+        let mut conn = Conn::new(&Options::default());
+        conn.received(b"GET\r\n\r\n");
+        assert!(matches!(conn.next_plan(&h), Next::Close));
+        assert!(
+            conn.output().starts_with(b"HTTP/1.1 400"),
+            "{:?}",
+            conn.output()
+        );
+        assert!(conn.is_closing());
+
+        let mut conn = Conn::new(&Options::default());
+        conn.received(b"GET /hel");
+        conn.timed_out(&h);
+        assert!(conn.output().starts_with(b"HTTP/1.1 408"));
+        assert!(conn.is_closing());
+
+        let mut conn = Conn::new(&Options::default());
+        conn.timed_out(&h);
+        assert!(
+            conn.output().is_empty(),
+            "an idle connection is just closed"
+        );
+        assert!(conn.is_closing());
+
+        let mut conn = Conn::new(&Options::default());
+        conn.close_after_output();
+        assert!(matches!(conn.next_plan(&h), Next::Close));
+    }
+
+    /// The idle deadline is the option's, counted again after each answer.
+    #[test]
+    fn the_deadline_follows_the_idle_timeout() {
+        let h = handler();
+        let options = Options {
+            idle_timeout: Duration::from_secs(30),
+            ..Options::default()
+        };
+        let before = Instant::now();
+        let mut conn = Conn::new(&options);
+        assert!(conn.deadline() >= before + Duration::from_secs(30));
+        conn.received(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+        let Next::Plan(plan) = conn.next_plan(&h) else {
+            panic!("a request");
+        };
+        let answered = Instant::now();
+        conn.finish(&h, &plan.run_blocking(), false);
+        assert!(conn.deadline() >= answered + Duration::from_secs(30));
+        assert!(!conn.is_closing());
+    }
 }

@@ -403,6 +403,10 @@ pub fn drop_caches() -> std::io::Result<()> {
 /// A per-run temp folder (docroot, config, server log), removed on drop.
 struct RunDir {
     path: PathBuf,
+    /// A second folder in memory (`/dev/shm`) for the server's stats file:
+    /// a page every request writes should not be written back to a disk.
+    /// `None` where there is no such tmpfs (the run folder is used).
+    memory: Option<PathBuf>,
 }
 
 impl RunDir {
@@ -410,12 +414,21 @@ impl RunDir {
     /// atomically with mode 0700, so nothing placed at a guessable path
     /// beforehand (a symlink, say) can redirect what a root runner writes.
     fn new() -> std::io::Result<RunDir> {
-        let template = std::env::temp_dir().join("serverlab-run-XXXXXX");
-        let path = nix::unistd::mkdtemp(&template).map_err(std::io::Error::from)?;
-        // Tracked first, so that even a failure below, or exiting at once
-        // on a second Ctrl-C, leaves nothing behind.
-        crate::sandbox::cleanup::track_temp_dir(&path);
-        let dir = RunDir { path };
+        let made = |template: PathBuf| -> std::io::Result<PathBuf> {
+            let path = nix::unistd::mkdtemp(&template).map_err(std::io::Error::from)?;
+            // Tracked first, so that even a failure below, or exiting at
+            // once on a second Ctrl-C, leaves nothing behind.
+            crate::sandbox::cleanup::track_temp_dir(&path);
+            Ok(path)
+        };
+        // Named after this runner, so that the next start removes them if
+        // it is killed outright (`cleanup::remove_dead_run_dirs`).
+        use crate::sandbox::cleanup::{run_dir_bases, Owner, RUN_DIR_PREFIX};
+        let name = format!("{RUN_DIR_PREFIX}{}-XXXXXX", Owner::me().tag());
+        let [temp, memory] = run_dir_bases();
+        let path = made(temp.join(&name))?;
+        let mut dir = RunDir { path, memory: None };
+        dir.memory = made(memory.join(&name)).ok();
         std::fs::create_dir(dir.docroot())?;
         std::fs::write(dir.docroot().join("index.html"), "<h1>serverlab</h1>\n")?;
         Ok(dir)
@@ -431,7 +444,7 @@ impl RunDir {
     }
     /// A built-in server's counters (`serve --stats-file`).
     fn stats(&self) -> PathBuf {
-        self.path.join("stats")
+        self.memory.as_ref().unwrap_or(&self.path).join("stats")
     }
     /// The last lines the server wrote, for failure reasons.
     fn log_tail(&self) -> String {
@@ -451,8 +464,10 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-        crate::sandbox::cleanup::untrack_temp_dir(&self.path);
+        for dir in std::iter::once(&self.path).chain(&self.memory) {
+            let _ = std::fs::remove_dir_all(dir);
+            crate::sandbox::cleanup::untrack_temp_dir(dir);
+        }
     }
 }
 

@@ -157,13 +157,51 @@ pub struct LeftoverReport {
     pub netns: Vec<String>,
     /// Host-side veths removed.
     pub veths: Vec<String>,
+    /// Run folders (under the temp folder and `/dev/shm`) removed.
+    pub run_dirs: Vec<PathBuf>,
 }
 
 impl LeftoverReport {
     /// True when nothing was found.
     pub fn is_empty(&self) -> bool {
-        self.cgroups.is_empty() && self.netns.is_empty() && self.veths.is_empty()
+        self.cgroups.is_empty()
+            && self.netns.is_empty()
+            && self.veths.is_empty()
+            && self.run_dirs.is_empty()
     }
+}
+
+/// How run folders begin: `serverlab-run-<owner>-` and mkdtemp's suffix.
+pub const RUN_DIR_PREFIX: &str = "serverlab-run-";
+
+/// Where run folders are made: the temp folder and, for what must stay in
+/// memory, `/dev/shm`.
+pub fn run_dir_bases() -> [PathBuf; 2] {
+    [std::env::temp_dir(), PathBuf::from("/dev/shm")]
+}
+
+/// The owner in a run folder's name `serverlab-run-<owner>-XXXXXX`.
+pub fn owner_of_run_dir(name: &str) -> Option<Owner> {
+    let rest = name.strip_prefix(RUN_DIR_PREFIX)?;
+    Owner::parse(rest.rsplit_once('-')?.0)
+}
+
+/// Removes the run folders in `base` whose owner is gone (a runner killed
+/// outright leaves them; its docroot and files can be large).
+pub fn remove_dead_run_dirs(base: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if owner_of_run_dir(&name).is_some_and(|o| o.gone())
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            removed.push(entry.path());
+        }
+    }
+    removed
 }
 
 /// Whether a process with this pid exists (EPERM: exists, not ours).
@@ -260,6 +298,9 @@ pub fn cleanup_leftovers() -> Result<LeftoverReport> {
 /// [`cleanup_leftovers`] for a given layout (`None`: networking only).
 pub fn cleanup_leftovers_in(layout: Option<&Layout>) -> LeftoverReport {
     let mut report = LeftoverReport::default();
+    for base in run_dir_bases() {
+        report.run_dirs.extend(remove_dead_run_dirs(&base));
+    }
     if let Some(layout) = layout {
         for root in layout.roots() {
             scan_cgroups(&root, 0, &mut report);
@@ -344,6 +385,33 @@ fn kill_dir_tasks(dir: &Path) {
 
 #[cfg(test)]
 mod tests {
+    /// Run folders of a gone runner are removed at the next start; those of
+    /// a live one (this process), and anything else, are left alone.
+    #[test]
+    fn dead_runners_run_folders_are_removed() {
+        let base =
+            std::env::temp_dir().join(format!("serverlab-test-rundirs-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        // Pid 1 never started at tick 1: that owner is gone.
+        let dead = base.join("serverlab-run-1s1-aB3dE9");
+        let live = base.join(format!("{RUN_DIR_PREFIX}{}-xYz123", Owner::me().tag()));
+        let other = base.join("serverlab-run-XXXXXX");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir_all(d.join("docroot")).unwrap();
+        }
+        assert_eq!(
+            owner_of_run_dir("serverlab-run-12s34-ab12cd"),
+            Some(Owner {
+                pid: 12,
+                start: Some(34)
+            })
+        );
+        assert_eq!(owner_of_run_dir("serverlab-run-XXXXXX"), None);
+        assert_eq!(remove_dead_run_dirs(&base), vec![dead.clone()]);
+        assert!(!dead.exists() && live.exists() && other.exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
     use super::*;
 
     #[test]

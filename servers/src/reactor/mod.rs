@@ -5,20 +5,21 @@
 //! shutdown fd, a waker, and every connection it accepted, each a
 //! [`Conn`](crate::conn::Conn) (the I/O-free protocol state machine) beside
 //! its socket. The loop never blocks except in `poll`, whose timeout is the
-//! next deadline in a timer heap. A plan's steps run the event-loop way:
+//! next deadline (`timers.rs`). A plan runs as everywhere else
+//! ([`Plan::advance`]: CPU work inline, the loop busy as any server would
+//! be); what it waits for, the loop waits for its own way:
 //!
-//! - `Compute` runs inline: the loop is busy, as it would be in any server.
-//! - `Wait` arms a timer and parks the connection until it fires; requests
+//! - a wait arms a timer and parks the connection until it fires; requests
 //!   pipelined behind it stay buffered, so answers keep their order. With
 //!   `--blocking-io` it is a `thread::sleep` instead, stalling every
 //!   connection of the loop: the classic pitfall, kept to be measured.
-//! - `ReadFile` runs inline: this is the step that blocks on the disk, the
+//! - a file read runs inline: this is the step that blocks on the disk, the
 //!   one AMPED takes off the loop.
 //!
-//! An architecture may [`offload`](Reactor::offload_to) the blocking steps
-//! (`Wait`, `ReadFile`): the loop hands each as a [`Job`] to an [`Offload`]
-//! and parks the connection; whoever runs the job sends a [`Done`] back
-//! through a [`Poster`], which wakes the loop with a mio `Waker`.
+//! An architecture may [`offload`](Reactor::offload_to) what waits: the loop
+//! hands each as a [`Job`] to an [`Offload`] and parks the connection;
+//! whoever runs the job sends a [`Done`] back through a [`Poster`], which
+//! wakes the loop with a mio `Waker` ([`offload`]).
 //!
 //! Fairness: one connection gets at most [`TURN_REQUESTS`] requests or
 //! [`TURN_TIME`] of the loop per turn; with more pipelined requests
@@ -37,10 +38,11 @@
 //! lingering closes. Shutdown stops accepting, closes idle connections,
 //! lets plans in flight finish and flush, then returns.
 
+pub mod offload;
+mod timers;
+
 use crate::config::Options;
-use crate::conn::{
-    interrupted, would_block, Conn, Next, LINGER, LINGER_MAX_BYTES, OUT_HIGH_WATER, READ_CHUNK,
-};
+use crate::conn::{interrupted, would_block, Conn, Next, LINGER, LINGER_MAX_BYTES, READ_CHUNK};
 use crate::handler::{Await, Handler, Plan};
 use crate::net::{is_resource_exhaustion, is_transient_accept_error};
 use crate::shutdown::Shutdown;
@@ -50,11 +52,11 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+pub use offload::{Done, Job, Key, Offload, Poster};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timers::{Fired, Kind, Timers};
 
 const LISTENER: Token = Token(0);
 const SHUTDOWN: Token = Token(1);
@@ -69,63 +71,6 @@ pub const TURN_REQUESTS: usize = 16;
 pub const TURN_TIME: Duration = Duration::from_millis(2);
 /// Pause accepting for this long when out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// Names one connection of one loop, also after its slot is reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Key {
-    slot: usize,
-    gen: u64,
-}
-
-/// A blocking step taken off the loop, with the plan it belongs to.
-pub struct Job {
-    key: Key,
-    pending: Await,
-    plan: Plan,
-}
-
-impl Job {
-    /// Waits on the calling thread and returns the plan, ready to go back
-    /// to its loop.
-    pub fn run(mut self) -> Done {
-        self.pending.block(&mut self.plan);
-        Done {
-            key: self.key,
-            plan: self.plan,
-        }
-    }
-}
-
-/// A finished [`Job`]: the plan goes back to its connection.
-pub struct Done {
-    key: Key,
-    plan: Plan,
-}
-
-/// Runs blocking steps somewhere other than the loop thread.
-pub trait Offload {
-    /// Takes a job; must eventually [`post`](Poster::post) its [`Done`].
-    fn submit(&mut self, job: Job);
-}
-
-/// Sends finished jobs back to their loop and wakes it. Cheap to clone.
-#[derive(Clone)]
-pub struct Poster {
-    tx: Sender<Done>,
-    waker: Arc<Waker>,
-}
-
-impl Poster {
-    /// Hands `done` to the loop. If the loop has already exited, the plan
-    /// is dropped (its connection is gone anyway).
-    pub fn post(&self, done: Done) {
-        if self.tx.send(done).is_ok() {
-            if let Err(e) = self.waker.wake() {
-                tracing::warn!("waking the loop: {e}");
-            }
-        }
-    }
-}
 
 /// One connection's share of the loop in one call of `drive`.
 struct Turn {
@@ -180,17 +125,6 @@ struct Entry<'h> {
     _open: ConnectionGuard<'h>,
 }
 
-/// What a heap timer is for. `Wait` entries are exact (one per parked plan);
-/// `Idle` entries are lazy: when one fires, the connection's current
-/// deadline is checked and the timer re-armed if it moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    Wait,
-    Idle,
-}
-
-type Deadline = Reverse<(Instant, usize, u64, Kind)>;
-
 /// One thread's event loop. See the module doc.
 pub struct Reactor<'h> {
     poll: Poll,
@@ -202,7 +136,7 @@ pub struct Reactor<'h> {
     conns: Vec<Option<Entry<'h>>>,
     free: Vec<usize>,
     next_gen: u64,
-    timers: BinaryHeap<Deadline>,
+    timers: Timers,
     /// Connections that used up their turn, in the order they did.
     yielded: Vec<Key>,
     /// Every read of this loop goes here first.
@@ -245,7 +179,7 @@ impl<'h> Reactor<'h> {
             conns: Vec::new(),
             free: Vec::new(),
             next_gen: 0,
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             yielded: Vec::new(),
             chunk: vec![0; READ_CHUNK].into_boxed_slice(),
             accept_paused_until: None,
@@ -350,7 +284,7 @@ impl<'h> Reactor<'h> {
         if !self.yielded.is_empty() {
             return Some(Duration::ZERO);
         }
-        let timer = self.timers.peek().map(|Reverse(t)| t.0);
+        let timer = self.timers.next();
         let next = match (timer, self.accept_paused_until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -475,9 +409,8 @@ impl<'h> Reactor<'h> {
                 }
                 break;
             }
-            let wants_read = matches!(e.stage, Stage::Serving)
-                && !e.conn.closing
-                && e.conn.out.len() < OUT_HIGH_WATER;
+            let wants_read =
+                matches!(e.stage, Stage::Serving) && !e.conn.is_closing() && !e.conn.output_full();
             if !wants_read || drained {
                 break;
             }
@@ -517,7 +450,7 @@ impl<'h> Reactor<'h> {
             let Some(e) = self.entry(slot) else {
                 return false;
             };
-            if !matches!(e.stage, Stage::Serving) || e.conn.out.len() >= OUT_HIGH_WATER {
+            if !matches!(e.stage, Stage::Serving) || e.conn.output_full() {
                 return false;
             }
             match e.conn.next_plan(handler) {
@@ -543,8 +476,7 @@ impl<'h> Reactor<'h> {
                 (pending @ Await::Wait(_), _) if blocking_io => pending.block(&mut plan),
                 (Await::Wait(d), None) => {
                     let until = Instant::now() + d;
-                    self.timers
-                        .push(Reverse((until, slot, key.gen, Kind::Wait)));
+                    self.timers.push(until, slot, key.gen, Kind::Wait);
                     e.stage = Stage::Waiting { plan, until };
                     return;
                 }
@@ -585,11 +517,11 @@ impl<'h> Reactor<'h> {
             return false;
         };
         let mut progressed = false;
-        while !e.conn.out.is_empty() {
-            match e.stream.write(&e.conn.out) {
+        while !e.conn.output().is_empty() {
+            match e.stream.write(e.conn.output()) {
                 Ok(0) => break,
                 Ok(n) => {
-                    e.conn.out.drain(..n);
+                    e.conn.wrote(n);
                     progressed = true;
                 }
                 Err(err) if would_block(&err) => break,
@@ -600,14 +532,11 @@ impl<'h> Reactor<'h> {
                 }
             }
         }
-        if progressed && e.conn.out.is_empty() {
-            e.conn.written();
-        }
         if progressed || !e.write_pending {
             e.write_deadline = Instant::now() + idle;
         }
-        e.write_pending = !e.conn.out.is_empty();
-        if e.write_pending || !e.conn.closing || !matches!(e.stage, Stage::Serving) {
+        e.write_pending = !e.conn.output().is_empty();
+        if e.write_pending || !e.conn.is_closing() || !matches!(e.stage, Stage::Serving) {
             return true;
         }
         // All written and nothing more to read: end the stream so the client
@@ -669,7 +598,7 @@ impl<'h> Reactor<'h> {
     fn idle_due(e: &Entry) -> Option<Instant> {
         match e.stage {
             Stage::Serving if e.write_pending => Some(e.write_deadline),
-            Stage::Serving => Some(e.conn.deadline),
+            Stage::Serving => Some(e.conn.deadline()),
             Stage::Lingering { until, .. } => Some(until),
             // The server is busy on the client's behalf: no idle timeout.
             Stage::Waiting { .. } | Stage::Offloaded => None,
@@ -689,18 +618,20 @@ impl<'h> Reactor<'h> {
             };
             if earlier {
                 e.idle_armed = Some(due);
-                self.timers.push(Reverse((due, slot, e.gen, Kind::Idle)));
+                self.timers.push(due, slot, e.gen, Kind::Idle);
             }
         }
     }
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        while let Some(&Reverse((at, slot, gen, kind))) = self.timers.peek() {
-            if at > now {
-                return;
-            }
-            self.timers.pop();
+        while let Some(Fired {
+            at,
+            slot,
+            gen,
+            kind,
+        }) = self.timers.pop_due(now)
+        {
             let Some(e) = self.entry(slot).filter(|e| e.gen == gen) else {
                 continue; // a timer of a connection that is gone
             };
@@ -754,10 +685,38 @@ impl<'h> Reactor<'h> {
             let Some(e) = self.entry(slot) else { continue };
             match e.stage {
                 Stage::Serving if !e.write_pending => self.close(slot),
-                Stage::Serving => e.conn.closing = true,
+                Stage::Serving => e.conn.close_after_output(),
                 // finish() sees the trigger and closes after this response.
                 Stage::Waiting { .. } | Stage::Offloaded | Stage::Lingering { .. } => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A turn ends after TURN_REQUESTS requests however fast they are, and
+    /// never before the first.
+    #[test]
+    fn a_turn_is_bounded_by_requests() {
+        let mut turn = Turn::new();
+        assert!(!turn.used(), "a fresh turn");
+        turn.requests = TURN_REQUESTS - 1;
+        turn.start = Instant::now();
+        assert!(!turn.used());
+        turn.requests = TURN_REQUESTS;
+        assert!(turn.used());
+    }
+
+    /// ... and by TURN_TIME once it has had a request.
+    #[test]
+    fn a_turn_is_bounded_by_time() {
+        let mut turn = Turn::new();
+        turn.start = Instant::now() - TURN_TIME * 2;
+        assert!(!turn.used(), "no request yet: not used, however long");
+        turn.requests = 1;
+        assert!(turn.used());
     }
 }
