@@ -27,6 +27,17 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     pub docroot: PathBuf,
+    /// Dropped after `drop` has stopped the server.
+    _docroot: TempDir,
+}
+
+/// A folder removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Server {
@@ -62,6 +73,8 @@ impl Server {
             std::process::id(),
             unique()
         ));
+        // Removed on drop, also when the start fails below (a panic).
+        let guard = TempDir(docroot.clone());
         std::fs::create_dir_all(&docroot).unwrap();
         std::fs::write(docroot.join("index.html"), "<h1>serverlab</h1>\n").unwrap();
         let mut command = match &activate {
@@ -142,6 +155,7 @@ impl Server {
             child,
             addr,
             docroot,
+            _docroot: guard,
         }
     }
 
@@ -166,7 +180,6 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.docroot);
     }
 }
 
