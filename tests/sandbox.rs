@@ -7,8 +7,8 @@
 
 mod common;
 
-use bench::sandbox::{self, Layout, Limits, Net, Sandbox};
 use common::wait_for;
+use sandbox::{self, Layout, Limits, Net, Sandbox};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};

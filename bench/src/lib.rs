@@ -1,7 +1,7 @@
-//! serverlab's suites, sandbox (cgroups and namespaces), runner, results and report.
+//! serverlab's suites, runner, results and report; the runs' containers come
+//! from the `sandbox` crate.
 
 pub mod report;
 pub mod results;
 pub mod runner;
-pub mod sandbox;
 pub mod suite;

@@ -57,7 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for (name, why) in runner::missing_externals(&suite) {
         eprintln!("serverlab: {name} will be skipped: {why}");
     }
-    let leftovers = bench::sandbox::cleanup_leftovers();
+    let leftovers = sandbox::cleanup_leftovers();
     tracing::debug!("leftovers from earlier runs: {leftovers:?}");
     let only = args.only.clone();
     let opts = Options {

@@ -82,7 +82,7 @@ pub fn on_termination(on_signal: impl Fn() + Send + 'static) -> anyhow::Result<(
                     eprintln!("serverlab: second {sig}, exiting now");
                     // Nothing may outlive us: containers and run folders
                     // go now, without waiting for their owners.
-                    ::bench::sandbox::cleanup::cleanup_now();
+                    ::sandbox::cleanup::cleanup_now();
                     std::process::exit(130);
                 }
                 first = false;

@@ -5,8 +5,8 @@
 //! stderr as text, or to stdout as one JSON object with `--json`.
 
 use anyhow::{bail, Context};
-use bench::sandbox::limits::{parse_credits, parse_size};
-use bench::sandbox::{self, Credits, Layout, Limits, Net, Sandbox};
+use sandbox::limits::{parse_credits, parse_size};
+use sandbox::{self, Credits, Layout, Limits, Net, Sandbox};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -4,8 +4,8 @@
 
 use super::analysis;
 use crate::results::{Env, Metrics, Percentiles, Placement, RunRecord, Status, Store, TimePoint};
-use crate::sandbox::Limits;
 use crate::suite::{Contestant, LoadLevel, Objective, RunSpec, Workload};
+use sandbox::Limits;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -4,8 +4,8 @@
 
 use super::{measure, placement, probe};
 use crate::results::{AutoStep, Metrics, Status};
-use crate::sandbox::{self, Accounting, Container, Net, Sandbox};
 use crate::suite::{Contestant, External, RunSpec, Suite};
+use sandbox::{self, Accounting, Container, Net, Sandbox};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -136,7 +136,7 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
     // the server gets the placement's server CPUs.
     let mut limits = spec.limits.clone();
     let server_cpus: Vec<usize> = match &limits.cpuset {
-        Some(list) => match crate::sandbox::limits::parse_cpu_list(list) {
+        Some(list) => match sandbox::limits::parse_cpu_list(list) {
             Ok(cpus) => cpus.into_iter().map(|c| c as usize).collect(),
             Err(e) => return Some(Outcome::fail(Status::Failed, format!("cpuset: {e}"))),
         },
@@ -418,12 +418,13 @@ impl RunDir {
             let path = nix::unistd::mkdtemp(&template).map_err(std::io::Error::from)?;
             // Tracked first, so that even a failure below, or exiting at
             // once on a second Ctrl-C, leaves nothing behind.
-            crate::sandbox::cleanup::track_temp_dir(&path);
+            sandbox::cleanup::track_temp_dir(&path);
             Ok(path)
         };
         // Named after this runner, so that the next start removes them if
         // it is killed outright (`cleanup::remove_dead_run_dirs`).
-        use crate::sandbox::cleanup::{run_dir_bases, Owner, RUN_DIR_PREFIX};
+        use sandbox::cleanup::{run_dir_bases, RUN_DIR_PREFIX};
+        use sandbox::owner::Owner;
         let name = format!("{RUN_DIR_PREFIX}{}-XXXXXX", Owner::me().tag());
         let [temp, memory] = run_dir_bases();
         let path = made(temp.join(&name))?;
@@ -466,7 +467,7 @@ impl Drop for RunDir {
     fn drop(&mut self) {
         for dir in std::iter::once(&self.path).chain(&self.memory) {
             let _ = std::fs::remove_dir_all(dir);
-            crate::sandbox::cleanup::untrack_temp_dir(dir);
+            sandbox::cleanup::untrack_temp_dir(dir);
         }
     }
 }

@@ -12,7 +12,7 @@ mod parse;
 
 pub use error::SuiteError;
 
-use crate::sandbox::Limits;
+use sandbox::Limits;
 use serde::{Deserialize, Serialize};
 pub use servers::protocol::StateMode;
 use std::path::Path;

@@ -4,7 +4,7 @@
 
 use super::error::Locator;
 use super::{Background, Contestant, External, LoadLevel, Objective, Suite, SuiteError, Workload};
-use crate::sandbox::Limits;
+use sandbox::Limits;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -528,7 +528,7 @@ fn files(
     if !(1..=MAX_FILES).contains(&raw.count) {
         return Err(at(format!("count must be 1 to {MAX_FILES}")));
     }
-    let size = crate::sandbox::limits::parse_size(&raw.size).map_err(&at)?;
+    let size = sandbox::limits::parse_size(&raw.size).map_err(&at)?;
     let most = servers::handler::MAX_FILE_BYTES;
     if size == 0 || size > most {
         return Err(at(format!(

@@ -8,10 +8,9 @@
 //! before a child sees their files; serverlab creates its cgroups directly
 //! under the root, which is exempt from the no-internal-processes rule.
 
-use super::{keyed, read, read_u64, set, set_number, write_existing, Cgroup};
-use crate::sandbox::accounting::parse_flat_keyed;
-use crate::sandbox::limits::{parse_cpu_list, Limits};
-use crate::sandbox::{Accounting, Result, SandboxError};
+use super::{keyed, parse_flat_keyed, read, read_u64, set, set_number, write_existing, Cgroup};
+use crate::limits::{parse_cpu_list, Limits};
+use crate::{Accounting, Result, SandboxError};
 
 /// Creates the directory after enabling the controllers `limits` needs
 /// (cpu, memory, pids always, for accounting; cpuset and io on demand).
@@ -165,7 +164,7 @@ pub(super) fn read_accounting(cg: &Cgroup, acc: &mut Accounting) -> Result<()> {
     let d = dir(cg);
     let stat_path = d.join("cpu.stat");
     let stat = read(&stat_path)?;
-    let k = |key| crate::sandbox::accounting::parse_flat_keyed(&stat, key);
+    let k = |key| parse_flat_keyed(&stat, key);
     acc.cpu_usage_us = k("usage_usec").unwrap_or(0);
     acc.cpu_user_us = k("user_usec").unwrap_or(0);
     acc.cpu_system_us = k("system_usec").unwrap_or(0);
@@ -206,9 +205,9 @@ pub(super) fn kill_all(cg: &Cgroup) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::cgroup::tempdir::TempDir;
-    use crate::sandbox::detect::Layout;
-    use crate::sandbox::limits::Credits;
+    use crate::cgroup::tempdir::TempDir;
+    use crate::detect::Layout;
+    use crate::limits::Credits;
     use std::fs;
     use std::path::Path;
     use std::time::Duration;
@@ -280,8 +279,7 @@ mod tests {
         assert_eq!(content(&d, "io.weight"), "default 300");
         assert_eq!(cg.procs_files(), vec![d.join("cgroup.procs")]);
 
-        cg.set_quota(None, crate::sandbox::limits::CFS_PERIOD_US)
-            .unwrap();
+        cg.set_quota(None, crate::limits::CFS_PERIOD_US).unwrap();
         assert_eq!(content(&d, "cpu.max"), "max 100000");
         // A shorter period: the quota scales with it.
         let short = Limits {

@@ -2,7 +2,8 @@
 //! namespaces, the network, the credit controller, the sampler and the
 //! cleanup registry.
 
-use super::accounting::{Sampler, UNLIMITED};
+use super::accounting::UNLIMITED;
+use super::cgroup::sampler::Sampler;
 use super::cgroup::Cgroup;
 use super::cleanup::{self, Resources};
 use super::credits::CreditController;
@@ -124,7 +125,7 @@ fn new_name(hint: &str) -> (String, u32) {
     if h.is_empty() {
         h.push('c');
     }
-    let owner = super::cleanup::Owner::me().tag();
+    let owner = super::owner::Owner::me().tag();
     (format!("{PREFIX}-{h}-{owner}-{n}"), n)
 }
 

@@ -7,6 +7,7 @@
 //! never a silent no-op. Files are plain paths under an injectable root, so
 //! the unit tests run both back ends against fake trees in a temp dir.
 
+pub mod sampler;
 pub mod v1;
 pub mod v2;
 
@@ -335,10 +336,37 @@ pub(crate) fn read_u64(path: &Path) -> Option<u64> {
 
 /// Reads one `key value` entry of a flat-keyed file.
 pub(crate) fn keyed(path: &Path, key: &str) -> Option<u64> {
-    super::accounting::parse_flat_keyed(&std::fs::read_to_string(path).ok()?, key)
+    parse_flat_keyed(&std::fs::read_to_string(path).ok()?, key)
 }
 
 /// A temporary directory for fake cgroupfs trees, removed on drop.
+/// Converts v1 `cpuacct.stat` ticks (USER_HZ) to µs.
+pub fn ticks_to_us(ticks: u64, user_hz: u64) -> u64 {
+    ticks.saturating_mul(1_000_000) / user_hz.max(1)
+}
+
+/// The kernel's USER_HZ (the unit of `cpuacct.stat`), usually 100.
+pub fn user_hz() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as u64
+    } else {
+        100
+    }
+}
+
+/// Reads `key value` lines (cpu.stat, memory.events, cpuacct.stat,
+/// memory.oom_control, pids.events) into a lookup.
+pub fn parse_flat_keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let mut it = line.split_whitespace();
+        (it.next()? == key)
+            .then(|| it.next()?.parse().ok())
+            .flatten()
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tempdir {
     use std::path::{Path, PathBuf};
@@ -370,5 +398,19 @@ pub(crate) mod tempdir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_keyed_and_ticks() {
+        let stat = "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 7\n";
+        assert_eq!(parse_flat_keyed(stat, "user_usec"), Some(1000));
+        assert_eq!(parse_flat_keyed(stat, "nr_periods"), Some(7));
+        assert_eq!(parse_flat_keyed(stat, "usage"), None, "no prefix matches");
+        assert_eq!(ticks_to_us(250, 100), 2_500_000);
     }
 }

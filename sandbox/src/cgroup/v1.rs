@@ -8,10 +8,12 @@
 //! `memory.max_usage_in_bytes`, `memory.oom_control`, `pids.peak`,
 //! `pids.events`; kill by freezing (`freezer.state`).
 
-use super::{keyed, read, read_u64, set, set_number, wait_until, write_existing, Cgroup};
-use crate::sandbox::accounting::{parse_flat_keyed, ticks_to_us, user_hz};
-use crate::sandbox::limits::{io_weight_to_blkio, parse_cpu_list, weight_to_shares, Limits};
-use crate::sandbox::{Accounting, Result, SandboxError};
+use super::{
+    keyed, parse_flat_keyed, read, read_u64, set, set_number, ticks_to_us, user_hz, wait_until,
+    write_existing, Cgroup,
+};
+use crate::limits::{io_weight_to_blkio, parse_cpu_list, weight_to_shares, Limits};
+use crate::{Accounting, Result, SandboxError};
 use std::time::Duration;
 
 /// Creates the cgroup in every hierarchy serverlab uses that is mounted
@@ -256,8 +258,8 @@ pub(super) fn kill_all(cg: &Cgroup) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::cgroup::tempdir::TempDir;
-    use crate::sandbox::detect::{Layout, V1_CONTROLLERS};
+    use crate::cgroup::tempdir::TempDir;
+    use crate::detect::{Layout, V1_CONTROLLERS};
     use std::fs;
     use std::path::{Path, PathBuf};
 
@@ -348,8 +350,7 @@ mod tests {
             .collect();
         want.sort();
         assert_eq!(cg.procs_files(), want);
-        cg.set_quota(None, crate::sandbox::limits::CFS_PERIOD_US)
-            .unwrap();
+        cg.set_quota(None, crate::limits::CFS_PERIOD_US).unwrap();
         assert_eq!(content(r, "cpu", name, "cpu.cfs_quota_us"), "-1");
         let short = Limits {
             cpus: Some(0.25),

@@ -1,5 +1,7 @@
 //! The sandbox: containers built from what the Linux kernel offers, with no
-//! container engine (DESIGN §6).
+//! container engine (DESIGN §6). A crate of its own that depends on nothing
+//! else of serverlab's, so that the runner, the super server and the
+//! dispatcher can each put what they start in a container.
 //!
 //! A container here is a cgroup (limits and accounting, v1 or v2, detected at
 //! run time) plus namespaces (pid with a reaper as PID 1, mount with a fresh
@@ -8,16 +10,19 @@
 //! the child into the cgroup before it execs, unshare, fork the reaper, mount
 //! /proc, exec.
 //!
-//! Everything this module creates is named `serverlab-…` (veths `slv…`), carries
+//! Everything this crate creates is named `serverlab-…` (veths `slv…`), carries
 //! the owner's pid, and is registered in a process-wide registry, so that
 //! it is removed on [`Container::stop`], on drop, on SIGINT/SIGTERM of the
 //! runner ([`terminate_all`]) and, after a crash, by [`cleanup_leftovers`].
 //!
-//! Files: `detect` (which hierarchy), `cgroup/` (cgroupfs v1/v2 back ends),
-//! `limits` (what a user asks for), `namespaces` (the pre-exec child code),
-//! `net` (veth + netns via `ip`), `credits` (burstable-instance controller),
-//! `accounting` (what was used), `cleanup` (kill, remove, registry,
-//! leftovers), `container` (spawn/stop tying it together).
+//! Files, each depending only on those before it: `owner` (who made an
+//! object, as its name says), `limits` (what a user asks for),
+//! `accounting` (what was used), `detect` (which hierarchy), `cgroup/`
+//! (cgroupfs v1/v2 back ends, and the sampler of what the kernel keeps no
+//! peak of), `namespaces` (the pre-exec child code), `net` (veth + netns
+//! via `ip`), `credits` (burstable-instance controller), `cleanup` (kill,
+//! remove, registry, leftovers), `container` (spawn/stop tying it
+//! together).
 
 pub mod accounting;
 pub mod cgroup;
@@ -28,6 +33,7 @@ pub mod detect;
 pub mod limits;
 pub mod namespaces;
 pub mod net;
+pub mod owner;
 
 pub use accounting::Accounting;
 pub use cleanup::{cleanup_leftovers, terminate_all, LeftoverReport};

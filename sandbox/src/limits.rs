@@ -188,13 +188,8 @@ pub fn parse_cpu_list(text: &str) -> Result<Vec<u32>, String> {
 /// Parses a size as users write it: `67108864`, `64K`, `64M`, `1G`,
 /// `512MiB` (binary units: K = 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (try 64M)"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) = number_and_unit(text, "a size (try 64M)")?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
@@ -204,6 +199,36 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     };
     n.checked_mul(1 << shift)
         .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Parses a cgroup time as users write it, whole microseconds or more:
+/// `100ms`, `250us`, `1s`, or a bare number of microseconds.
+pub fn parse_time(text: &str) -> Result<Duration, String> {
+    let (n, unit) = number_and_unit(text, "a time (try 100ms)")?;
+    let micros_per = match unit {
+        "" | "us" | "µs" => 1,
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use us, ms or s)"
+            ))
+        }
+    };
+    n.checked_mul(micros_per)
+        .map(Duration::from_micros)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Splits `64M` into 64 and `"M"`; `what` completes "… is not …".
+fn number_and_unit<'a>(text: &'a str, what: &str) -> Result<(u64, &'a str), String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not {what}"))?;
+    Ok((n, unit.trim()))
 }
 
 /// Parses `BASELINE,CAP` (`0.2,30`) for `--credits`.
@@ -216,7 +241,8 @@ pub fn parse_credits(text: &str) -> Result<Credits, String> {
     })
 }
 
-/// Serde for `Option<Duration>`: `"20ms"` or a number of microseconds.
+/// Serde for `Option<Duration>`: `"20ms"` ([`parse_time`]) or a number of
+/// microseconds.
 mod opt_duration {
     use super::*;
 
@@ -237,9 +263,7 @@ mod opt_duration {
         Ok(match Option::<Raw>::deserialize(d)? {
             None => None,
             Some(Raw::Micros(us)) => Some(Duration::from_micros(us)),
-            Some(Raw::Text(t)) => {
-                Some(servers::config::parse_duration(&t).map_err(serde::de::Error::custom)?)
-            }
+            Some(Raw::Text(t)) => Some(parse_time(&t).map_err(serde::de::Error::custom)?),
         })
     }
 }
@@ -318,6 +342,12 @@ mod tests {
         assert_eq!(parse_size("1g"), Ok(1 << 30));
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("lots").is_err());
+        assert_eq!(parse_time("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_time("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_time("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_time("5000"), Ok(Duration::from_micros(5000)));
+        assert!(parse_time("1.5ms").unwrap_err().contains("unknown unit"));
+        assert!(parse_time("10 parsecs").is_err());
         assert_eq!(parse_cpu_list("0-2,5,1"), Ok(vec![0, 1, 2, 5]));
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("x").is_err());

@@ -107,7 +107,7 @@ impl NetSetup {
     /// everything (loopback included) up. Undoes what it did on error.
     pub fn create(pid: u32, n: u32) -> Result<NetSetup> {
         let _guard = CHOOSE.lock().unwrap_or_else(|p| p.into_inner());
-        let owner = super::cleanup::Owner::me().tag();
+        let owner = super::owner::Owner::me().tag();
         let netns = format!("{}-{owner}-{n}", super::PREFIX);
         let (host, peer) = veth_names(pid, n);
         let used = ip(&["-o", "-4", "addr", "show"])?;
