@@ -240,6 +240,49 @@ pub fn inherited_listener(arch: &str) {
     assert!(status.success(), "{arch} exited with {status}");
 }
 
+/// Connections handed over by a front end (`--handoff`), with part of the
+/// first request already read by it — none, a few bytes, or all that had
+/// arrived — are served exactly as accepted ones, keep-alive and
+/// pipelining included; the server's own listener serves on beside it, and
+/// the socket file is gone once it stops.
+pub fn handed_off_connections(arch: &str) {
+    let path = common::socket_path("handoff");
+    let mut s = Server::start(arch, &["--handoff", path.to_str().unwrap()]);
+    let front = common::HandoffFront::start(&path);
+    for _ in 0..3 {
+        let r = get(front.addr, "/hello");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "Hello, World!"),
+            "{arch}"
+        );
+    }
+    for _ in 0..3 {
+        let mut c = Client::connect(front.addr);
+        c.send(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /work?bytes=3&io_ms=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(c.read().expect("first").status, 200, "{arch}");
+        assert_eq!(c.read().expect("second").body.len(), 3, "{arch}");
+        let r = c.request(b"GET /work?bytes=7 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert_eq!(r.body.len(), 7, "{arch}");
+        assert!(c.closed_by_server(), "{arch}");
+    }
+    let mut c = Client::connect(front.addr);
+    let r = c.request(b"GET\r\n\r\n");
+    assert_eq!(
+        r.status, 400,
+        "{arch}: bad input over a handoff is answered"
+    );
+    assert_eq!(
+        get(s.addr, "/hello").status,
+        200,
+        "{arch}: the listener too"
+    );
+    drop(front);
+    let status = s.stop().expect("stops within 15 s of SIGTERM");
+    assert!(status.success(), "{arch} exited with {status}");
+    assert!(!path.exists(), "{arch}: the handoff socket file is removed");
+}
+
 pub fn clean_shutdown(arch: &str) {
     let mut s = Server::start(arch, &[]);
     assert_eq!(get(s.addr, "/hello").status, 200);
@@ -263,6 +306,7 @@ macro_rules! conformance {
             #[test] fn host_and_expect_continue() { super::host_and_expect_continue($name) }
             #[test] fn half_closed_client_is_answered_and_let_go() { super::half_closed_client_is_answered_and_let_go($name) }
             #[test] fn inherited_listener() { super::inherited_listener($name) }
+            #[test] fn handed_off_connections() { super::handed_off_connections($name) }
         }
     )*};
 }

@@ -126,7 +126,7 @@ fn socket_activation_variables_are_checked() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not a listening TCP socket"), "{err}");
+    assert!(err.contains("neither a listening TCP socket"), "{err}");
 }
 
 /// A free port on loopback (bound and released: a small race, fine here).
@@ -194,4 +194,43 @@ fn systemd_socket_activate_starts_serve_both_ways() {
     }
     let _ = launcher.kill();
     let _ = launcher.wait();
+}
+
+/// A launcher may pass several listening sockets (two `-l`): every
+/// architecture serves all of them, from one loop, one pool or one set of
+/// processes.
+#[test]
+#[cfg_attr(
+    not(serverlab_socket_activate),
+    ignore = "needs /usr/bin/systemd-socket-activate (apt-get install systemd)"
+)]
+fn every_listener_a_launcher_passes_is_served() {
+    for arch in servers::arch::names() {
+        let (a, b) = (free_port(), free_port());
+        let mut launcher = Command::new("systemd-socket-activate")
+            .args([
+                "-l",
+                &format!("127.0.0.1:{a}"),
+                "-l",
+                &format!("127.0.0.1:{b}"),
+            ])
+            .args([BIN, "serve", "--arch", arch, "--workers", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for port in [a, b, a] {
+            let mut c = connect_within(port, Duration::from_secs(5));
+            let got = exchange(&mut c, TWO_REQUESTS);
+            assert_eq!(
+                got.matches("HTTP/1.1 200").count(),
+                2,
+                "{arch} on {port}: {got:?}"
+            );
+        }
+        // SAFETY: signalling our own child (the launcher exec'd the server).
+        unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
+        let status = exit_within(&mut launcher, Duration::from_secs(15)).expect("stops on SIGTERM");
+        assert!(status.success(), "{arch}: {status}");
+    }
 }

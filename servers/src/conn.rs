@@ -9,6 +9,8 @@
 use crate::codec::{self, Limits, Response};
 use crate::config::Options;
 use crate::handler::{Handler, Plan};
+use crate::incoming::Arrival;
+use crate::linger;
 use crate::shutdown::{Readiness, Shutdown};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -21,11 +23,6 @@ use std::time::{Duration, Instant};
 /// architecture that uses [`Conn`] applies it; a single response larger
 /// than this is still written whole.
 pub const OUT_HIGH_WATER: usize = 256 * 1024;
-/// How long, in all, a closing connection's input is drained so that a
-/// final error response is not destroyed by a reset (see [`linger_close`]),
-/// and the most bytes drained.
-pub const LINGER: Duration = Duration::from_millis(500);
-pub const LINGER_MAX_BYTES: usize = 256 * 1024;
 /// Bytes offered to each read (into a buffer of the thread's or loop's,
 /// not the connection's).
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -192,17 +189,17 @@ impl Conn {
 
 /// Serves one connection on the calling thread until it closes, times out,
 /// or shutdown is triggered (the request in progress is finished first).
-pub fn serve_blocking(
-    mut stream: TcpStream,
-    handler: &Handler,
-    options: &Options,
-    shutdown: &Shutdown,
-) {
+pub fn serve_blocking(arrival: Arrival, handler: &Handler, options: &Options, shutdown: &Shutdown) {
+    let Arrival {
+        mut stream,
+        already_read,
+    } = arrival;
     let _open = handler.stats().connection_opened();
     // A client that stops reading must not pin this thread forever either.
     let _ = stream.set_write_timeout(Some(options.idle_timeout));
     let _ = stream.set_nodelay(true);
     let mut conn = Conn::new(options);
+    conn.received(&already_read);
     let mut chunk = [0u8; READ_CHUNK];
     loop {
         // Answer the complete requests already buffered (pipelining) until
@@ -222,7 +219,7 @@ pub fn serve_blocking(
             conn.wrote(conn.output().len());
         }
         if conn.is_closing() {
-            linger_close(stream, conn.has_partial_request());
+            linger::close(stream, conn.has_partial_request());
             return;
         }
         if full {
@@ -253,48 +250,13 @@ pub fn refuse_busy(mut stream: TcpStream, handler: &Handler) {
     let resp = Response::text(503, "server busy: no worker available").closing();
     codec::write_response(&mut out, &resp, false, false);
     let _ = stream.set_nonblocking(true);
-    let mut sink = [0u8; 4096];
-    let drain = |stream: &mut TcpStream, sink: &mut [u8]| {
-        let mut drained = 0;
-        while drained < LINGER_MAX_BYTES {
-            match stream.read(sink) {
-                Ok(n) if n > 0 => drained += n,
-                _ => break,
-            }
-        }
-    };
-    drain(&mut stream, &mut sink);
+    let mut drained = 0;
+    linger::drain_available(&mut stream, &mut drained);
     if stream.write(&out).is_ok_and(|n| n == out.len()) {
         handler.stats().request_served();
     }
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    drain(&mut stream, &mut sink);
-}
-
-/// Closes a connection so that a final error response still reaches the
-/// client: closing with unread input would make the kernel send a reset
-/// that can destroy the response before the client reads it. So: stop
-/// writing, then drain what the client still sends, for at most [`LINGER`]
-/// in all and [`LINGER_MAX_BYTES`] — a client that keeps trickling bytes
-/// cannot hold the thread longer.
-pub fn linger_close(mut stream: TcpStream, unread_input: bool) {
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    if !unread_input {
-        return;
-    }
-    let until = Instant::now() + LINGER;
-    let mut sink = [0u8; 4096];
-    let mut drained = 0;
-    while drained < LINGER_MAX_BYTES {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            break;
-        }
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
-    }
+    linger::drain_available(&mut stream, &mut drained);
 }
 
 /// Whether an I/O error means "try again later" on a non-blocking socket.

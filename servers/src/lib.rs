@@ -10,6 +10,9 @@ pub mod codec;
 pub mod config;
 pub mod conn;
 pub mod handler;
+pub mod handoff;
+pub mod incoming;
+pub mod linger;
 pub mod net;
 pub mod process;
 pub mod protocol;
@@ -22,6 +25,8 @@ pub mod timer;
 pub mod warn;
 pub mod work;
 
+pub use arch::{start, Running};
 pub use config::{Config, Options};
 pub use handler::Handler;
+pub use incoming::{Arrival, Incoming, Source};
 pub use shutdown::Shutdown;

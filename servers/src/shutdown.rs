@@ -82,6 +82,19 @@ impl Shutdown {
     /// Waits until `fd` is readable, shutdown is triggered, or `deadline`
     /// passes (`None`: no deadline).
     pub fn wait_readable(&self, fd: RawFd, deadline: Option<Instant>) -> io::Result<Readiness> {
+        self.poll(&mut [pollin(fd), pollin(self.fd())], deadline)
+    }
+
+    /// Waits until any of `fds` is readable, shutdown is triggered, or
+    /// `deadline` passes.
+    pub fn wait_any(&self, fds: &[RawFd], deadline: Option<Instant>) -> io::Result<Readiness> {
+        let mut all: Vec<libc::pollfd> = fds.iter().map(|&fd| pollin(fd)).collect();
+        all.push(pollin(self.fd()));
+        self.poll(&mut all, deadline)
+    }
+
+    /// `poll(2)` over `fds`, the last of which is the shutdown pipe.
+    fn poll(&self, fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<Readiness> {
         loop {
             if self.is_triggered() {
                 return Ok(Readiness::Shutdown);
@@ -99,20 +112,8 @@ impl Shutdown {
                         .min(i32::MAX as u128) as i32
                 }
             };
-            let mut fds = [
-                libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: two valid pollfd entries.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+            // SAFETY: `fds` is a valid slice of pollfd entries.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
             if n < 0 {
                 let err = io::Error::last_os_error();
                 if err.kind() == io::ErrorKind::Interrupted {
@@ -120,13 +121,23 @@ impl Shutdown {
                 }
                 return Err(err);
             }
-            if fds[1].revents != 0 {
+            let (theirs, ours) = fds.split_at(fds.len() - 1);
+            if ours[0].revents != 0 {
                 return Ok(Readiness::Shutdown);
             }
-            if fds[0].revents != 0 {
+            if theirs.iter().any(|p| p.revents != 0) {
                 return Ok(Readiness::Ready);
             }
         }
+    }
+}
+
+/// A `poll` entry waiting for `fd` to become readable.
+fn pollin(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
     }
 }
 

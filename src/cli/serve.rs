@@ -28,8 +28,14 @@ pub struct Args {
     /// connection, served by the shared blocking connection loop whatever
     /// --arch says (nothing is printed on standard output: it is the
     /// connection).
-    #[arg(long, conflicts_with = "list")]
+    #[arg(long, conflicts_with_all = ["list", "handoff"])]
     inetd: bool,
+    /// Also take connections handed over on a Unix datagram socket made at
+    /// this path (TCP handoff: a front end passes each connection it
+    /// accepted, with the bytes it already read, and leaves the data path).
+    /// The file is removed when the server stops.
+    #[arg(long, value_name = "PATH")]
+    handoff: Option<PathBuf>,
     /// Workers (threads, processes or loops) for architectures that have a
     /// fixed number; default: the CPUs this process may use.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_WORKERS))]
@@ -85,8 +91,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     // First, before anything opens a descriptor: 3 and up may be ours.
-    let inherited = servers::net::inherited_listeners()
-        .context("the socket-activating launcher's descriptors")?;
+    let inherited =
+        servers::incoming::inherited().context("the socket-activating launcher's descriptors")?;
     if args.list {
         for a in arch::ALL {
             println!("{:<20} {}", a.name, a.about);
@@ -124,31 +130,48 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bail!("--inetd serves the connection on standard input, but the launcher passed listening sockets (LISTEN_FDS): use one or the other");
         }
         let stream = inetd_connection()?;
-        servers::conn::serve_blocking(stream, &handler, &options, &shutdown);
+        servers::conn::serve_blocking(stream.into(), &handler, &options, &shutdown);
         return Ok(());
     }
-    let (listener, how) = match inherited {
-        Some(mut listeners) => {
-            if listeners.len() != 1 {
-                let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
-                bail!(
-                    "the launcher passed {} listening sockets (names {names:?}); serve takes exactly one",
-                    listeners.len()
-                );
-            }
-            (listeners.remove(0).1, " (socket activation)")
-        }
-        None => (
-            servers::net::listen_for(arch, args.listen)
-                .with_context(|| format!("cannot listen on {}", args.listen))?,
-            "",
+    let (mut sources, how) = match inherited {
+        Some(passed) => (
+            passed.into_iter().map(|(_, source)| source).collect(),
+            Some("socket activation"),
         ),
+        None => {
+            let listener = servers::net::listen_for(arch, args.listen)
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            (vec![servers::Source::Listener(listener)], None)
+        }
     };
+    // Kept until the server has stopped: dropping it removes the file.
+    let _bound = match &args.handoff {
+        Some(path) => {
+            let (socket, bound) = servers::handoff::bind(path)
+                .with_context(|| format!("cannot make the handoff socket {}", path.display()))?;
+            sources.push(servers::Source::Handoff(socket));
+            Some(bound)
+        }
+        None => None,
+    };
+    let incoming = servers::Incoming::new(sources)?;
     // The first line of output is the contract with scripts and the suite
-    // runner: the real address, so port 0 works.
-    println!("listening on {}{how}", listener.local_addr()?);
-    std::io::stdout().flush()?;
-    (arch.run)(listener, handler, options, shutdown)
+    // runner: the real address, so port 0 works. One line, written at
+    // once: a reader that stops after it must not make a later write fail.
+    let (first, others) = incoming.sources().split_first().expect("never empty");
+    let mut notes: Vec<String> = how.into_iter().map(str::to_string).collect();
+    if !others.is_empty() {
+        let others: Vec<String> = others.iter().map(servers::Source::describe).collect();
+        notes.push(format!("also serving {}", others.join(", ")));
+    }
+    let how = match notes.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", notes.join("; ")),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening on {}{how}", first.describe()).and_then(|()| out.flush());
+    servers::start(arch, incoming, handler, options, shutdown)?
+        .wait()
         .with_context(|| format!("{} server failed", arch.name))
 }
 

@@ -183,6 +183,69 @@ impl Drop for Server {
     }
 }
 
+/// A minimal front end for TCP handoff: accepts on its own loopback
+/// port, reads part of what the client sent (connection `n`: nothing, at
+/// most 10 bytes, or one whole read, in turn), and hands the connection
+/// with those bytes to the server's handoff socket, closing its own copy.
+/// Stops when dropped.
+pub struct HandoffFront {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HandoffFront {
+    pub fn start(socket: &std::path::Path) -> HandoffFront {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let channel = servers::handoff::connect(socket).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            for conn in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mut read = vec![0u8; [0, 10, 64 * 1024][n % 3]];
+                n += 1;
+                if !read.is_empty() {
+                    let got = conn.read(&mut read).unwrap_or(0);
+                    read.truncate(got);
+                }
+                servers::handoff::send(&channel, &conn, &read).expect("hand off");
+            }
+        });
+        HandoffFront {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for HandoffFront {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accepting thread.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A path for a test's Unix socket, unique in this process.
+pub fn socket_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "serverlab-test-{tag}-{}-{}.sock",
+        std::process::id(),
+        unique()
+    ))
+}
+
 /// The children of `parent` as (pid, state letter), from `/proc/*/stat`.
 pub fn children_of(parent: u32) -> Vec<(u32, char)> {
     let mut found = Vec::new();

@@ -181,11 +181,11 @@ pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// A real serverlab architecture, in-process on port 0; stopped on drop.
+/// A real serverlab architecture, in-process on port 0
+/// ([`servers::start`]); stopped on drop.
 pub struct ArchServer {
     pub addr: SocketAddr,
-    shutdown: servers::Shutdown,
-    thread: Option<JoinHandle<()>>,
+    _running: servers::Running,
 }
 
 impl ArchServer {
@@ -203,24 +203,10 @@ impl ArchServer {
         };
         let handler = Arc::new(servers::Handler::new(config, &options).unwrap());
         let shutdown = servers::Shutdown::new().unwrap();
-        let s = shutdown.clone();
-        let run = arch.run;
-        let thread = std::thread::spawn(move || {
-            let _ = run(listener, handler, options, s);
-        });
+        let running = servers::start(arch, listener.into(), handler, options, shutdown).unwrap();
         ArchServer {
             addr,
-            shutdown,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for ArchServer {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            _running: running,
         }
     }
 }

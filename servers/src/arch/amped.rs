@@ -25,11 +25,11 @@
 
 use crate::config::Options;
 use crate::handler::Handler;
+use crate::incoming::Incoming;
 use crate::reactor::{Job, Offload, Poster, Reactor};
 use crate::shutdown::Shutdown;
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -37,16 +37,16 @@ use std::thread::JoinHandle;
 /// Most helper threads one server starts unless `--helpers` says otherwise.
 pub const DEFAULT_HELPERS: usize = crate::config::DEFAULT_HELPERS;
 
-/// Serves `listener` from one loop on this thread, with blocking steps
+/// Serves `incoming` from one loop on this thread, with blocking steps
 /// given to helper threads, until `shutdown`.
 pub fn run(
-    listener: TcpListener,
+    incoming: Incoming,
     handler: Arc<Handler>,
     options: Options,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let _loop = handler.stats().workers(1);
-    let mut reactor = Reactor::new(listener, &handler, &options, &shutdown)?;
+    let mut reactor = Reactor::new(incoming, &handler, &options, &shutdown)?;
     let helpers = Helpers::new(reactor.poster()?, &handler, options.helpers);
     reactor.offload_to(Box::new(helpers));
     // Dropping the reactor drops the helpers, which joins their threads.

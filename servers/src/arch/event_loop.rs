@@ -15,19 +15,19 @@
 
 use crate::config::Options;
 use crate::handler::Handler;
+use crate::incoming::Incoming;
 use crate::reactor::Reactor;
 use crate::shutdown::Shutdown;
 use std::io;
-use std::net::TcpListener;
 use std::sync::Arc;
 
-/// Serves `listener` from one readiness loop on this thread until `shutdown`.
+/// Serves `incoming` from one readiness loop on this thread until `shutdown`.
 pub fn run(
-    listener: TcpListener,
+    incoming: Incoming,
     handler: Arc<Handler>,
     options: Options,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let _worker = handler.stats().workers(1);
-    Reactor::new(listener, &handler, &options, &shutdown)?.run()
+    Reactor::new(incoming, &handler, &options, &shutdown)?.run()
 }

@@ -12,21 +12,21 @@
 use crate::config::Options;
 use crate::conn::serve_blocking;
 use crate::handler::Handler;
+use crate::incoming::Incoming;
 use crate::net::accept_loop;
 use crate::shutdown::Shutdown;
 use std::io;
-use std::net::TcpListener;
 use std::sync::Arc;
 
-/// Serves `listener` one connection at a time until `shutdown`.
+/// Serves `incoming` one connection at a time until `shutdown`.
 pub fn run(
-    listener: TcpListener,
+    incoming: Incoming,
     handler: Arc<Handler>,
     options: Options,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let _worker = handler.stats().workers(1);
-    accept_loop(&listener, &shutdown, |stream| {
-        serve_blocking(stream, &handler, &options, &shutdown)
+    accept_loop(&incoming, &shutdown, |arrival| {
+        serve_blocking(arrival, &handler, &options, &shutdown)
     })
 }

@@ -1,16 +1,18 @@
 //! Every architecture, selectable by name.
 //!
 //! Each one is a file in this folder with the same entry,
-//! `run(listener, handler, shutdown)`: it serves `listener` with `handler`
-//! until `shutdown` is triggered, then lets in-flight requests finish and
-//! returns. The handler carries the [`Config`](crate::Config). Adding an
+//! `run(incoming, handler, options, shutdown)`: it serves the connections
+//! that arrive from `incoming` ([`Incoming`]: listeners, a handoff socket)
+//! with `handler` (the app: routes, state, stats, docroot), shaped by
+//! `options` (workers, helpers, blocking I/O, timeouts), until `shutdown`
+//! is triggered, then lets in-flight requests finish and returns. Adding an
 //! architecture means adding its file and one entry to [`ALL`].
 
 use crate::config::Options;
 use crate::handler::Handler;
+use crate::incoming::Incoming;
 use crate::shutdown::Shutdown;
 use std::io;
-use std::net::TcpListener;
 use std::sync::Arc;
 
 pub mod amped;
@@ -24,7 +26,7 @@ pub mod thread_pool;
 pub mod tokio_hyper;
 
 /// The entry every architecture has.
-pub type RunFn = fn(TcpListener, Arc<Handler>, Options, Shutdown) -> io::Result<()>;
+pub type RunFn = fn(Incoming, Arc<Handler>, Options, Shutdown) -> io::Result<()>;
 
 /// One architecture: its name, a line about it, and its entry.
 pub struct Arch {
@@ -119,6 +121,73 @@ pub const ALL: &[Arch] = &[
         run: tokio_hyper::run,
     },
 ];
+
+/// Starts `arch` on a thread of its own, serving `incoming` until
+/// `shutdown` (or [`Running::stop`]): `run` for callers that go on doing
+/// something else — tests, front ends, `serverlab serve` itself.
+///
+/// The process-based architectures fork, and reap every child of the
+/// process: in a process that starts children of its own, run them in a
+/// `serverlab serve` of their own instead.
+pub fn start(
+    arch: &'static Arch,
+    incoming: Incoming,
+    handler: Arc<Handler>,
+    options: Options,
+    shutdown: Shutdown,
+) -> io::Result<Running> {
+    let stop = shutdown.clone();
+    let thread = std::thread::Builder::new()
+        .name(arch.name.into())
+        .spawn(move || (arch.run)(incoming, handler, options, shutdown))?;
+    Ok(Running {
+        arch,
+        shutdown: stop,
+        thread: Some(thread),
+    })
+}
+
+/// A server started with [`start`]. Dropping it stops it.
+pub struct Running {
+    arch: &'static Arch,
+    shutdown: Shutdown,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl Running {
+    /// Its architecture.
+    pub fn arch(&self) -> &'static Arch {
+        self.arch
+    }
+
+    /// Stops it (in-flight requests finish) and waits until it has.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.shutdown.trigger();
+        self.join()
+    }
+
+    /// Waits until it stops by itself: its shutdown was triggered
+    /// elsewhere (a signal), or it failed.
+    pub fn wait(mut self) -> io::Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<()> {
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other(format!("{} panicked", self.arch.name)))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        let _ = self.join();
+    }
+}
 
 /// The architecture called `name`, or an error that lists the valid names.
 pub fn find(name: &str) -> Result<&'static Arch, UnknownArch> {

@@ -23,11 +23,11 @@
 use crate::config::Options;
 use crate::conn::serve_blocking;
 use crate::handler::Handler;
+use crate::incoming::Incoming;
 use crate::net::accept_loop;
 use crate::process::Children;
 use crate::shutdown::Shutdown;
 use std::io;
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,23 +39,24 @@ const GRACE: Duration = Duration::from_secs(15);
 /// replaced at once (a failed fork under a pids limit).
 const RETRY: Duration = Duration::from_millis(500);
 
-/// Serves `listener` with `config.workers` preforked children until
+/// Serves `incoming` with `config.workers` preforked children until
 /// `shutdown`; then stops and reaps them.
 pub fn run(
-    listener: TcpListener,
+    incoming: Incoming,
     handler: Arc<Handler>,
     options: Options,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let n = options.workers.max(1);
-    let listener = Arc::new(listener);
+    let incoming = Arc::new(incoming);
     let children = Children::new(handler.clone());
     let child = {
-        let (l, h, s) = (listener.clone(), handler.clone(), shutdown.clone());
+        let (l, h, s) = (incoming.clone(), handler.clone(), shutdown.clone());
         // What every child runs: the accept loop, serving one connection at
         // a time, until the shutdown pipe becomes readable.
         move || {
-            if let Err(e) = accept_loop(&l, &s, |stream| serve_blocking(stream, &h, &options, &s)) {
+            if let Err(e) = accept_loop(&l, &s, |arrival| serve_blocking(arrival, &h, &options, &s))
+            {
                 tracing::error!("prefork child {}: {e}", std::process::id());
             }
         }

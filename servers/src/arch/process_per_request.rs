@@ -22,12 +22,11 @@
 use crate::config::Options;
 use crate::conn::serve_blocking;
 use crate::handler::Handler;
+use crate::incoming::Incoming;
 use crate::net::accept_loop;
 use crate::process::Children;
 use crate::shutdown::Shutdown;
 use std::io;
-use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,10 +34,10 @@ use std::time::Duration;
 /// before forcing them (the longest request, `io_ms=10000`, fits in it).
 const GRACE: Duration = Duration::from_secs(15);
 
-/// Serves `listener`, one child process per connection, until `shutdown`;
+/// Serves `incoming`, one child process per connection, until `shutdown`;
 /// then waits (bounded) for the children and reaps them all.
 pub fn run(
-    listener: TcpListener,
+    incoming: Incoming,
     handler: Arc<Handler>,
     options: Options,
     shutdown: Shutdown,
@@ -52,27 +51,25 @@ pub fn run(
     // Build the shared `/work` body here, once: a child would otherwise
     // build its own 1 MiB copy for every connection that asks for a body.
     crate::work::body(0);
-    let listener_fd = listener.as_raw_fd();
-    let served = accept_loop(&listener, &shutdown, |stream| {
-        let mut stream = Some(stream);
+    let served = accept_loop(&incoming, &shutdown, |arrival| {
+        let mut arrival = Some(arrival);
         let forked = children.spawn(|| {
-            // In the child. The listening socket is the parent's business;
-            // closing this copy means a long keep-alive child does not keep
-            // the port bound after the parent has gone.
-            // SAFETY: the fd is valid; the child exits without ever
-            // dropping its copy of the `TcpListener`, so it is closed once.
-            unsafe { libc::close(listener_fd) };
-            if let Some(stream) = stream.take() {
-                serve_blocking(stream, &handler, &options, &shutdown);
+            // In the child. The sources are the parent's business; closing
+            // this copy means a long keep-alive child does not keep the
+            // port bound after the parent has gone. (The child exits
+            // without dropping its copy of `incoming`.)
+            incoming.close_in_child();
+            if let Some(arrival) = arrival.take() {
+                serve_blocking(arrival, &handler, &options, &shutdown);
             }
         });
         // In the parent (the child never returns here): on success, dropping
-        // `stream` closes the parent's copy; the child owns the connection.
+        // `arrival` closes the parent's copy; the child owns the connection.
         if let Err(e) = forked {
             handler.stats().spawn_failed();
             tracing::warn!("fork failed: {e}; answering 503");
-            if let Some(stream) = stream.take() {
-                crate::conn::refuse_busy(stream, &handler);
+            if let Some(arrival) = arrival.take() {
+                crate::conn::refuse_busy(arrival.stream, &handler);
             }
         }
     });

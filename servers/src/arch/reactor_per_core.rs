@@ -16,29 +16,32 @@
 //!   (compare per-core CPU); and each loop still stalls on a blocking step,
 //!   which under `--blocking-io` stalls every connection of that loop.
 //!
-//! If the listener handed in was bound without `SO_REUSEPORT` (say, passed
-//! by a super server), siblings cannot bind; the loops then share that one
-//! listener (each polls a duplicate of it), and a warning says so.
+//! When the one source is a listener bound without `SO_REUSEPORT` (say,
+//! passed by a super server), siblings cannot bind; the loops then share
+//! that listener (each polls a duplicate of it), and a warning says so.
+//! Several sources, or a handoff socket, are shared the same way: every
+//! loop polls them all and the first to take a connection serves it (a
+//! herd, as prefork's).
 
 use crate::config::Options;
 use crate::handler::Handler;
+use crate::incoming::Incoming;
 use crate::net;
 use crate::reactor::Reactor;
 use crate::shutdown::Shutdown;
 use std::io;
-use std::net::TcpListener;
 use std::sync::{Arc, Condvar, Mutex};
 
-/// Serves `listener` from `config.workers` loops on as many threads until
+/// Serves `incoming` from `config.workers` loops on as many threads until
 /// `shutdown`.
 pub fn run(
-    listener: TcpListener,
+    incoming: Incoming,
     handler: Arc<Handler>,
     options: Options,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let loops = options.workers.max(1);
-    let listeners = siblings(listener, loops)?;
+    let per_loop = per_loop(incoming, loops)?;
     let _loops = handler.stats().workers(loops);
     let handler = &*handler;
     let options = &options;
@@ -47,15 +50,15 @@ pub fn run(
     // accepts: a loop that accepted first could use up the descriptors its
     // siblings still need to start, and a server half up is worse than one
     // that says it cannot start.
-    let start = &StartGate::new(listeners.len());
+    let start = &StartGate::new(per_loop.len());
     std::thread::scope(|scope| {
         let mut threads = Vec::with_capacity(loops);
         let mut result = Ok(());
-        for (i, listener) in listeners.into_iter().enumerate() {
+        for (i, incoming) in per_loop.into_iter().enumerate() {
             let spawned = std::thread::Builder::new()
                 .name(format!("reactor-{i}"))
                 .spawn_scoped(scope, move || {
-                    let reactor = Reactor::new(listener, handler, options, shutdown);
+                    let reactor = Reactor::new(incoming, handler, options, shutdown);
                     let everyone_built = start.arrive(reactor.is_ok());
                     let r = match reactor {
                         Ok(reactor) if everyone_built => reactor.run(),
@@ -91,27 +94,30 @@ pub fn run(
     })
 }
 
-/// `listener` plus `n - 1` siblings bound to the same address.
-fn siblings(listener: TcpListener, n: usize) -> io::Result<Vec<TcpListener>> {
-    let addr = listener.local_addr()?;
+/// The sources of each of `n` loops: `incoming` for the first; for the
+/// others, a sibling listener bound to the same address when the one
+/// source is a listener that allows it, else handles on the same sources.
+fn per_loop(incoming: Incoming, n: usize) -> io::Result<Vec<Incoming>> {
     let mut all = Vec::with_capacity(n);
-    for _ in 1..n {
-        match net::listen_shared(addr) {
-            Ok(l) => all.push(l),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                tracing::warn!(
-                    "{addr} was not bound with SO_REUSEPORT; {n} loops will share one listener"
-                );
-                all.clear();
-                for _ in 1..n {
-                    all.push(listener.try_clone()?);
+    if let Some(addr) = incoming.lone_listener().and_then(|l| l.local_addr().ok()) {
+        for _ in 1..n {
+            match net::listen_shared(addr) {
+                Ok(l) => all.push(Incoming::from(l)),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    tracing::warn!(
+                        "{addr} was not bound with SO_REUSEPORT; {n} loops will share one listener"
+                    );
+                    all.clear();
+                    break;
                 }
-                break;
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
     }
-    all.insert(0, listener);
+    while all.len() + 1 < n {
+        all.push(incoming.try_clone()?);
+    }
+    all.insert(0, incoming);
     Ok(all)
 }
 

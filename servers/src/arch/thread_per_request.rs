@@ -18,10 +18,11 @@
 use crate::config::Options;
 use crate::conn::{refuse_busy, serve_blocking};
 use crate::handler::Handler;
+use crate::incoming::{Arrival, Incoming};
 use crate::net::accept_loop;
 use crate::shutdown::Shutdown;
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -30,17 +31,17 @@ use std::time::{Duration, Instant};
 /// in-flight request (the longest request, `io_ms=10000`, fits in it).
 const DRAIN: Duration = Duration::from_secs(15);
 
-/// Serves `listener`, one new thread per connection, until `shutdown`;
+/// Serves `incoming`, one new thread per connection, until `shutdown`;
 /// then waits (bounded) for the connection threads to finish.
 pub fn run(
-    listener: TcpListener,
+    incoming: Incoming,
     handler: Arc<Handler>,
     options: Options,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let live = Arc::new(Live::default());
-    accept_loop(&listener, &shutdown, |stream| {
-        spawn_for(stream, &handler, &options, &shutdown, &live)
+    accept_loop(&incoming, &shutdown, |arrival| {
+        spawn_for(arrival, &handler, &options, &shutdown, &live)
     })?;
     if !live.wait_zero(Instant::now() + DRAIN) {
         tracing::warn!("connection threads still busy after {DRAIN:?}; exiting anyway");
@@ -48,9 +49,9 @@ pub fn run(
     Ok(())
 }
 
-/// Starts a thread that serves `stream`; answers 503 if none can be made.
+/// Starts a thread that serves `arrival`; answers 503 if none can be made.
 fn spawn_for(
-    stream: TcpStream,
+    arrival: Arrival,
     handler: &Arc<Handler>,
     options: &Options,
     shutdown: &Shutdown,
@@ -60,6 +61,10 @@ fn spawn_for(
     // cannot be created, the socket is still ours to answer: the closure
     // (holding only an integer) is dropped unrun, and exactly one side ever
     // turns the fd back into a `TcpStream`.
+    let Arrival {
+        stream,
+        already_read,
+    } = arrival;
     let fd = stream.into_raw_fd();
     let (h, o, s, l) = (
         handler.clone(),
@@ -79,7 +84,11 @@ fn spawn_for(
             // SAFETY: the fd came from `into_raw_fd` above and, the spawn
             // having succeeded, nobody else will use or close it.
             let stream = unsafe { TcpStream::from_raw_fd(fd) };
-            serve_blocking(stream, &h, &o, &s);
+            let arrival = Arrival {
+                stream,
+                already_read,
+            };
+            serve_blocking(arrival, &h, &o, &s);
         });
     if let Err(e) = spawned {
         live.done();

@@ -24,23 +24,23 @@
 use crate::config::Options;
 use crate::conn::serve_blocking;
 use crate::handler::Handler;
+use crate::incoming::{Arrival, Incoming};
 use crate::net::accept_loop;
 use crate::shutdown::Shutdown;
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
-use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 
-/// Serves `listener` with `config.workers` threads until `shutdown`; then
+/// Serves `incoming` with `config.workers` threads until `shutdown`; then
 /// lets every worker finish its in-flight request and joins them all.
 pub fn run(
-    listener: TcpListener,
+    incoming: Incoming,
     handler: Arc<Handler>,
     options: Options,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let n = options.workers.max(1);
-    let (tx, rx) = crossbeam_channel::bounded::<TcpStream>(n);
+    let (tx, rx) = crossbeam_channel::bounded::<Arrival>(n);
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
         let (rx, h, o, s) = (
@@ -69,7 +69,7 @@ pub fn run(
         }
     }
     drop(rx);
-    let accepted = accept_loop(&listener, &shutdown, |stream| hand_off(&tx, stream));
+    let accepted = accept_loop(&incoming, &shutdown, |arrival| hand_off(&tx, arrival));
     // Closing the channel tells the workers to exit once it is empty.
     // Connections still queued are closed unanswered by `serve_blocking`,
     // which sees the shutdown before reading: they were not in flight yet.
@@ -84,18 +84,18 @@ pub fn run(
 
 /// Queues one connection, blocking while every worker is busy and the
 /// queue is full (the backpressure described above).
-fn hand_off(tx: &Sender<TcpStream>, stream: TcpStream) {
+fn hand_off(tx: &Sender<Arrival>, arrival: Arrival) {
     // Only fails when every worker has exited (each one panicked): then
     // dropping the connection is all that is left to do.
-    if tx.send(stream).is_err() {
+    if tx.send(arrival).is_err() {
         tracing::error!("no worker left to serve a connection");
     }
 }
 
 /// One worker: serves connections from the queue, one at a time, until
 /// the queue is closed and empty.
-fn work(rx: Receiver<TcpStream>, handler: &Handler, options: &Options, shutdown: &Shutdown) {
-    for stream in rx {
-        serve_blocking(stream, handler, options, shutdown);
+fn work(rx: Receiver<Arrival>, handler: &Handler, options: &Options, shutdown: &Shutdown) {
+    for arrival in rx {
+        serve_blocking(arrival, handler, options, shutdown);
     }
 }

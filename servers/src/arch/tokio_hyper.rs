@@ -38,11 +38,11 @@
 use crate::codec::{Method, ParseError, Request, Response};
 use crate::config::Options;
 use crate::handler::{Await, Handler};
-use crate::net::{is_resource_exhaustion, is_transient_accept_error};
+use crate::incoming::{Accept, Arrival, Incoming, Source};
+use crate::net::ACCEPT_BACKOFF;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, SERVER,
     TRANSFER_ENCODING,
@@ -54,19 +54,22 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 type HyperResponse = hyper::Response<Full<Bytes>>;
 
-/// Serves `listener` on a tokio runtime with `config.workers` threads
+/// Serves `incoming` on a tokio runtime with `config.workers` threads
 /// until `shutdown`; then stops accepting, lets each connection finish its
 /// current request (hyper's graceful shutdown) and returns.
 pub fn run(
-    listener: std::net::TcpListener,
+    incoming: Incoming,
     handler: Arc<Handler>,
     options: Options,
     shutdown: Shutdown,
@@ -78,9 +81,9 @@ pub fn run(
         .enable_all()
         .build()?;
     let counted = handler.stats().workers(workers);
-    listener.set_nonblocking(true)?;
+    incoming.set_nonblocking()?;
     let result = runtime.block_on(serve(
-        listener,
+        incoming,
         handler.clone(),
         Arc::new(options),
         shutdown,
@@ -103,12 +106,18 @@ impl AsRawFd for ShutdownFd {
 }
 
 async fn serve(
-    listener: std::net::TcpListener,
+    incoming: Incoming,
     handler: Arc<Handler>,
     options: Arc<Options>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let sources = incoming
+        .into_sources()
+        .into_iter()
+        // SAFETY: each `Source` owns its descriptor, and the `AsyncFd` owns
+        // the `Source`: the fd stays open as long as it is registered.
+        .map(|source| unsafe { AsyncFd::register(source) }.map_err(io::Error::from))
+        .collect::<io::Result<Vec<_>>>()?;
     // SAFETY: the fd belongs to the `Shutdown` inside `ShutdownFd`, which
     // the `AsyncFd` owns, so it stays open (and is never replaced) for as
     // long as it is registered.
@@ -123,27 +132,107 @@ async fn serve(
         tokio::select! {
             // The pipe becomes readable for good on trigger.
             _ = stop.readable() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    conns.spawn(serve_conn(stream, handler.clone(), options.clone(), builder.clone(), stop_rx.clone()));
+            accepted = next_arrival(&sources) => match accepted? {
+                Accept::Arrived(arrival) => {
+                    conns.spawn(serve_conn(arrival, handler.clone(), options.clone(), builder.clone(), stop_rx.clone()));
                 }
-                Err(e) if is_transient_accept_error(&e) => {}
-                Err(e) if is_resource_exhaustion(&e) => {
+                Accept::Empty => {}
+                Accept::Exhausted(e) => {
                     if let Some(n) = exhausted.check(std::time::Instant::now()) {
                         tracing::warn!("accept: {e}; backing off{}", crate::warn::more(n));
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
-                Err(e) => return Err(e),
             },
             // Reap finished connections so the set does not grow.
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
-    drop(listener);
+    drop(sources);
     let _ = stop_tx.send(true);
     while conns.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The next connection from any of `sources`, as tokio's reactor reports
+/// them readable (never [`Accept::Empty`]).
+async fn next_arrival(sources: &[AsyncFd<Source>]) -> io::Result<Accept> {
+    std::future::poll_fn(|cx| {
+        for source in sources {
+            // Ready: try it; empty after all: clear, and poll again, which
+            // registers for the next readiness and says Pending.
+            while let Poll::Ready(ready) = source.poll_read_ready(cx) {
+                let mut guard = ready?;
+                match source.get_ref().accept(true) {
+                    Ok(Accept::Empty) => guard.clear_ready(),
+                    found => return Poll::Ready(found),
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// A connection whose first bytes were already read elsewhere (a
+/// handoff): reads return those bytes first, then the socket's.
+struct Prefixed<T> {
+    already_read: Vec<u8>,
+    /// How much of `already_read` has been returned.
+    taken: usize,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let rest = &this.already_read[this.taken..];
+        if rest.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        this.taken += n;
+        if this.taken == this.already_read.len() {
+            this.already_read = Vec::new();
+            this.taken = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// hyper's HTTP/1 settings, mapped from our [`Options`].
@@ -164,14 +253,22 @@ fn builder(config: &Options) -> http1::Builder {
 }
 
 async fn serve_conn(
-    stream: tokio::net::TcpStream,
+    arrival: Arrival,
     handler: Arc<Handler>,
     options: Arc<Options>,
     builder: Arc<http1::Builder>,
     mut stop: watch::Receiver<bool>,
 ) {
     let _open = handler.stats().connection_opened();
+    let Ok(stream) = tokio::net::TcpStream::from_std(arrival.stream) else {
+        return;
+    };
     let _ = stream.set_nodelay(true);
+    let stream = Prefixed {
+        already_read: arrival.already_read,
+        taken: 0,
+        inner: stream,
+    };
     let for_service = handler.clone();
     let service = service_fn(move |req| {
         let (handler, options) = (for_service.clone(), options.clone());
@@ -196,7 +293,7 @@ async fn serve_conn(
 async fn respond(
     handler: &Handler,
     options: &Options,
-    req: hyper::Request<Incoming>,
+    req: hyper::Request<hyper::body::Incoming>,
 ) -> HyperResponse {
     let limits = &options.limits;
     let refuse = |e: ParseError| {

@@ -1,7 +1,7 @@
 //! The readiness loop shared by the event-driven architectures
 //! (`event-loop`, `reactor-per-core`, `amped`).
 //!
-//! One [`Reactor`] is one thread's mio loop: a non-blocking listener, the
+//! One [`Reactor`] is one thread's mio loop: its sources of connections, the
 //! shutdown fd, a waker, and every connection it accepted, each a
 //! [`Conn`](crate::conn::Conn) (the I/O-free protocol state machine) beside
 //! its socket. The loop never blocks except in `poll`, whose timeout is the
@@ -42,35 +42,36 @@ pub mod offload;
 mod timers;
 
 use crate::config::Options;
-use crate::conn::{interrupted, would_block, Conn, Next, LINGER, LINGER_MAX_BYTES, READ_CHUNK};
+use crate::conn::{interrupted, would_block, Conn, Next, READ_CHUNK};
 use crate::handler::{Await, Handler, Plan};
-use crate::net::{is_resource_exhaustion, is_transient_accept_error};
+use crate::incoming::{Accept, Arrival, Incoming};
+use crate::linger::{self, LINGER};
+use crate::net::ACCEPT_BACKOFF;
 use crate::shutdown::Shutdown;
 use crate::stats::ConnectionGuard;
 use crate::timer::Timer;
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 pub use offload::{Done, Job, Key, Offload, Poster};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timers::{Fired, Kind, Timers};
 
-const LISTENER: Token = Token(0);
-const SHUTDOWN: Token = Token(1);
-const WAKER: Token = Token(2);
-const TIMER: Token = Token(3);
-/// Connection tokens are slot numbers offset by this.
-const FIRST_CONN: usize = 4;
+const SHUTDOWN: Token = Token(0);
+const WAKER: Token = Token(1);
+const TIMER: Token = Token(2);
+/// The sources' tokens begin here; the connections' follow them (slot
+/// numbers offset by `Reactor::first_conn`).
+const FIRST_SOURCE: usize = 3;
 
 /// The most requests one connection is answered per loop turn...
 pub const TURN_REQUESTS: usize = 16;
 /// ...and the most loop time it gets per turn (checked after each request).
 pub const TURN_TIME: Duration = Duration::from_millis(2);
-/// Pause accepting for this long when out of file descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// One connection's share of the loop in one call of `drive`.
 struct Turn {
@@ -128,7 +129,10 @@ struct Entry<'h> {
 /// One thread's event loop. See the module doc.
 pub struct Reactor<'h> {
     poll: Poll,
-    listener: Option<TcpListener>,
+    /// Where connections come from; `None` once shutdown began.
+    incoming: Option<Incoming>,
+    /// The token of connection slot 0: the sources' tokens come first.
+    first_conn: usize,
     handler: &'h Handler,
     options: &'h Options,
     shutdown: &'h Shutdown,
@@ -153,25 +157,31 @@ pub struct Reactor<'h> {
 }
 
 impl<'h> Reactor<'h> {
-    /// A loop serving `listener` until `shutdown`.
+    /// A loop serving the connections from `incoming` until `shutdown`.
     pub fn new(
-        listener: std::net::TcpListener,
+        incoming: Incoming,
         handler: &'h Handler,
         options: &'h Options,
         shutdown: &'h Shutdown,
     ) -> io::Result<Reactor<'h>> {
-        listener.set_nonblocking(true)?;
-        let mut listener = TcpListener::from_std(listener);
+        incoming.set_nonblocking()?;
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        for (i, source) in incoming.sources().iter().enumerate() {
+            poll.registry().register(
+                &mut SourceFd(&source.as_raw_fd()),
+                Token(FIRST_SOURCE + i),
+                Interest::READABLE,
+            )?;
+        }
+        let first_conn = FIRST_SOURCE + incoming.sources().len();
         poll.registry()
             .register(&mut SourceFd(&shutdown.fd()), SHUTDOWN, Interest::READABLE)?;
         let clock = Timer::new(poll.registry(), TIMER)?;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         Ok(Reactor {
             poll,
-            listener: Some(listener),
+            incoming: Some(incoming),
+            first_conn,
             handler,
             options,
             shutdown,
@@ -234,17 +244,17 @@ impl<'h> Reactor<'h> {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => {
-                        if self.accept_paused_until.is_none() {
-                            self.accept_all()?;
-                        }
-                    }
                     SHUTDOWN => self.begin_shutdown(),
                     WAKER => self.take_completions(),
                     // The deadlines are checked after this turn's events.
                     TIMER => self.clock.acknowledge(),
+                    Token(t) if t < self.first_conn => {
+                        if self.accept_paused_until.is_none() {
+                            self.accept_from(t - FIRST_SOURCE)?;
+                        }
+                    }
                     Token(t) => {
-                        let slot = t - FIRST_CONN;
+                        let slot = t - self.first_conn;
                         if event.is_read_closed() || event.is_error() {
                             if let Some(e) = self.entry(slot) {
                                 e.read_closed = true;
@@ -303,50 +313,66 @@ impl<'h> Reactor<'h> {
         }
     }
 
-    /// Accepts until the backlog is empty (the listener is edge-triggered).
+    /// Accepts from every source until each is empty.
     fn accept_all(&mut self) -> io::Result<()> {
+        let sources = self.incoming.as_ref().map_or(0, |i| i.sources().len());
+        for i in 0..sources {
+            if self.accept_paused_until.is_some() {
+                break;
+            }
+            self.accept_from(i)?;
+        }
+        Ok(())
+    }
+
+    /// Accepts from source `i` until it is empty (its readiness is
+    /// edge-triggered), or descriptors run out.
+    fn accept_from(&mut self, i: usize) -> io::Result<()> {
         loop {
-            let Some(listener) = &self.listener else {
+            let Some(incoming) = &self.incoming else {
                 return Ok(());
             };
-            match listener.accept() {
-                Ok((stream, _)) => self.add(stream),
-                Err(e) if would_block(&e) => return Ok(()),
-                Err(e) if is_transient_accept_error(&e) => continue,
-                Err(e) if is_resource_exhaustion(&e) => {
+            match incoming.sources()[i].accept(true)? {
+                Accept::Arrived(arrival) => self.add(arrival),
+                Accept::Empty => return Ok(()),
+                Accept::Exhausted(e) => {
                     // Connections will close and free descriptors; until
-                    // then, leave the rest in the backlog.
+                    // then, leave the rest waiting in the source.
                     if let Some(n) = self.accept_warning.check(Instant::now()) {
                         tracing::warn!("accept: {e}; backing off{}", crate::warn::more(n));
                     }
                     self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
                     return Ok(());
                 }
-                Err(e) => return Err(e),
             }
         }
     }
 
-    fn add(&mut self, mut stream: TcpStream) {
+    /// Takes in a connection. Bytes already read from it (a handoff) are
+    /// answered at once: no readiness event will announce them.
+    fn add(&mut self, arrival: Arrival) {
+        let mut stream = TcpStream::from_std(arrival.stream);
         let _ = stream.set_nodelay(true);
         let slot = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
         });
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut stream, Token(slot + FIRST_CONN), Interest::READABLE)
-        {
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(slot + self.first_conn),
+            Interest::READABLE,
+        ) {
             tracing::warn!("registering a connection: {e}");
             self.free.push(slot);
             return;
         }
         self.next_gen += 1;
         let idle = self.options.idle_timeout;
+        let mut conn = Conn::new(self.options);
+        conn.received(&arrival.already_read);
         self.conns[slot] = Some(Entry {
             stream,
-            conn: Conn::new(self.options),
+            conn,
             gen: self.next_gen,
             stage: Stage::Serving,
             interest: Interest::READABLE,
@@ -358,6 +384,9 @@ impl<'h> Reactor<'h> {
             _open: self.handler.stats().connection_opened(),
         });
         self.arm_idle(slot);
+        if !arrival.already_read.is_empty() {
+            self.drive(slot);
+        }
     }
 
     fn entry(&mut self, slot: usize) -> Option<&mut Entry<'h>> {
@@ -555,20 +584,14 @@ impl<'h> Reactor<'h> {
         false
     }
 
-    /// Reads and discards what a closing client still sends.
+    /// Reads and discards what a closing client still sends ([`linger`]).
     fn drain_linger(&mut self, slot: usize) {
         let Some(e) = self.entry(slot) else { return };
         let Stage::Lingering { drained, .. } = &mut e.stage else {
             return;
         };
-        let mut sink = [0u8; 4096];
-        loop {
-            match e.stream.read(&mut sink) {
-                Ok(n) if n > 0 && *drained + n < LINGER_MAX_BYTES => *drained += n,
-                Err(err) if would_block(&err) => break,
-                Err(err) if interrupted(&err) => continue,
-                _ => return self.close(slot), // EOF, cap or error: done
-            }
+        if linger::drain_available(&mut e.stream, drained) {
+            return self.close(slot);
         }
         self.update_interest(slot);
     }
@@ -587,7 +610,7 @@ impl<'h> Reactor<'h> {
             Interest::READABLE
         };
         if want != e.interest {
-            let token = Token(slot + FIRST_CONN);
+            let token = Token(slot + self.first_conn);
             if registry.reregister(&mut e.stream, token, want).is_ok() {
                 e.interest = want;
             }
@@ -677,8 +700,13 @@ impl<'h> Reactor<'h> {
             return;
         }
         self.stopping = true;
-        if let Some(mut l) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut l);
+        if let Some(incoming) = self.incoming.take() {
+            for source in incoming.sources() {
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&source.as_raw_fd()));
+            }
         }
         self.accept_paused_until = None;
         for slot in 0..self.conns.len() {
