@@ -11,8 +11,13 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Target, `http://host[:port][/path]`.
+    /// Target, `http://host[:port][/path]`; with --directory,
+    /// `http://NAME/path` names a service registered there.
     url: String,
+    /// Resolve the URL's host as a name registered in the directory at
+    /// this address (`serverlab directory`).
+    #[arg(long, value_name = "ADDR")]
+    directory: Option<std::net::SocketAddr>,
     /// Connections kept open, in total.
     #[arg(short, long, default_value_t = 10)]
     connections: usize,
@@ -92,8 +97,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let flag = stop.clone();
     // Ctrl-C ends the run early; the results so far are still printed.
     super::on_termination(move || flag.store(true, Ordering::SeqCst))?;
+    let url = match args.directory {
+        Some(at) => resolve(&args.url, at)?,
+        None => args.url,
+    };
     let config = LoadConfig {
-        url: args.url,
+        url,
         connections: args.connections,
         threads: args.threads,
         duration: args.duration,
@@ -152,4 +161,14 @@ fn write_file(
     f(&mut w)
         .and_then(|()| w.flush())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `http://NAME/path` with NAME looked up in the directory at `at`.
+fn resolve(url: &str, at: std::net::SocketAddr) -> anyhow::Result<String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let (name, path) = rest.find('/').map_or((rest, "/"), |i| rest.split_at(i));
+    let addr = superserver::directory::lookup(at, name)
+        .with_context(|| format!("cannot resolve {name:?} through the directory at {at}"))?;
+    eprintln!("serverlab: {name} is {addr} (directory {at})");
+    Ok(format!("{scheme}://{addr}{path}"))
 }

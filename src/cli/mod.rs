@@ -2,10 +2,12 @@
 //! module; the logic lives in the library crates.
 
 mod bench;
+mod directory;
 mod load;
 mod report;
 mod sandbox;
 mod serve;
+mod superserver;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +32,10 @@ enum Command {
     Report(report::Args),
     /// Run any command in a container (cgroup limits, namespaces); print what it used.
     Sandbox(sandbox::Args),
+    /// An inetd-style super server: start services when connections arrive.
+    Superserver(superserver::Args),
+    /// A directory (port mapper): servers register names, clients look them up.
+    Directory(directory::Args),
 }
 
 /// Runs the chosen subcommand.
@@ -40,13 +46,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Report(args) => report::run(args),
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Superserver(args) => superserver::run(args),
+        Command::Directory(args) => directory::run(args),
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: warnings and errors).
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings and errors,
+/// and the super server's information).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // The super server's log lines (limits reached, services switched
+        // off and on) are what it is for: shown by default.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,superserver=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

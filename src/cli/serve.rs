@@ -36,6 +36,11 @@ pub struct Args {
     /// The file is removed when the server stops.
     #[arg(long, value_name = "PATH")]
     handoff: Option<PathBuf>,
+    /// Register the listening address as NAME in the directory at
+    /// DIRECTORY (`NAME@HOST:PORT`, see `serverlab directory`), renewed
+    /// while the server runs and removed when it stops.
+    #[arg(long, value_name = "NAME@DIRECTORY", value_parser = superserver::directory::parse_name_at)]
+    register: Option<(String, SocketAddr)>,
     /// Workers (threads, processes or loops) for architectures that have a
     /// fixed number; default: the CPUs this process may use.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_WORKERS))]
@@ -155,6 +160,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let incoming = servers::Incoming::new(sources)?;
+    // Registered before the first line: whoever waits for it can look
+    // the name up at once.
+    let _registration = match (&args.register, first_listener(&incoming)) {
+        (Some((name, at)), Some(listener)) => {
+            let mut addr = listener.local_addr()?;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            Some(
+                superserver::directory::Registration::start(
+                    *at,
+                    name,
+                    addr,
+                    Duration::from_secs(30),
+                    None,
+                )
+                .with_context(|| format!("cannot register {name} in the directory at {at}"))?,
+            )
+        }
+        (Some(_), None) => bail!("--register: no TCP listener to register"),
+        (None, _) => None,
+    };
     // The first line of output is the contract with scripts and the suite
     // runner: the real address, so port 0 works. One line, written at
     // once: a reader that stops after it must not make a later write fail.
@@ -173,6 +200,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     servers::start(arch, incoming, handler, options, shutdown)?
         .wait()
         .with_context(|| format!("{} server failed", arch.name))
+}
+
+/// The first TCP listener among the sources.
+fn first_listener(incoming: &servers::Incoming) -> Option<&std::net::TcpListener> {
+    incoming.sources().iter().find_map(|s| match s {
+        servers::Source::Listener(l) => Some(l),
+        servers::Source::Handoff(_) => None,
+    })
 }
 
 /// inetd `nowait`: standard input is the client's connection (and standard
