@@ -1,6 +1,6 @@
 //! The super server's loop: one `poll` (mio) over every service's
-//! listeners, the status listener, the built-in services' connections, the
-//! start reports of new processes, and a `signalfd` for `SIGCHLD` (children
+//! listeners, the status listener, the built-in services' connections, and
+//! a `signalfd` for `SIGCHLD` (children
 //! reaped the moment they exit: no zombie, ever), `SIGHUP` (read the file
 //! again; a refused file keeps the old one running and says why) and
 //! `SIGINT`/`SIGTERM` (stop: close the listeners, `SIGTERM` the running
@@ -25,7 +25,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,6 @@ const SIGNALS: Token = Token(0);
 const STATUS: Token = Token(1);
 const LISTEN_BASE: usize = 16;
 const CONN_BASE: usize = 1 << 24;
-const REPORT_BASE: usize = 1 << 40;
 
 /// The signals the loop takes through its signalfd. Block them (in the
 /// thread that runs [`run`], before any other thread starts) with
@@ -101,13 +100,6 @@ struct ChildInfo {
     started: Instant,
 }
 
-/// A process whose exec is not yet confirmed.
-struct Report {
-    pid: libc::pid_t,
-    service: String,
-    fd: OwnedFd,
-}
-
 /// The loop's state.
 pub struct SuperServer {
     poll: Poll,
@@ -121,7 +113,6 @@ pub struct SuperServer {
     children: HashMap<libc::pid_t, ChildInfo>,
     conns: Vec<Option<Conn>>,
     free_conns: Vec<usize>,
-    reports: Vec<Option<Report>>,
     signals: SignalFd,
     stopping: bool,
 }
@@ -153,7 +144,6 @@ impl SuperServer {
             children: HashMap::new(),
             conns: Vec::new(),
             free_conns: Vec::new(),
-            reports: Vec::new(),
             signals,
             stopping: false,
         };
@@ -368,10 +358,7 @@ impl SuperServer {
                     Token(t) if (LISTEN_BASE..CONN_BASE).contains(&t) => {
                         self.accept(t - LISTEN_BASE)
                     }
-                    Token(t) if (CONN_BASE..REPORT_BASE).contains(&t) => {
-                        self.drive_conn(t - CONN_BASE)
-                    }
-                    Token(t) => self.take_report(t - REPORT_BASE),
+                    Token(t) => self.drive_conn(t - CONN_BASE),
                 }
             }
             self.on_time();
@@ -649,7 +636,7 @@ impl SuperServer {
         self.reconcile(i);
     }
 
-    /// Remembers a started process and watches its exec report.
+    /// Remembers a started process; says so if its exec failed.
     fn track(&mut self, s: spawn::Spawned, service: &str, source: Option<IpAddr>) {
         self.children.insert(
             s.pid,
@@ -659,53 +646,11 @@ impl SuperServer {
                 started: Instant::now(),
             },
         );
-        let slot = self
-            .reports
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or_else(|| {
-                self.reports.push(None);
-                self.reports.len() - 1
-            });
-        if self
-            .poll
-            .registry()
-            .register(
-                &mut SourceFd(&s.report.as_raw_fd()),
-                Token(REPORT_BASE + slot),
-                Interest::READABLE,
-            )
-            .is_ok()
-        {
-            self.reports[slot] = Some(Report {
-                pid: s.pid,
-                service: service.to_string(),
-                fd: s.report,
-            });
-        }
-    }
-
-    fn take_report(&mut self, slot: usize) {
-        let Some(report) = self.reports.get(slot).and_then(Option::as_ref) else {
-            return;
-        };
-        let Some(result) = spawn::read_report(&report.fd) else {
-            return;
-        };
-        let report = self.reports[slot].take().expect("checked above");
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&report.fd.as_raw_fd()));
-        if let Err(e) = result {
-            if let Some(i) = self.svcs.iter().position(|s| s.cfg.name == report.service) {
+        if let Some(e) = s.exec_error {
+            if let Some(i) = self.svcs.iter().position(|v| v.cfg.name == service) {
                 self.stats(i).start_failures += 1;
             }
-            tracing::error!(
-                "service {}: pid {} could not exec: {e}",
-                report.service,
-                report.pid
-            );
+            tracing::error!("service {service}: pid {} could not exec: {e}", s.pid);
         }
     }
 
