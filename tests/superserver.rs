@@ -572,3 +572,54 @@ impl Drop for Stopped {
         let _ = self.0.wait();
     }
 }
+
+/// Every architecture runs as a wait service: the listener the super
+/// server hands over is served by any `--arch`.
+#[test]
+fn every_architecture_serves_a_handed_listener() {
+    let archs = servers::arch::names();
+    let ports: Vec<u16> = archs.iter().map(|_| port()).collect();
+    let mut file = String::new();
+    for (arch, p) in archs.iter().zip(&ports) {
+        file += &format!(
+            "[[service]]\nname = \"{arch}\"\nlisten = [\"127.0.0.1:{p}\"]\nmode = \"wait\"\ncommand = [\"{BIN}\", \"serve\", \"--arch\", \"{arch}\", \"--workers\", \"2\"]\n\n"
+        );
+    }
+    let mut s = Super::start(&file);
+    for (arch, p) in archs.iter().zip(&ports) {
+        let r = common::get(addr(*p), "/hello");
+        assert_eq!((r.status, r.text().as_str()), (200, "Hello, World!"), "{arch}");
+        let stats = common::get(addr(*p), "/stats");
+        let v: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+        assert_eq!(v["arch"], *arch);
+    }
+    assert!(s.stop().success(), "{}", s.log());
+}
+
+/// A super server with `directory` registers each service, and the names
+/// resolve to the services' addresses.
+#[test]
+fn the_super_server_registers_its_services() {
+    let dir_port = port();
+    let mut directory = Stopped(
+        Command::new(BIN)
+            .args(["directory", "--listen", &format!("127.0.0.1:{dir_port}")])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(directory.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let p = port();
+    let s = Super::start(&format!(
+        "directory = \"127.0.0.1:{dir_port}\"\n[[service]]\nname = \"greeter\"\nlisten = [\"127.0.0.1:{p}\"]\nbuiltin = \"hello\"\n"
+    ));
+    let at: SocketAddr = addr(dir_port);
+    assert!(common::wait_for(Duration::from_secs(5), || {
+        superserver::directory::lookup(at, "greeter").ok() == Some(addr(p))
+    }));
+    drop(s);
+}
+

@@ -395,7 +395,13 @@ fn bracket_notes(b: &Bracket, max: f64) -> Vec<String> {
         search::End::ServerGone => {
             notes.push("the server stopped before the capacity search finished".into())
         }
-        search::End::Converged | search::End::NoneSustainable => {}
+        search::End::NoneSustainable => notes.push(match b.unsustainable_rps {
+            Some(lowest) => format!(
+                "auto search: not even its lowest rate ({lowest:.0}/s) met the objective: the capacity lies below it (lower auto.start to measure it)"
+            ),
+            None => "auto search: no rate met the objective".into(),
+        }),
+        search::End::Converged => {}
     }
     if b.generator_bound {
         notes.push("generator-bound: the load generator was saturated at the first unsustainable rate, so the server's capacity may lie above it".into());

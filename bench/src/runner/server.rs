@@ -83,6 +83,9 @@ pub fn sandbox_unavailable() -> Option<String> {
 /// `Some(why)` when the program an external command starts is not found.
 pub fn missing_binary(command: &str) -> Option<String> {
     let program = command.split_whitespace().next()?;
+    if program == "{serverlab}" {
+        return None; // this very program
+    }
     if program.contains('/') {
         return (!Path::new(program).is_file()).then(|| format!("{program} not found"));
     }
@@ -335,7 +338,7 @@ fn command(
             ("/health".to_string(), Duration::from_secs(10))
         }
         Contestant::External(e) => {
-            cmd = external_command(e, addr, dir)?;
+            cmd = external_command(e, addr, dir, ctx.exe)?;
             (e.ready.clone(), e.ready_timeout)
         }
     };
@@ -346,9 +349,15 @@ fn command(
     Ok((cmd, ready, timeout))
 }
 
-fn external_command(e: &External, addr: SocketAddr, dir: &RunDir) -> Result<Command, String> {
+fn external_command(
+    e: &External,
+    addr: SocketAddr,
+    dir: &RunDir,
+    serverlab: &Path,
+) -> Result<Command, String> {
     let fill = |text: &str| {
-        text.replace("{port}", &addr.port().to_string())
+        text.replace("{serverlab}", &serverlab.display().to_string())
+            .replace("{port}", &addr.port().to_string())
             .replace("{addr}", &addr.to_string())
             .replace("{docroot}", &dir.docroot().display().to_string())
             .replace("{config}", &dir.config().display().to_string())

@@ -115,8 +115,9 @@ impl Contestant {
 pub struct External {
     /// Its name in results.
     pub name: String,
-    /// Shell command; `{port}`, `{addr}`, `{docroot}`, `{config}` and
-    /// `{dir}` are replaced. It must stay in the foreground.
+    /// Shell command; `{port}`, `{addr}`, `{docroot}`, `{config}`, `{dir}`
+    /// and `{serverlab}` (this program) are replaced. It must stay in the
+    /// foreground.
     pub command: String,
     /// A configuration file written (with the same placeholders) to
     /// `{config}` before the command starts.
