@@ -588,7 +588,11 @@ fn every_architecture_serves_a_handed_listener() {
     let mut s = Super::start(&file);
     for (arch, p) in archs.iter().zip(&ports) {
         let r = common::get(addr(*p), "/hello");
-        assert_eq!((r.status, r.text().as_str()), (200, "Hello, World!"), "{arch}");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "Hello, World!"),
+            "{arch}"
+        );
         let stats = common::get(addr(*p), "/stats");
         let v: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
         assert_eq!(v["arch"], *arch);
@@ -622,4 +626,3 @@ fn the_super_server_registers_its_services() {
     }));
     drop(s);
 }
-

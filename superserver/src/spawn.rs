@@ -24,12 +24,12 @@
 //! `errno` in the shared memory and exits with 127.
 
 use crate::config::Command;
+use nix::sched::CloneFlags;
 use std::ffi::{CString, OsStr};
 use std::io;
-use nix::sched::CloneFlags;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// What the new process is handed.
 #[derive(Debug, Clone, Copy)]
@@ -119,7 +119,11 @@ pub fn spawn(
     let run = Box::new(|| {
         // SAFETY: in the child, on its own stack, in the parent's memory
         // (which the suspended parent does not touch); see the module doc.
-        unsafe { child(hand, null_fd, parent, pid_text.0, &path, &argv_ptrs, &env_ptrs, &failed) }
+        unsafe {
+            child(
+                hand, null_fd, parent, pid_text.0, &path, &argv_ptrs, &env_ptrs, &failed,
+            )
+        }
     });
     // SAFETY: CLONE_VFORK suspends this thread until the child has exec'd
     // or exited, so everything the closure borrows outlives its use.
