@@ -3,6 +3,7 @@
 
 mod bench;
 mod directory;
+mod dispatch;
 mod load;
 mod report;
 mod sandbox;
@@ -36,6 +37,8 @@ enum Command {
     Superserver(superserver::Args),
     /// A directory (port mapper): servers register names, clients look them up.
     Directory(directory::Args),
+    /// A dispatcher in front of replicated servers (splice or handoff).
+    Dispatch(dispatch::Args),
 }
 
 /// Runs the chosen subcommand.
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sandbox(args) => sandbox::run(args),
         Command::Superserver(args) => superserver::run(args),
         Command::Directory(args) => directory::run(args),
+        Command::Dispatch(args) => dispatch::run(args),
     }
 }
 
@@ -58,8 +62,11 @@ pub fn init_tracing() {
         // The super server's log lines (limits reached, services switched
         // off and on) are what it is for: shown by default.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,superserver=info"));
+    // Colours only for a terminal: a log file gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
 }

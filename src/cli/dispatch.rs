@@ -1,0 +1,66 @@
+//! `serverlab dispatch`: a dispatcher in front of replicas.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where clients connect.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// A replica: ADDR, or ADDR@PATH with its handoff socket (serve
+    /// --handoff PATH). Repeat for each.
+    #[arg(long = "replica", required = true, value_parser = dispatch::parse_replica)]
+    replicas: Vec<(SocketAddr, Option<PathBuf>)>,
+    /// round-robin, least-connections, p2c, source or affinity.
+    #[arg(long, default_value = "round-robin")]
+    policy: dispatch::policy::Policy,
+    /// splice (bytes relayed in the kernel) or handoff (the connection
+    /// passed to the replica).
+    #[arg(long, default_value = "splice")]
+    mode: dispatch::Mode,
+    /// Answer GET /status (JSON) here.
+    #[arg(long)]
+    status: Option<SocketAddr>,
+    /// splice: most connections relayed at once; more are closed.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let replicas = args
+        .replicas
+        .into_iter()
+        .map(|(addr, path)| dispatch::Replica::new(addr, path))
+        .collect();
+    let dispatcher = Arc::new(dispatch::Dispatcher::new(
+        args.mode,
+        args.policy,
+        replicas,
+        args.max_connections,
+    )?);
+    let listener = servers::net::listen(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let trigger = stop.clone();
+    super::on_termination(move || trigger.store(true, std::sync::atomic::Ordering::SeqCst))?;
+    if let Some(addr) = args.status {
+        let l = servers::net::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        let (d, s) = (dispatcher.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("status".into())
+            .spawn(move || dispatch::serve_status(l, d, &s))?;
+    }
+    println!(
+        "dispatching {} to {} replicas ({:?}, {:?})",
+        listener.local_addr()?,
+        dispatcher.status().replicas.len(),
+        args.mode,
+        args.policy
+    );
+    dispatcher.run(listener, &stop)?;
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! The dispatcher in front of real replicas: handoff and splice, the
+//! policies' distribution seen in the status, and a replica that dies.
+
+mod common;
+
+use common::{get, Client, Server};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_serverlab");
+
+fn port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `serverlab dispatch`, killed on drop.
+struct Dispatch {
+    child: Child,
+    addr: SocketAddr,
+    status: SocketAddr,
+}
+
+impl Dispatch {
+    fn start(args: &[String]) -> Dispatch {
+        let addr: SocketAddr = format!("127.0.0.1:{}", port()).parse().unwrap();
+        let status: SocketAddr = format!("127.0.0.1:{}", port()).parse().unwrap();
+        let mut child = Command::new(BIN)
+            .args([
+                "dispatch",
+                "--listen",
+                &addr.to_string(),
+                "--status",
+                &status.to_string(),
+            ])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("dispatching"), "{line}");
+        Dispatch {
+            child,
+            addr,
+            status,
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_slice(&get(self.status, "/status").body).unwrap()
+    }
+
+    /// Connections each replica was given.
+    fn shares(&self) -> Vec<u64> {
+        let s = self.status();
+        s["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["connections"].as_u64().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Dispatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two replicas taking handoffs, and the `--replica` arguments for them.
+fn handoff_replicas(arch: &str) -> (Vec<Server>, Vec<String>) {
+    let mut servers = Vec::new();
+    let mut args = Vec::new();
+    for _ in 0..2 {
+        let path = common::socket_path("replica");
+        let s = Server::start(arch, &["--handoff", path.to_str().unwrap()]);
+        args.extend([
+            "--replica".to_string(),
+            format!("{}@{}", s.addr, path.display()),
+        ]);
+        servers.push(s);
+    }
+    (servers, args)
+}
+
+/// Handoff with round robin: an exact split, every answer from a replica
+/// directly; a replica killed outright is taken out at the next handoff
+/// that fails and the clients are served by the other.
+#[test]
+fn handoff_round_robin_and_a_dead_replica() {
+    let (mut replicas, mut args) = handoff_replicas("event-loop");
+    args.extend(["--mode", "handoff", "--policy", "round-robin"].map(String::from));
+    let d = Dispatch::start(&args);
+    for _ in 0..20 {
+        let r = get(d.addr, "/hello");
+        assert_eq!((r.status, r.text().as_str()), (200, "Hello, World!"));
+    }
+    assert_eq!(d.shares(), [10, 10], "round robin is exact");
+    let mut c = Client::connect(d.addr);
+    c.send(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /work?bytes=9 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read().unwrap().status, 200);
+    assert_eq!(
+        c.read().unwrap().body.len(),
+        9,
+        "pipelined over a handed-off connection"
+    );
+    drop(c);
+
+    let _ = replicas[0].child.kill();
+    let _ = replicas[0].child.wait();
+    // Killed outright, it could not remove its socket file: the test does.
+    let dead = args[1].split_once('@').unwrap().1.to_string();
+    let _guard = RemoveOnDrop(dead.into());
+    for _ in 0..10 {
+        assert_eq!(get(d.addr, "/hello").status, 200, "served by the survivor");
+    }
+    let s = d.status();
+    assert_eq!(s["replicas"][0]["up"], false, "{s}");
+    assert!(s["replicas"][0]["ejections"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["refused"], 0, "{s}");
+}
+
+/// splice with least connections: requests, pipelining and a large body
+/// pass byte-exact; a replica that is not there is taken out.
+#[test]
+fn splice_relays_and_skips_a_missing_replica() {
+    let a = Server::start("thread-pool", &[]);
+    let b = Server::start("event-loop", &[]);
+    let missing = format!("127.0.0.1:{}", port());
+    let args: Vec<String> = [
+        "--replica",
+        &a.addr.to_string(),
+        "--replica",
+        &b.addr.to_string(),
+        "--replica",
+        &missing,
+        "--mode",
+        "splice",
+        "--policy",
+        "least-connections",
+    ]
+    .map(String::from)
+    .to_vec();
+    let d = Dispatch::start(&args);
+    for _ in 0..12 {
+        assert_eq!(get(d.addr, "/hello").status, 200);
+    }
+    let r = get(d.addr, "/work?bytes=1000000");
+    assert_eq!((r.status, r.body.len()), (200, 1_000_000));
+    let mut c = Client::connect(d.addr);
+    let mut batch = Vec::new();
+    for i in 0..8 {
+        batch.extend_from_slice(
+            format!("GET /work?bytes={i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        );
+    }
+    c.send(&batch);
+    for i in 0..8 {
+        assert_eq!(c.read().unwrap().body.len(), i);
+    }
+    let s = d.status();
+    assert_eq!(s["replicas"][2]["up"], false, "{s}");
+    assert_eq!(s["refused"], 0, "{s}");
+    let shares = d.shares();
+    assert!(shares[0] > 0 && shares[1] > 0, "{shares:?}");
+}
+
+/// affinity keeps a session on one replica (the dispatcher peeks at the
+/// cookie without consuming it); different sessions spread.
+#[test]
+fn affinity_keeps_a_session_on_one_replica() {
+    let (_replicas, mut args) = handoff_replicas("thread-pool");
+    args.extend(["--mode", "handoff", "--policy", "affinity"].map(String::from));
+    let d = Dispatch::start(&args);
+    for round in 0..3 {
+        for sid in ["alice", "bob", "carol", "dave"] {
+            let mut c = Client::connect(d.addr);
+            let r = c.request(
+                format!("GET /hello HTTP/1.1\r\nHost: t\r\nCookie: theme=dark; sid={sid}\r\n\r\n")
+                    .as_bytes(),
+            );
+            assert_eq!(r.status, 200, "{sid} round {round}");
+        }
+    }
+    let shares = d.shares();
+    assert_eq!(shares.iter().sum::<u64>(), 12);
+    // Each session's three connections went to one replica: every share is
+    // a multiple of 3.
+    assert!(shares.iter().all(|s| s % 3 == 0), "{shares:?}");
+    std::thread::sleep(Duration::from_millis(10));
+}
+
+/// A file removed when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
