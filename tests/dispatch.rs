@@ -208,3 +208,73 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// Active checks: a replica that stops is taken out without any client
+/// noticing (no traffic at all), and comes back once it answers again.
+#[test]
+fn active_checks_take_a_replica_out_and_back() {
+    let a = Server::start("event-loop", &[]);
+    let port_b = port();
+    let start_b = || {
+        Stopped(
+            Command::new(BIN)
+                .args([
+                    "serve",
+                    "--arch",
+                    "event-loop",
+                    "--listen",
+                    &format!("127.0.0.1:{port_b}"),
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let b = start_b();
+    let args: Vec<String> = [
+        "--replica",
+        &a.addr.to_string(),
+        "--replica",
+        &format!("127.0.0.1:{port_b}"),
+        "--check-interval",
+        "100ms",
+        "--fall",
+        "2",
+        "--rise",
+        "2",
+    ]
+    .map(String::from)
+    .to_vec();
+    let d = Dispatch::start(&args);
+    let up = |i: usize| d.status()["replicas"][i]["up"] == true;
+    assert!(common::wait_for(Duration::from_secs(3), || up(1)));
+    drop(b);
+    assert!(
+        common::wait_for(Duration::from_secs(3), || !up(1)),
+        "taken out by the checks"
+    );
+    assert_eq!(
+        d.status()["replicas"][1]["errors"],
+        0,
+        "no client connection failed"
+    );
+    for _ in 0..6 {
+        assert_eq!(get(d.addr, "/hello").status, 200);
+    }
+    let _b = start_b();
+    assert!(
+        common::wait_for(Duration::from_secs(3), || up(1)),
+        "back after two passed checks"
+    );
+    assert!(d.status()["replicas"][1]["last_change_s"].as_f64().unwrap() < 3.0);
+}
+
+/// A child process killed and reaped when dropped.
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -28,6 +28,16 @@ pub struct Args {
     /// splice: most connections relayed at once; more are closed.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
+    /// Active health checks: GET /health on each replica this often (0:
+    /// none, passive checks only).
+    #[arg(long, default_value = "1s", value_parser = super::duration)]
+    check_interval: std::time::Duration,
+    /// Failed checks in a row that take a replica out.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    fall: u32,
+    /// Passed checks in a row that bring it back.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rise: u32,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -53,6 +63,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("status".into())
             .spawn(move || dispatch::serve_status(l, d, &s))?;
+    }
+    if !args.check_interval.is_zero() {
+        let checks = dispatch::Checks {
+            interval: args.check_interval,
+            rise: args.rise,
+            fall: args.fall,
+            path: "/health".into(),
+        };
+        let (d, s) = (dispatcher.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("health".into())
+            .spawn(move || d.check(&checks, &s))?;
     }
     println!(
         "dispatching {} to {} replicas ({:?}, {:?})",
