@@ -3,8 +3,9 @@
 //!
 //! - `splice`: layer 4. It connects to the replica and moves the bytes both
 //!   ways with `splice(2)`, socket → pipe → socket, never through user
-//!   space (a thread per direction; at most `max_connections` at once,
-//!   beyond which new connections are closed and counted).
+//!   space, all links on one event-driven relay thread ([`relay`]); at most
+//!   `max_connections` at once, beyond which new connections are closed and
+//!   counted.
 //! - `handoff`: it passes the accepted socket itself to the replica's
 //!   handoff socket (`serve --handoff PATH`) and closes its copy: the
 //!   replica answers the client directly and the dispatcher leaves the data
@@ -22,12 +23,12 @@
 //! containers, suites with events) is not built yet.
 
 pub mod policy;
+pub mod relay;
 
 use policy::{Candidate, Picker, Policy};
 use serde::Serialize;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -227,6 +228,8 @@ pub struct Dispatcher {
     open: AtomicUsize,
     accepted: AtomicU64,
     refused: AtomicU64,
+    /// splice: the relay thread, started by `run`.
+    relay: std::sync::OnceLock<relay::Handle>,
 }
 
 impl Dispatcher {
@@ -263,12 +266,17 @@ impl Dispatcher {
             open: AtomicUsize::new(0),
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            relay: std::sync::OnceLock::new(),
         })
     }
 
     /// Serves `listener` until `stop` is set (checked every 50 ms).
     pub fn run(self: &Arc<Self>, listener: TcpListener, stop: &AtomicBool) -> io::Result<()> {
         listener.set_nonblocking(true)?;
+        if self.mode == Mode::Splice && self.relay.get().is_none() {
+            let me = self.clone();
+            let _ = self.relay.set(relay::start(move |i| me.closed(i))?);
+        }
         while !stop.load(Ordering::SeqCst) {
             match listener.accept() {
                 Ok((client, peer)) => {
@@ -362,30 +370,21 @@ impl Dispatcher {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// splice: both directions, each on a thread of its own.
-    fn relay(self: &Arc<Self>, i: usize, client: TcpStream, upstream: TcpStream) {
-        let _ = upstream.set_nodelay(true);
-        let _ = client.set_nodelay(true);
+    /// splice: the link goes to the relay thread ([`relay`]).
+    fn relay(&self, i: usize, client: TcpStream, upstream: TcpStream) {
         self.open.fetch_add(1, Ordering::Relaxed);
         self.replicas[i].open.fetch_add(1, Ordering::Relaxed);
-        let (c2, u2) = match (client.try_clone(), upstream.try_clone()) {
-            (Ok(c), Ok(u)) => (c, u),
-            _ => return self.closed(i),
+        let link = relay::NewLink {
+            client,
+            upstream,
+            replica: i,
         };
-        let me = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("relay".into())
-            .spawn(move || {
-                let back = std::thread::Builder::new()
-                    .name("relay".into())
-                    .spawn(move || pump(&u2, &c2));
-                let _ = pump(&client, &upstream);
-                if let Ok(back) = back {
-                    let _ = back.join();
-                }
-                me.closed(i);
-            });
-        if spawned.is_err() {
+        let given = match self.relay.get() {
+            Some(handle) => handle.relay(link),
+            None => Err(io::Error::other("no relay thread")),
+        };
+        if let Err(e) = given {
+            tracing::error!("splice: {e}");
             self.closed(i);
         }
     }
@@ -438,36 +437,6 @@ impl Dispatcher {
                 .collect(),
         }
     }
-}
-
-/// Moves bytes from `from` to `to` with `splice(2)` through a pipe until
-/// `from` ends, then ends `to`'s writing side (half-close passes through).
-fn pump(from: &TcpStream, to: &TcpStream) -> io::Result<()> {
-    use nix::fcntl::{splice, SpliceFFlags};
-    let (pipe_r, pipe_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let flags = SpliceFFlags::SPLICE_F_MOVE;
-    let result = loop {
-        let n = match splice(from.as_fd(), None, pipe_w.as_fd(), None, 64 * 1024, flags) {
-            Ok(0) => break Ok(()),
-            Ok(n) => n,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => break Err(io::Error::from(e)),
-        };
-        let mut left = n;
-        while left > 0 {
-            match splice(pipe_r.as_fd(), None, to.as_fd(), None, left, flags) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(m) => left -= m,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => {
-                    let _ = from.shutdown(Shutdown::Read);
-                    return Err(e.into());
-                }
-            }
-        }
-    };
-    let _ = to.shutdown(Shutdown::Write);
-    result
 }
 
 /// The `sid` cookie of the request waiting on `client`, read without
