@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What a dispatcher costs per request: serverlab's dispatcher (splice and
-# handoff) against HAProxy (mode tcp with splice-auto, and mode http) in
+# What a dispatcher costs per request: serverlab's dispatcher (http, splice
+# and handoff) against HAProxy (mode tcp with splice-auto, and mode http) in
 # front of the same two replicas (serverlab event-loop, one loop each).
 # Replicas and dispatchers run on SERVER_CPU, the generator (closed loop,
 # CONNS keep-alive connections; --no-keepalive with CLOSE=1) on GEN_CPU;
@@ -75,6 +75,7 @@ start_ours() { # name mode replica-args...
     pid[$name]=$! port[$name]=$p
     wait_port "$p" || { cat "$tmp/$name.err" >&2; exit 1; }
 }
+start_ours serverlab-http http "${replicas[@]}"
 start_ours serverlab-splice splice "${replicas[@]}"
 start_ours serverlab-handoff handoff "${handoff[@]}"
 
@@ -108,7 +109,7 @@ start_haproxy haproxy-http http "option http-keep-alive"
 
 keep=()
 [[ $CLOSE == 1 ]] && keep=(--no-keepalive)
-contestants="serverlab-splice haproxy-tcp-splice haproxy-http serverlab-handoff"
+contestants="serverlab-splice haproxy-tcp-splice serverlab-http haproxy-http serverlab-handoff"
 echo "replicas: 2 x serverlab event-loop; everything on cpu $SERVER_CPU; generator: serverlab load ${keep[*]:-keep-alive}, 1 thread on cpu $GEN_CPU, $CONNS connections, $DURATION a run, $REPS reps, alternating"
 printf '%-20s %4s %10s %22s\n' dispatcher rep "req/s" "req/dispatcher CPU-s"
 for rep in $(seq "$REPS"); do

@@ -278,3 +278,69 @@ impl Drop for Stopped {
         let _ = self.0.wait();
     }
 }
+
+/// http: each request of one keep-alive connection is routed on its own
+/// (round robin: an exact split), bytes pass unchanged, bad input is the
+/// codec's 400, and the dispatcher answers 503 when no replica is up and
+/// 502 when one fails before its answer; a replica that dies in the
+/// middle of an answer gets its client's connection closed.
+#[test]
+fn http_mode_routes_each_request_and_answers_for_failing_replicas() {
+    let a = Server::start("event-loop", &[]);
+    let b = Server::start("thread-pool", &[]);
+    let args: Vec<String> = [
+        "--replica",
+        &a.addr.to_string(),
+        "--replica",
+        &b.addr.to_string(),
+        "--mode",
+        "http",
+        "--check-interval",
+        "0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let d = Dispatch::start(&args);
+    let mut c = Client::connect(d.addr);
+    for i in 0..10 {
+        let r = c.request(format!("GET /work?bytes={i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        assert_eq!((r.status, r.body.len()), (200, i));
+    }
+    assert_eq!(d.shares(), [5, 5], "per request, not per connection");
+    let r = get(d.addr, "/work?bytes=1000000");
+    assert_eq!(r.body.len(), 1_000_000);
+    let mut bad = Client::connect(d.addr);
+    assert_eq!(bad.request(b"GET\r\n\r\n").status, 400);
+
+    // A replica that reads the request and closes: 502.
+    let closer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closer_addr = closer.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in closer.incoming().take(2) {
+            let mut s = s.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+        }
+    });
+    let d2 = Dispatch::start(&[
+        "--replica".into(),
+        closer_addr.to_string(),
+        "--mode".into(),
+        "http".into(),
+        "--check-interval".into(),
+        "0".into(),
+    ]);
+    assert_eq!(get(d2.addr, "/hello").status, 502);
+    // No replica at all: 503.
+    let nowhere = format!("127.0.0.1:{}", port());
+    let d3 = Dispatch::start(&[
+        "--replica".into(),
+        nowhere,
+        "--mode".into(),
+        "http".into(),
+        "--check-interval".into(),
+        "0".into(),
+    ]);
+    assert_eq!(get(d3.addr, "/hello").status, 503);
+    assert_eq!(d3.status()["refused"], 1);
+}

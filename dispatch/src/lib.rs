@@ -22,6 +22,7 @@
 //! What the issue asks beyond this (an HTTP copy proxy, replicas in
 //! containers, suites with events) is not built yet.
 
+pub mod http;
 pub mod policy;
 pub mod relay;
 
@@ -46,6 +47,7 @@ pub const PEEK_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    Http,
     Splice,
     Handoff,
 }
@@ -54,9 +56,10 @@ impl std::str::FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Mode, String> {
         match s {
+            "http" => Ok(Mode::Http),
             "splice" => Ok(Mode::Splice),
             "handoff" => Ok(Mode::Handoff),
-            other => Err(format!("{other:?}: modes are splice and handoff")),
+            other => Err(format!("{other:?}: modes are http, splice and handoff")),
         }
     }
 }
@@ -230,6 +233,8 @@ pub struct Dispatcher {
     refused: AtomicU64,
     /// splice: the relay thread, started by `run`.
     relay: std::sync::OnceLock<relay::Handle>,
+    /// http: idle keep-alive connections to the replicas.
+    pool: http::Pool,
 }
 
 impl Dispatcher {
@@ -243,6 +248,7 @@ impl Dispatcher {
         if replicas.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no replica"));
         }
+        let n = replicas.len();
         if mode == Mode::Handoff {
             for r in &mut replicas {
                 let Some(path) = &r.handoff else {
@@ -267,6 +273,7 @@ impl Dispatcher {
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             relay: std::sync::OnceLock::new(),
+            pool: http::Pool::new(n),
         })
     }
 
@@ -304,10 +311,7 @@ impl Dispatcher {
                 return policy::key_of(sid.as_bytes());
             }
         }
-        match peer.ip() {
-            IpAddr::V4(a) => policy::key_of(&a.octets()),
-            IpAddr::V6(a) => policy::key_of(&a.octets()),
-        }
+        key_of_addr(peer.ip())
     }
 
     fn candidates(&self) -> Vec<Candidate> {
@@ -324,6 +328,9 @@ impl Dispatcher {
     /// Picks a replica and forwards `client` to it; a replica that fails is
     /// taken out and another tried.
     fn dispatch(self: &Arc<Self>, client: TcpStream, peer: SocketAddr) {
+        if self.mode == Mode::Http {
+            return self.serve_http(client);
+        }
         let key = if self.picker.policy().keyed() {
             self.key(&client, peer)
         } else {
@@ -335,6 +342,8 @@ impl Dispatcher {
             };
             let replica = &self.replicas[i];
             match self.mode {
+                // Served per request by `serve_http`, never here.
+                Mode::Http => return,
                 Mode::Handoff => {
                     let channel = replica.channel.as_ref().expect("made in new");
                     match servers::handoff::send(channel, &client, b"") {
@@ -368,6 +377,36 @@ impl Dispatcher {
             }
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// http: a thread serves the connection's requests ([`http`]); beyond
+    /// `max_connections` the client gets a 503.
+    fn serve_http(self: &Arc<Self>, client: TcpStream) {
+        if self.open.fetch_add(1, Ordering::Relaxed) >= self.max_connections {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            // The accepting thread never waits on a client: a 503 into
+            // the fresh socket's buffer, and close.
+            let mut out = Vec::with_capacity(128);
+            let busy = servers::codec::Response::text(503, "dispatcher busy").closing();
+            servers::codec::write_response(&mut out, &busy, false, false);
+            let _ = client.set_nonblocking(true);
+            let mut client = client;
+            let _ = client.write(&out);
+            let _ = client.shutdown(Shutdown::Write);
+            return;
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || {
+                http::serve(&me, client);
+                me.open.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// splice: the link goes to the relay thread ([`relay`]).
@@ -439,6 +478,24 @@ impl Dispatcher {
     }
 }
 
+/// The `sid` session in a `Cookie` header's value.
+pub fn session_of(cookie: &str) -> Option<String> {
+    cookie.split(';').find_map(|c| {
+        c.trim()
+            .strip_prefix(servers::protocol::COOKIE)
+            .and_then(|rest| rest.strip_prefix('='))
+            .map(str::to_string)
+    })
+}
+
+/// The key of a client's address, for the keyed policies.
+pub fn key_of_addr(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(a) => policy::key_of(&a.octets()),
+        IpAddr::V6(a) => policy::key_of(&a.octets()),
+    }
+}
+
 /// The `sid` cookie of the request waiting on `client`, read without
 /// consuming it (`MSG_PEEK`), if it arrives within [`PEEK_TIMEOUT`].
 fn peek_session(client: &TcpStream) -> Option<String> {
@@ -451,12 +508,7 @@ fn peek_session(client: &TcpStream) -> Option<String> {
     head.lines()
         .filter_map(|l| l.split_once(':'))
         .filter(|(name, _)| name.trim().eq_ignore_ascii_case("cookie"))
-        .flat_map(|(_, value)| value.split(';'))
-        .find_map(|c| {
-            c.trim()
-                .strip_prefix(&format!("{}=", servers::protocol::COOKIE))
-                .map(str::to_string)
-        })
+        .find_map(|(_, value)| session_of(value))
 }
 
 /// Answers `GET /status` with the dispatcher's status as JSON, until `stop`.

@@ -18,14 +18,15 @@ pub struct Args {
     /// round-robin, least-connections, p2c, source or affinity.
     #[arg(long, default_value = "round-robin")]
     policy: dispatch::policy::Policy,
-    /// splice (bytes relayed in the kernel) or handoff (the connection
-    /// passed to the replica).
+    /// http (a copy proxy routing each request), splice (bytes relayed in
+    /// the kernel) or handoff (the connection passed to the replica).
     #[arg(long, default_value = "splice")]
     mode: dispatch::Mode,
     /// Answer GET /status (JSON) here.
     #[arg(long)]
     status: Option<SocketAddr>,
-    /// splice: most connections relayed at once; more are closed.
+    /// http and splice: most client connections at once; more are
+    /// answered 503 (http) or closed (splice).
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
     /// Active health checks: GET /health on each replica this often (0:
