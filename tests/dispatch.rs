@@ -11,14 +11,6 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_serverlab");
 
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running `serverlab dispatch`, killed on drop.
 struct Dispatch {
     child: Child,
@@ -28,8 +20,12 @@ struct Dispatch {
 
 impl Dispatch {
     fn start(args: &[String]) -> Dispatch {
-        let addr: SocketAddr = format!("127.0.0.1:{}", port()).parse().unwrap();
-        let status: SocketAddr = format!("127.0.0.1:{}", port()).parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap();
+        let status: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap();
         let mut child = Command::new(BIN)
             .args([
                 "dispatch",
@@ -136,7 +132,7 @@ fn handoff_round_robin_and_a_dead_replica() {
 fn splice_relays_and_skips_a_missing_replica() {
     let a = Server::start("thread-pool", &[]);
     let b = Server::start("event-loop", &[]);
-    let missing = format!("127.0.0.1:{}", port());
+    let missing = format!("127.0.0.1:{}", common::free_port());
     let args: Vec<String> = [
         "--replica",
         &a.addr.to_string(),
@@ -214,9 +210,9 @@ impl Drop for RemoveOnDrop {
 #[test]
 fn active_checks_take_a_replica_out_and_back() {
     let a = Server::start("event-loop", &[]);
-    let port_b = port();
+    let port_b = common::free_port();
     let start_b = || {
-        Stopped(
+        common::Stopped(
             Command::new(BIN)
                 .args([
                     "serve",
@@ -267,16 +263,6 @@ fn active_checks_take_a_replica_out_and_back() {
         "back after two passed checks"
     );
     assert!(d.status()["replicas"][1]["last_change_s"].as_f64().unwrap() < 3.0);
-}
-
-/// A child process killed and reaped when dropped.
-struct Stopped(Child);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// http: each request of one keep-alive connection is routed on its own
@@ -332,7 +318,7 @@ fn http_mode_routes_each_request_and_answers_for_failing_replicas() {
     ]);
     assert_eq!(get(d2.addr, "/hello").status, 502);
     // No replica at all: 503.
-    let nowhere = format!("127.0.0.1:{}", port());
+    let nowhere = format!("127.0.0.1:{}", common::free_port());
     let d3 = Dispatch::start(&[
         "--replica".into(),
         nowhere,

@@ -129,15 +129,6 @@ fn socket_activation_variables_are_checked() {
     assert!(err.contains("neither a listening TCP socket"), "{err}");
 }
 
-/// A free port on loopback (bound and released: a small race, fine here).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Connects with retries until `limit` (the launcher may not listen yet).
 fn connect_within(port: u16, limit: Duration) -> TcpStream {
     let deadline = Instant::now() + limit;
@@ -164,7 +155,7 @@ fn connect_within(port: u16, limit: Duration) -> TcpStream {
 fn systemd_socket_activate_starts_serve_both_ways() {
     // systemd-socket-activate listening on a free port, then `args`.
     let launch = |args: &[&str]| {
-        let port = free_port();
+        let port = common::free_port();
         let launcher = Command::new("systemd-socket-activate")
             .args(["-l", &format!("127.0.0.1:{port}")])
             .args(args)
@@ -206,7 +197,7 @@ fn systemd_socket_activate_starts_serve_both_ways() {
 )]
 fn every_listener_a_launcher_passes_is_served() {
     for arch in servers::arch::names() {
-        let (a, b) = (free_port(), free_port());
+        let (a, b) = (common::free_port(), common::free_port());
         let mut launcher = Command::new("systemd-socket-activate")
             .args([
                 "-l",

@@ -12,15 +12,6 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_serverlab");
 
-/// A free loopback port (bound and released: a small race, fine here).
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running `serverlab superserver`, stopped on drop.
 struct Super {
     child: Child,
@@ -32,9 +23,11 @@ struct Super {
 impl Super {
     /// Writes `services` (TOML, `{status}` replaced) and starts it.
     fn start(services: &str) -> Super {
-        let status: SocketAddr = format!("127.0.0.1:{}", port()).parse().unwrap();
+        let status: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap();
         let dir = std::env::temp_dir();
-        let tag = format!("{}-{}", std::process::id(), port());
+        let tag = format!("{}-{}", std::process::id(), common::free_port());
         let file = dir.join(format!("serverlab-test-super-{tag}.toml"));
         let log = dir.join(format!("serverlab-test-super-{tag}.log"));
         std::fs::write(&file, format!("status = \"{status}\"\n{services}")).unwrap();
@@ -136,8 +129,14 @@ fn zombies_of(pid: u32) -> usize {
 /// status; stopped with nothing left behind.
 #[test]
 fn nowait_wait_and_builtin_services_from_one_file() {
-    let (p_sh, p_http, p_wait, p_echo, p_day, p_hello) =
-        (port(), port(), port(), port(), port(), port());
+    let (p_sh, p_http, p_wait, p_echo, p_day, p_hello) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     let mut s = Super::start(&format!(
         r#"
 [[service]]
@@ -230,7 +229,12 @@ builtin = "hello"
 /// counted; a cps switch-off ends by itself.
 #[test]
 fn every_limit_is_enforced_and_counted() {
-    let (p_inst, p_src, p_only, p_cps) = (port(), port(), port(), port());
+    let (p_inst, p_src, p_only, p_cps) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     let s = Super::start(&format!(
         r#"
 [[service]]
@@ -343,7 +347,11 @@ cps = [5, 1]
 /// and a refused file keeps the old services.
 #[test]
 fn failures_zombies_and_reloads() {
-    let (p_crash, p_wait, p_many) = (port(), port(), port());
+    let (p_crash, p_wait, p_many) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     let mut s = Super::start(&format!(
         r#"
 [[service]]
@@ -400,7 +408,7 @@ command = ["true"]
         .service("crash")["exits"]["3"]
         == 4));
     // A good one: a new service appears, the crash one goes.
-    let p_new = port();
+    let p_new = common::free_port();
     std::fs::write(
         &s.file,
         format!("status = \"{}\"\n[[service]]\nname = \"new\"\nlisten = [\"127.0.0.1:{p_new}\"]\nbuiltin = \"echo\"\n", s.status),
@@ -455,7 +463,7 @@ fn bad_files_are_refused_with_line_and_field() {
 )]
 fn a_failed_fork_is_counted_and_survived() {
     common::still_root();
-    let (p_sleep, status_port) = (port(), port());
+    let (p_sleep, status_port) = (common::free_port(), common::free_port());
     let dir = std::env::temp_dir();
     let file = dir.join(format!(
         "serverlab-test-super-pids-{}.toml",
@@ -467,7 +475,7 @@ fn a_failed_fork_is_counted_and_survived() {
     )
     .unwrap();
     // The sandbox's reaper and the super server take 2 of the 6 tasks.
-    let mut child = Stopped(
+    let mut child = common::Stopped(
         Command::new(BIN)
             .args(["sandbox", "--pids", "6", "--", BIN, "superserver"])
             .arg(&file)
@@ -509,8 +517,8 @@ fn a_failed_fork_is_counted_and_survived() {
 /// the server stops.
 #[test]
 fn a_server_registers_and_the_load_generator_finds_it() {
-    let dir_port = port();
-    let mut directory = Stopped(
+    let dir_port = common::free_port();
+    let mut directory = common::Stopped(
         Command::new(BIN)
             .args(["directory", "--listen", &format!("127.0.0.1:{dir_port}")])
             .stdout(Stdio::piped())
@@ -563,22 +571,12 @@ fn a_server_registers_and_the_load_generator_finds_it() {
     assert!(String::from_utf8_lossy(&gone.stderr).contains("not found"));
 }
 
-/// A child process killed and reaped when dropped, even by a panic.
-struct Stopped(Child);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Every architecture runs as a wait service: the listener the super
 /// server hands over is served by any `--arch`.
 #[test]
 fn every_architecture_serves_a_handed_listener() {
     let archs = servers::arch::names();
-    let ports: Vec<u16> = archs.iter().map(|_| port()).collect();
+    let ports: Vec<u16> = archs.iter().map(|_| common::free_port()).collect();
     let mut file = String::new();
     for (arch, p) in archs.iter().zip(&ports) {
         file += &format!(
@@ -604,8 +602,8 @@ fn every_architecture_serves_a_handed_listener() {
 /// resolve to the services' addresses.
 #[test]
 fn the_super_server_registers_its_services() {
-    let dir_port = port();
-    let mut directory = Stopped(
+    let dir_port = common::free_port();
+    let mut directory = common::Stopped(
         Command::new(BIN)
             .args(["directory", "--listen", &format!("127.0.0.1:{dir_port}")])
             .stdout(Stdio::piped())
@@ -616,7 +614,7 @@ fn the_super_server_registers_its_services() {
     BufReader::new(directory.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let p = port();
+    let p = common::free_port();
     let s = Super::start(&format!(
         "directory = \"127.0.0.1:{dir_port}\"\n[[service]]\nname = \"greeter\"\nlisten = [\"127.0.0.1:{p}\"]\nbuiltin = \"hello\"\n"
     ));

@@ -183,19 +183,7 @@ pub struct Checks {
 
 /// Whether `GET path` on `addr` answers 200 within `timeout`.
 pub fn healthy(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
-    let attempt = || -> io::Result<bool> {
-        let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.set_write_timeout(Some(timeout))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head)?;
-        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
-    };
-    attempt().unwrap_or(false)
+    servers::probe::get(addr, path, timeout).is_ok_and(|(status, _)| status == 200)
 }
 
 /// A replica's line in the status.

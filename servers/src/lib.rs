@@ -14,6 +14,7 @@ pub mod handoff;
 pub mod incoming;
 pub mod linger;
 pub mod net;
+pub mod probe;
 pub mod process;
 pub mod protocol;
 pub mod reactor;

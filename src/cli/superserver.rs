@@ -1,7 +1,7 @@
 //! `serverlab superserver`: an inetd-style super server.
 
 use anyhow::{bail, Context};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -74,23 +74,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Fetches `GET /status` from `addr` and prints it.
 fn print_status(addr: SocketAddr, json: bool) -> anyhow::Result<()> {
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+    let (status, body) = servers::probe::get(addr, "/status", Duration::from_secs(3))
         .with_context(|| format!("no super server status at {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-    stream.write_all(b"GET /status HTTP/1.1\r\nHost: status\r\nConnection: close\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("{addr}: not an HTTP answer");
-    };
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("{addr}: {}", head.lines().next().unwrap_or(""));
+    if status != 200 {
+        bail!("{addr}: /status answered {status}");
     }
     if json {
         println!("{body}");
         return Ok(());
     }
-    let status: superserver::status::Status = serde_json::from_str(body)
+    let status: superserver::status::Status = serde_json::from_str(&body)
         .with_context(|| format!("{addr}: not a super server's status"))?;
     print!("{}", status.to_table());
     Ok(())
