@@ -330,3 +330,41 @@ fn http_mode_routes_each_request_and_answers_for_failing_replicas() {
     assert_eq!(get(d3.addr, "/hello").status, 503);
     assert_eq!(d3.status()["refused"], 1);
 }
+
+/// http: a replica that accepts and never answers is timed out: its
+/// client gets a 504, and the dispatcher goes on serving.
+#[test]
+fn http_mode_times_out_a_silent_replica() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for s in silent.incoming().take(1) {
+            kept.push(s.unwrap());
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let args: Vec<String> = [
+        "--replica",
+        &addr.to_string(),
+        "--mode",
+        "http",
+        "--check-interval",
+        "0",
+        "--answer-timeout",
+        "300ms",
+    ]
+    .map(String::from)
+    .to_vec();
+    let d = Dispatch::start(&args);
+    let started = std::time::Instant::now();
+    let r = get(d.addr, "/hello");
+    assert_eq!(r.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(d.status()["replicas"][0]["errors"], 1);
+    held.join().unwrap();
+}

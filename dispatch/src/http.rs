@@ -9,7 +9,8 @@
 //! back. The dispatcher answers itself when no replica can: 503 when none
 //! is up, 502 when a replica fails before its answer is complete (a
 //! connection reset, a malformed or chunked answer), 504 when it gives no
-//! answer within [`ANSWER_TIMEOUT`]. A replica that cannot be connected to
+//! answer within its answer timeout (`--answer-timeout`, default
+//! [`ANSWER_TIMEOUT`]). A replica that cannot be connected to
 //! is taken out and the request tried on another; one that fails after the
 //! request was sent is not retried (the request may have had effects).
 
@@ -21,7 +22,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A replica that sends no answer for this long gets its client a 504.
+/// A replica that sends no answer for this long gets its client a 504
+/// (the default of `--answer-timeout`).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client idle this long between requests is closed.
 pub const CLIENT_IDLE: Duration = Duration::from_secs(10);
@@ -156,7 +158,7 @@ fn forward(d: &Dispatcher, i: usize, raw: &[u8], client: &mut TcpStream) -> Resu
             done => return done,
         }
     }
-    let fresh = connect(d.replicas[i].addr).map_err(Failure::Connect)?;
+    let fresh = connect(d.replicas[i].addr, d.answer_timeout).map_err(Failure::Connect)?;
     match exchange(d, i, fresh, raw, client) {
         Err(Failure::Stale) => Err(Failure::Broken(io::Error::other("closed before answering"))),
         done => done,
@@ -249,9 +251,9 @@ fn exchange(
     Ok(())
 }
 
-fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+fn connect(addr: SocketAddr, answer_timeout: Duration) -> io::Result<TcpStream> {
     let c = TcpStream::connect_timeout(&addr, crate::CONNECT_TIMEOUT)?;
-    c.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    c.set_read_timeout(Some(answer_timeout))?;
     c.set_nodelay(true)?;
     Ok(c)
 }

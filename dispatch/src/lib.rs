@@ -223,6 +223,8 @@ pub struct Dispatcher {
     relay: std::sync::OnceLock<relay::Handle>,
     /// http: idle keep-alive connections to the replicas.
     pool: http::Pool,
+    /// http: a replica silent this long gets its client a 504.
+    pub answer_timeout: Duration,
 }
 
 impl Dispatcher {
@@ -262,6 +264,7 @@ impl Dispatcher {
             refused: AtomicU64::new(0),
             relay: std::sync::OnceLock::new(),
             pool: http::Pool::new(n),
+            answer_timeout: http::ANSWER_TIMEOUT,
         })
     }
 

@@ -36,6 +36,10 @@ pub struct Args {
     /// Failed checks in a row that take a replica out.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     fall: u32,
+    /// http: a replica that gives no answer for this long gets its client
+    /// a 504.
+    #[arg(long, default_value = "10s", value_parser = super::duration)]
+    answer_timeout: std::time::Duration,
     /// Passed checks in a row that bring it back.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     rise: u32,
@@ -47,12 +51,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .into_iter()
         .map(|(addr, path)| dispatch::Replica::new(addr, path))
         .collect();
-    let dispatcher = Arc::new(dispatch::Dispatcher::new(
-        args.mode,
-        args.policy,
-        replicas,
-        args.max_connections,
-    )?);
+    let mut dispatcher =
+        dispatch::Dispatcher::new(args.mode, args.policy, replicas, args.max_connections)?;
+    dispatcher.answer_timeout = args.answer_timeout;
+    let dispatcher = Arc::new(dispatcher);
     let listener = servers::net::listen(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let stop = Arc::new(AtomicBool::new(false));
