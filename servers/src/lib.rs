@@ -22,6 +22,7 @@ pub mod shm;
 pub mod shutdown;
 pub mod state;
 pub mod stats;
+pub mod sync;
 pub mod timer;
 pub mod warn;
 pub mod work;

@@ -168,19 +168,7 @@ impl Children {
     /// Waits until no child is alive or `deadline` passes; returns whether
     /// none is left.
     pub fn wait_all(&self, deadline: Instant) -> bool {
-        let mut state = self.lock();
-        while !state.live.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
+        crate::sync::wait_until(&self.changed, self.lock(), deadline, |s| s.live.is_empty())
     }
 
     /// Sends `signal` to every live child.

@@ -134,18 +134,7 @@ impl Live {
     /// Waits until no thread is alive or `deadline` passes; returns whether
     /// all finished.
     fn wait_zero(&self, deadline: Instant) -> bool {
-        let mut n = self.n.lock().unwrap_or_else(|e| e.into_inner());
-        while *n > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            n = self
-                .zero
-                .wait_timeout(n, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
+        let n = self.n.lock().unwrap_or_else(|e| e.into_inner());
+        crate::sync::wait_until(&self.zero, n, deadline, |n| *n == 0)
     }
 }
