@@ -368,3 +368,62 @@ fn http_mode_times_out_a_silent_replica() {
     assert_eq!(d.status()["replicas"][0]["errors"], 1);
     held.join().unwrap();
 }
+
+/// The dispatcher's open descriptors.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// A flood is bounded: beyond `--max-connections` clients get a 503 (http)
+/// at once; and once every client has gone, the dispatcher holds as many
+/// descriptors as when it was idle (http and splice: nothing leaks).
+#[test]
+fn floods_are_bounded_and_nothing_leaks() {
+    let a = Server::start("event-loop", &[]);
+    for mode in ["http", "splice"] {
+        let args: Vec<String> = [
+            "--replica",
+            &a.addr.to_string(),
+            "--mode",
+            mode,
+            "--check-interval",
+            "0",
+            "--max-connections",
+            "4",
+        ]
+        .map(String::from)
+        .to_vec();
+        let d = Dispatch::start(&args);
+        // One request first: the pool and the relay thread exist.
+        assert_eq!(get(d.addr, "/hello").status, 200);
+        assert!(common::wait_for(Duration::from_secs(3), || d.status()
+            ["replicas"][0]["open"]
+            == 0));
+        let idle = fds(d.child.id());
+        let held: Vec<Client> = (0..4).map(|_| Client::connect(d.addr)).collect();
+        if mode == "splice" {
+            // Each held client is relayed to the replica.
+            assert!(common::wait_for(Duration::from_secs(3), || {
+                d.status()["replicas"][0]["open"] == 4
+            }));
+        } else {
+            // Each held client has its thread, waiting for a request.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if mode == "http" {
+            let r = get(d.addr, "/hello");
+            assert_eq!(r.status, 503, "the fifth client, beyond the limit");
+        } else {
+            let mut extra = Client::connect(d.addr);
+            extra.send(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+            assert!(extra.read().is_none(), "the fifth is closed unanswered");
+        }
+        assert!(d.status()["refused"].as_u64().unwrap() >= 1);
+        drop(held);
+        assert!(
+            common::wait_for(Duration::from_secs(15), || fds(d.child.id()) <= idle),
+            "{mode}: {} descriptors open, {idle} when idle",
+            fds(d.child.id())
+        );
+    }
+}
