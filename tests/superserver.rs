@@ -335,6 +335,8 @@ cps = [5, 1]
     );
     std::thread::sleep(Duration::from_millis(1300));
     assert!(exchange(addr(p_cps), b"").ends_with("GMT\r\n"), "back on");
+    // A built-in that is done at once (daytime) is counted out as well as in.
+    assert_eq!(s.service("burst")["running"], 0);
     let log = s.log();
     for says in ["only_from", "per_source", "(cps)", "instances running"] {
         assert!(log.contains(says), "no log line about {says}: {log}");

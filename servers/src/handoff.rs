@@ -115,11 +115,20 @@ pub fn send(channel: &UnixDatagram, conn: &impl AsFd, already_read: &[u8]) -> io
 /// (its flags are shared with the sender's copy, so they are set here,
 /// whatever the sender left).
 pub fn receive(socket: &UnixDatagram, nonblocking: bool) -> io::Result<Arrival> {
-    let mut buf = vec![0u8; MAGIC.len() + MAX_ALREADY_READ];
+    thread_local! {
+        // Made (and zeroed) once per thread, not per message: every accept
+        // loop ends with a call that finds the queue empty.
+        static BUF: std::cell::RefCell<Vec<u8>> =
+            std::cell::RefCell::new(vec![0; MAGIC.len() + MAX_ALREADY_READ]);
+    }
+    BUF.with(|buf| receive_into(socket, nonblocking, &mut buf.borrow_mut()))
+}
+
+fn receive_into(socket: &UnixDatagram, nonblocking: bool, buf: &mut [u8]) -> io::Result<Arrival> {
     loop {
         let mut space = nix::cmsg_space!([RawFd; 4]);
         let (len, flags, fds) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
+            let mut iov = [IoSliceMut::new(buf)];
             let msg = recvmsg::<()>(
                 socket.as_raw_fd(),
                 &mut iov,

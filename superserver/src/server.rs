@@ -100,6 +100,12 @@ struct ChildInfo {
     started: Instant,
 }
 
+/// What serves an admitted connection.
+enum Launch {
+    Builtin(Builtin),
+    Process(spawn::Spawned),
+}
+
 /// The loop's state.
 pub struct SuperServer {
     poll: Poll,
@@ -113,6 +119,10 @@ pub struct SuperServer {
     children: HashMap<libc::pid_t, ChildInfo>,
     conns: Vec<Option<Conn>>,
     free_conns: Vec<usize>,
+    /// Built-in connections open now, and when their deadlines are next
+    /// checked.
+    live_conns: usize,
+    next_sweep: Instant,
     signals: SignalFd,
     stopping: bool,
 }
@@ -144,6 +154,8 @@ impl SuperServer {
             children: HashMap::new(),
             conns: Vec::new(),
             free_conns: Vec::new(),
+            live_conns: 0,
+            next_sweep: Instant::now(),
             signals,
             stopping: false,
         };
@@ -336,8 +348,11 @@ impl SuperServer {
     }
 
     fn stats(&mut self, i: usize) -> &mut ServiceStatus {
-        let name = self.svcs[i].cfg.name.clone();
-        self.status.services.entry(name).or_default()
+        let name = &self.svcs[i].cfg.name;
+        self.status
+            .services
+            .get_mut(name)
+            .expect("`apply` makes every service's entry")
     }
 
     /// Runs until `SIGINT` or `SIGTERM`, then stops everything it started.
@@ -378,8 +393,9 @@ impl SuperServer {
             }
         }
         let mut timeout = next.map(|t| t.saturating_duration_since(now));
-        if self.conns.iter().any(Option::is_some) {
-            timeout = Some(timeout.map_or(SWEEP, |t| t.min(SWEEP)));
+        if self.live_conns > 0 {
+            let sweep = self.next_sweep.saturating_duration_since(now);
+            timeout = Some(timeout.map_or(sweep, |t| t.min(sweep)));
         }
         timeout
     }
@@ -398,6 +414,11 @@ impl SuperServer {
             }
             self.reconcile(i);
         }
+        // Deadlines are whole seconds: a look every SWEEP, not every turn.
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP;
         for slot in 0..self.conns.len() {
             if self.conns[slot]
                 .as_ref()
@@ -559,53 +580,55 @@ impl SuperServer {
                 return;
             }
         }
-        let started = match self.svcs[i].cfg.start.clone() {
-            Start::Builtin(kind) => self.add_conn(Conn::new(stream, Some(kind), name.clone(), now)),
+        // Started while the service's settings are borrowed; bookkept after.
+        let launched = match &self.svcs[i].cfg.start {
+            Start::Builtin(kind) => Ok(Launch::Builtin(*kind)),
             Start::Nowait(command) => {
                 let extra = [
                     ("REMOTE_ADDR", ip.to_string()),
                     ("REMOTE_PORT", peer.port().to_string()),
                 ];
-                match spawn::spawn(
-                    &command,
-                    Hand::Connection(stream.as_raw_fd()),
-                    &name,
-                    &extra,
-                ) {
-                    Ok(s) => {
-                        self.track(s, &name, Some(ip));
-                        true
-                    }
-                    Err(e) => {
-                        self.stats(i).start_failures += 1;
-                        tracing::error!(
-                            "service {name}: cannot start {}: {e}; connection closed",
-                            command.path.display()
-                        );
-                        false
-                    }
+                spawn::spawn(command, Hand::Connection(stream.as_raw_fd()), &name, &extra)
+                    .map(Launch::Process)
+                    .map_err(|e| format!("cannot start {}: {e}", command.path.display()))
+            }
+            Start::Wait(_) => return,
+        };
+        let launch = match launched {
+            Ok(launch) => launch,
+            Err(why) => {
+                self.stats(i).start_failures += 1;
+                tracing::error!("service {name}: {why}; connection closed");
+                return;
+            }
+        };
+        // Counted before a built-in runs: one that is done at once
+        // (daytime) is counted out again inside `add_conn`.
+        let svc = &mut self.svcs[i];
+        svc.running += 1;
+        *svc.per_source.entry(ip).or_default() += 1;
+        let (running, at_limit) = (
+            svc.running,
+            svc.cfg.instances.is_some_and(|n| svc.running >= n),
+        );
+        let stats = self.stats(i);
+        stats.started += 1;
+        stats.running = running;
+        if at_limit {
+            stats.instance_limit_waits += 1;
+            tracing::info!(
+                "service {name}: {running} instances running, its limit: new connections wait"
+            );
+            self.reconcile(i);
+        }
+        match launch {
+            Launch::Builtin(kind) => {
+                if !self.add_conn(Conn::new(stream, Some(kind), name, now)) {
+                    self.release(i, Some(ip));
+                    self.reconcile(i);
                 }
             }
-            Start::Wait(_) => false,
-        };
-        if started {
-            let svc = &mut self.svcs[i];
-            svc.running += 1;
-            *svc.per_source.entry(ip).or_default() += 1;
-            let (running, at_limit) = (
-                svc.running,
-                svc.cfg.instances.is_some_and(|n| svc.running >= n),
-            );
-            let stats = self.stats(i);
-            stats.started += 1;
-            stats.running = running;
-            if at_limit {
-                stats.instance_limit_waits += 1;
-                tracing::info!(
-                    "service {name}: {running} instances running, its limit: new connections wait"
-                );
-                self.reconcile(i);
-            }
+            Launch::Process(process) => self.track(process, &name, Some(ip)),
         }
     }
 
@@ -690,6 +713,7 @@ impl SuperServer {
             return false;
         }
         self.conns[slot] = Some(conn);
+        self.live_conns += 1;
         self.drive_conn(slot);
         true
     }
@@ -722,6 +746,7 @@ impl SuperServer {
         };
         let _ = self.poll.registry().deregister(conn.stream());
         self.free_conns.push(slot);
+        self.live_conns -= 1;
         if conn.kind().is_some() {
             let source = conn.peer_ip();
             if let Some(i) = self.svcs.iter().position(|s| s.cfg.name == conn.service()) {

@@ -461,13 +461,22 @@ macro_rules! every_arch {
     };
 }
 
-/// A free loopback port (bound and released: a small race, fine in tests).
+/// A free loopback port for a server a test configures by port (the
+/// super server, a dispatcher). Taken below the kernel's ephemeral range
+/// (32768 and up by default), so that no client connection of a parallel
+/// test can take it between this check and the server's bind, and never
+/// handed out twice in one test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (start.wrapping_add(n) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A child process killed and reaped when dropped, even by a panic.
