@@ -28,11 +28,12 @@ pub mod relay;
 
 use policy::{Candidate, Picker, Policy};
 use serde::Serialize;
+use servers::codec::Response;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -268,41 +269,30 @@ impl Dispatcher {
         })
     }
 
-    /// Serves `listener` until `stop` is set (checked every 50 ms).
-    pub fn run(self: &Arc<Self>, listener: TcpListener, stop: &AtomicBool) -> io::Result<()> {
-        listener.set_nonblocking(true)?;
+    /// Serves `listener` until `shutdown` is triggered.
+    pub fn run(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        shutdown: &servers::Shutdown,
+    ) -> io::Result<()> {
         if self.mode == Mode::Splice && self.relay.get().is_none() {
             let me = self.clone();
             let _ = self.relay.set(relay::start(move |i| me.closed(i))?);
         }
-        while !stop.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((client, peer)) => {
-                    let _ = client.set_nonblocking(false);
-                    self.accepted.fetch_add(1, Ordering::Relaxed);
-                    self.dispatch(client, peer);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
-                Err(e) if servers::incoming::is_transient_accept_error(&e) => {}
-                Err(e) if servers::incoming::is_resource_exhaustion(&e) => {
-                    std::thread::sleep(servers::net::ACCEPT_BACKOFF)
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        servers::net::accept_loop(&listener.into(), shutdown, |arrival| {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+            self.dispatch(arrival.stream);
+        })
     }
 
     /// The key of a connection for the keyed policies.
-    fn key(&self, client: &TcpStream, peer: SocketAddr) -> u64 {
+    fn key(&self, client: &TcpStream) -> u64 {
         if self.picker.policy() == Policy::Affinity {
             if let Some(sid) = peek_session(client) {
                 return policy::key_of(sid.as_bytes());
             }
         }
-        key_of_addr(peer.ip())
+        client.peer_addr().map_or(0, |a| key_of_addr(a.ip()))
     }
 
     fn candidates(&self) -> Vec<Candidate> {
@@ -318,12 +308,12 @@ impl Dispatcher {
 
     /// Picks a replica and forwards `client` to it; a replica that fails is
     /// taken out and another tried.
-    fn dispatch(self: &Arc<Self>, client: TcpStream, peer: SocketAddr) {
+    fn dispatch(self: &Arc<Self>, client: TcpStream) {
         if self.mode == Mode::Http {
             return self.serve_http(client);
         }
         let key = if self.picker.policy().keyed() {
-            self.key(&client, peer)
+            self.key(&client)
         } else {
             0
         };
@@ -424,17 +414,16 @@ impl Dispatcher {
         self.replicas[i].open.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Checks every replica every `checks.interval` until `stop`.
-    pub fn check(&self, checks: &Checks, stop: &AtomicBool) {
-        while !stop.load(Ordering::SeqCst) {
+    /// Checks every replica every `checks.interval` until `shutdown`.
+    pub fn check(&self, checks: &Checks, shutdown: &servers::Shutdown) {
+        loop {
             let started = Instant::now();
             for r in &self.replicas {
                 r.checked(healthy(r.addr, &checks.path, checks.interval), checks);
             }
             let rest = checks.interval.saturating_sub(started.elapsed());
-            let until = Instant::now() + rest;
-            while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(20).min(rest));
+            if shutdown.sleep(rest).unwrap_or(true) {
+                return;
             }
         }
     }
@@ -502,35 +491,24 @@ fn peek_session(client: &TcpStream) -> Option<String> {
         .find_map(|(_, value)| session_of(value))
 }
 
-/// Answers `GET /status` with the dispatcher's status as JSON, until `stop`.
+/// Answers `GET /status` with the dispatcher's status as JSON, until
+/// `shutdown`.
 pub fn serve_status(
     listener: TcpListener,
     dispatcher: Arc<Dispatcher>,
-    stop: &AtomicBool,
+    shutdown: &servers::Shutdown,
 ) -> io::Result<()> {
-    listener.set_nonblocking(true)?;
-    while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((mut s, _)) => {
-                let _ = s.set_nonblocking(false);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf);
-                let body = serde_json::to_string_pretty(&dispatcher.status()).unwrap_or_default();
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.shutdown(Shutdown::Write);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    Ok(())
+    servers::net::accept_loop(&listener.into(), shutdown, |arrival| {
+        let mut s = arrival.stream;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut request = [0u8; 2048];
+        let _ = s.read(&mut request);
+        let body = serde_json::to_string_pretty(&dispatcher.status()).unwrap_or_default();
+        let mut out = Vec::with_capacity(body.len() + 128);
+        servers::codec::write_response(&mut out, &Response::json(200, body), false, false);
+        let _ = s.write_all(&out);
+        let _ = s.shutdown(Shutdown::Write);
+    })
 }
 
 /// Parses a replica as the command line gives it: `ADDR` or `ADDR@PATH`
@@ -619,7 +597,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = servers::Shutdown::new().unwrap();
         let runner = {
             let (d, stop) = (d.clone(), stop.clone());
             std::thread::spawn(move || d.run(front, &stop))
@@ -632,7 +610,7 @@ mod tests {
         c.read_to_end(&mut back).unwrap();
         assert!(back == data, "byte-exact both ways");
         echo.join().unwrap();
-        stop.store(true, Ordering::SeqCst);
+        stop.trigger();
         runner.join().unwrap().unwrap();
         assert_eq!(d.status().replicas[0].connections, 1);
     }

@@ -3,7 +3,6 @@
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(clap::Args)]
@@ -62,9 +61,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let listener =
         servers::net::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     println!("directory on {}", listener.local_addr()?);
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = servers::Shutdown::new()?;
     let trigger = stop.clone();
-    super::on_termination(move || trigger.store(true, std::sync::atomic::Ordering::SeqCst))?;
+    super::on_termination(move || trigger.trigger())?;
     let directory = Arc::new(superserver::directory::Directory::new(
         args.max_entries,
         secret,

@@ -3,7 +3,6 @@
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(clap::Args)]
@@ -57,9 +56,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dispatcher = Arc::new(dispatcher);
     let listener = servers::net::listen(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = servers::Shutdown::new()?;
     let trigger = stop.clone();
-    super::on_termination(move || trigger.store(true, std::sync::atomic::Ordering::SeqCst))?;
+    super::on_termination(move || trigger.trigger())?;
     if let Some(addr) = args.status {
         let l = servers::net::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let (d, s) = (dispatcher.clone(), stop.clone());

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -123,34 +123,21 @@ fn check_name(name: &str) -> Result<(), String> {
         .ok_or_else(|| format!("{name:?}: a name is 1-64 letters, digits, '-', '_' or '.'"))
 }
 
-/// Serves `directory` on `listener` until `stop` is set (checked at least
-/// every 100 ms).
+/// Serves `directory` on `listener` until `shutdown` is triggered, a
+/// thread per client (at most [`MAX_CLIENTS`]; more are told to try again).
 pub fn serve(
     listener: TcpListener,
     directory: Arc<Directory>,
-    stop: &AtomicBool,
+    shutdown: &servers::Shutdown,
 ) -> io::Result<()> {
-    listener.set_nonblocking(true)?;
     let clients = Arc::new(AtomicUsize::new(0));
-    while !stop.load(Ordering::SeqCst) {
-        let (mut stream, peer) = match listener.accept() {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            Err(e) if servers::incoming::is_transient_accept_error(&e) => continue,
-            Err(e) if servers::incoming::is_resource_exhaustion(&e) => {
-                std::thread::sleep(servers::net::ACCEPT_BACKOFF);
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let _ = stream.set_nonblocking(false);
+    servers::net::accept_loop(&listener.into(), shutdown, |arrival| {
+        let mut stream = arrival.stream;
+        let Ok(peer) = stream.peer_addr() else { return };
         if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
             clients.fetch_sub(1, Ordering::SeqCst);
             let _ = stream.write_all(b"ERR busy, try again\n");
-            continue;
+            return;
         }
         let (directory, clients) = (directory.clone(), clients.clone());
         let spawned = std::thread::Builder::new()
@@ -162,8 +149,7 @@ pub fn serve(
         if spawned.is_err() {
             tracing::warn!("directory: cannot start a thread for a client");
         }
-    }
-    Ok(())
+    })
 }
 
 /// One client: lines in, answers out, until it closes, idles or misbehaves.
@@ -224,7 +210,7 @@ pub fn lookup(at: SocketAddr, name: &str) -> io::Result<SocketAddr> {
 /// Registers `name` → `addr` in the directory at `at` and keeps it there,
 /// renewing every third of `ttl`, until dropped (then unregisters).
 pub struct Registration {
-    stop: Arc<AtomicBool>,
+    stop: servers::Shutdown,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -241,7 +227,7 @@ impl Registration {
         let secret = secret.map(|s| format!(" {s}")).unwrap_or_default();
         let line = format!("REGISTER {name} {addr} {}{secret}", ttl.as_secs().max(1));
         request(at, &line)?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = servers::Shutdown::new()?;
         let stopping = stop.clone();
         let unregister = format!("UNREGISTER {name}{secret}");
         let name = name.to_string();
@@ -249,14 +235,9 @@ impl Registration {
         let thread = std::thread::Builder::new()
             .name("register".into())
             .spawn(move || {
-                let mut next = Instant::now() + every;
-                while !stopping.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    if Instant::now() >= next {
-                        next = Instant::now() + every;
-                        if let Err(e) = request(at, &line) {
-                            tracing::warn!("renewing {name} in directory {at}: {e}");
-                        }
+                while !stopping.sleep(every).unwrap_or(true) {
+                    if let Err(e) = request(at, &line) {
+                        tracing::warn!("renewing {name} in directory {at}: {e}");
                     }
                 }
                 let _ = request(at, &unregister);
@@ -270,7 +251,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.trigger();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -364,7 +345,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let at = listener.local_addr().unwrap();
         let directory = Arc::new(Directory::new(16, None));
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = servers::Shutdown::new().unwrap();
         let server = {
             let (d, s) = (directory.clone(), stop.clone());
             std::thread::spawn(move || serve(listener, d, &s))
@@ -390,7 +371,7 @@ mod tests {
         s.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("ERR a line is at most"), "{answer}");
         assert_eq!(request(at, "LIST").unwrap(), "0");
-        stop.store(true, Ordering::SeqCst);
+        stop.trigger();
         server.join().unwrap().unwrap();
     }
 }
