@@ -106,7 +106,6 @@ pub fn serve(d: &Arc<Dispatcher>, mut client: TcpStream) {
             replica.open.fetch_sub(1, Ordering::Relaxed);
             match result {
                 Ok(()) => {
-                    replica.connections.fetch_add(1, Ordering::Relaxed);
                     answered = true;
                     break;
                 }
@@ -225,6 +224,9 @@ fn exchange(
         }
     };
     let total = header_len + body_len;
+    // Counted before the client can see the answer: whoever reads the
+    // status after an answer finds its request there.
+    d.replicas[i].connections.fetch_add(1, Ordering::Relaxed);
     let first = head.len().min(total);
     client
         .write_all(&head[..first])

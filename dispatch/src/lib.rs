@@ -327,12 +327,14 @@ impl Dispatcher {
                 Mode::Http => return,
                 Mode::Handoff => {
                     let channel = replica.channel.as_ref().expect("made in new");
+                    // Counted before the replica can answer (and a client
+                    // read the status after its answer), taken back if
+                    // the handoff fails.
+                    replica.connections.fetch_add(1, Ordering::Relaxed);
                     match servers::handoff::send(channel, &client, b"") {
-                        Ok(()) => {
-                            replica.connections.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
+                        Ok(()) => return,
                         Err(e) => {
+                            replica.connections.fetch_sub(1, Ordering::Relaxed);
                             replica.eject(&format_args!("handoff: {e}"));
                             // A restarted replica has a new socket at the
                             // same path: aim at it for the next try.
