@@ -206,6 +206,8 @@ pub struct Status {
     pub policy: Policy,
     pub mode: Mode,
     pub accepted: u64,
+    /// Client connections being served (http) or relayed (splice) now.
+    pub open: usize,
     /// Connections closed because no replica was up, or at the limit.
     pub refused: u64,
     pub replicas: Vec<ReplicaStatus>,
@@ -437,6 +439,7 @@ impl Dispatcher {
             policy: self.picker.policy(),
             mode: self.mode,
             accepted: self.accepted.load(Ordering::Relaxed),
+            open: self.open.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             replicas: self
                 .replicas
