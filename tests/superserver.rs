@@ -38,22 +38,19 @@ impl Super {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        // It prints its services once every port is bound.
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert!(
-            first.starts_with("service "),
-            "{first:?}: {}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        Super {
+        let stdout = child.stdout.take().unwrap();
+        // Made first, so that a failed start below still removes the files.
+        let s = Super {
             child,
             file,
             status,
             log,
-        }
+        };
+        // It prints its services once every port is bound.
+        let mut first = String::new();
+        BufReader::new(stdout).read_line(&mut first).unwrap();
+        assert!(first.starts_with("service "), "{first:?}: {}", s.log());
+        s
     }
 
     fn status(&self) -> serde_json::Value {
