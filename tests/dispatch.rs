@@ -196,6 +196,63 @@ fn affinity_keeps_a_session_on_one_replica() {
     std::thread::sleep(Duration::from_millis(10));
 }
 
+/// Sessions made by fresh clients stay with the replica that made them:
+/// the replicas end their session ids in their routes (`serve --route`)
+/// and affinity follows the route, per connection (handoff) and per
+/// request (http). Before routes, a new client was placed by its address
+/// and its session then hashed elsewhere: 410 on its second request.
+#[test]
+fn affinity_sends_new_sessions_back_to_the_replica_that_made_them() {
+    for mode in ["handoff", "http"] {
+        let mut replicas = Vec::new();
+        let mut args: Vec<String> = ["--mode", mode, "--policy", "affinity"]
+            .map(String::from)
+            .to_vec();
+        for route in ["r1", "r2"] {
+            let path = common::socket_path("routed");
+            let s = Server::start(
+                "event-loop",
+                &["--route", route, "--handoff", path.to_str().unwrap()],
+            );
+            args.extend([
+                "--replica".to_string(),
+                format!("{}@{},route={route}", s.addr, path.display()),
+            ]);
+            replicas.push(s);
+        }
+        let d = Dispatch::start(&args);
+        let post = |cookie: &str| {
+            let mut c = Client::connect(d.addr);
+            c.request(
+                format!("POST /counter HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n{cookie}\r\n")
+                    .as_bytes(),
+            )
+        };
+        let mut routes = std::collections::BTreeSet::new();
+        for client in 0..8 {
+            let first = post("");
+            assert_eq!(
+                (first.status, first.text()),
+                (200, "1".to_string()),
+                "{mode}"
+            );
+            let set = first.header("set-cookie").expect("a new session's cookie");
+            let sid = set.split(';').next().unwrap().trim().to_string();
+            routes.insert(sid.rsplit('.').next().unwrap().to_string());
+            // Each later request on a new connection finds its session.
+            for n in 2..=4 {
+                let r = post(&format!("Cookie: {sid}\r\n"));
+                assert_eq!(
+                    (r.status, r.text()),
+                    (200, n.to_string()),
+                    "{mode}: client {client}, request {n}"
+                );
+            }
+        }
+        assert!(routes.iter().all(|r| r == "r1" || r == "r2"), "{routes:?}");
+    }
+}
+
 /// A file removed when dropped.
 struct RemoveOnDrop(std::path::PathBuf);
 

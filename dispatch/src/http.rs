@@ -90,14 +90,11 @@ pub fn serve(d: &Arc<Dispatcher>, mut client: TcpStream) {
             }
         };
         let raw: Vec<u8> = inbuf.drain(..used).collect();
-        let key = request
-            .header("cookie")
-            .and_then(crate::session_of)
-            .map(|sid| crate::policy::key_of(sid.as_bytes()))
-            .unwrap_or_else(|| client.peer_addr().map_or(0, |a| crate::key_of_addr(a.ip())));
+        let sid = request.header("cookie").and_then(crate::session_of);
+        let key = crate::key_of(sid.as_deref(), &client, d.picker.policy());
         let mut answered = false;
         for _ in 0..d.replicas.len() {
-            let Some(i) = d.picker.pick(&d.candidates(), key) else {
+            let Some(i) = d.choose(key, sid.as_deref()) else {
                 break;
             };
             let replica = &d.replicas[i];

@@ -12,15 +12,13 @@
 //!   path. For `affinity` it first *peeks* at the request (`MSG_PEEK`, so
 //!   nothing is consumed) for the session cookie.
 //!
-//! Health: passive — a replica that refuses a connection or a handoff is
-//! taken out for [`EJECT`], then tried again — and active ([`Checks`]):
-//! `GET /health` every interval, `fall` failures in a row take a replica
-//! out, `rise` successes bring it back. The status (per replica: up or not,
-//! connections, open, errors, ejections, the last change) is served as JSON
-//! on `--status`.
-//!
-//! What the issue asks beyond this (an HTTP copy proxy, replicas in
-//! containers, suites with events) is not built yet.
+//! Health: active ([`Checks`]) — `GET /health` every interval, `fall`
+//! failures in a row take a replica out, `rise` successes bring it back —
+//! and passive: a replica that refuses a connection or a handoff is taken
+//! out at once, and comes back when `rise` checks pass (HAProxy's
+//! `on-error mark-down`); without active checks it is tried again after
+//! [`EJECT`]. The status (per replica: up or not, connections, open,
+//! errors, ejections, the last change) is served as JSON on `--status`.
 
 pub mod http;
 pub mod policy;
@@ -37,7 +35,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A replica that failed is out for this long, then tried again.
+/// Without active checks, a replica that failed is out for this long, then
+/// tried again.
 pub const EJECT: Duration = Duration::from_secs(2);
 /// Connecting to a replica gives up after this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -70,6 +69,8 @@ impl std::str::FromStr for Mode {
 pub struct Replica {
     pub addr: SocketAddr,
     pub handoff: Option<PathBuf>,
+    /// The route its session ids end in (`serve --route`).
+    pub route: Option<String>,
     channel: Option<UnixDatagram>,
     open: AtomicUsize,
     connections: AtomicU64,
@@ -78,6 +79,9 @@ pub struct Replica {
     down_until: Mutex<Option<Instant>>,
     /// Active checks: out after `fall` failures, until `rise` successes.
     checked: Mutex<Checked>,
+    /// Whether active checks run (then they, not a timer, bring a replica
+    /// taken out by a failure back).
+    actively_checked: std::sync::atomic::AtomicBool,
 }
 
 /// What the active checks know of a replica.
@@ -96,12 +100,14 @@ impl Replica {
         Replica {
             addr,
             handoff,
+            route: None,
             channel: None,
             open: AtomicUsize::new(0),
             connections: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
             down_until: Mutex::new(None),
+            actively_checked: std::sync::atomic::AtomicBool::new(false),
             checked: Mutex::new(Checked {
                 down: false,
                 streak: 0,
@@ -156,9 +162,24 @@ impl Replica {
         }
     }
 
-    /// It failed: out for [`EJECT`].
+    /// It failed: out until `rise` active checks pass, or for [`EJECT`]
+    /// when none run.
     fn eject(&self, why: &dyn std::fmt::Display) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        if self.actively_checked.load(Ordering::Relaxed) {
+            let mut c = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+            if !c.down {
+                c.down = true;
+                c.streak = 0;
+                c.last_change = Some(Instant::now());
+                self.ejections.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "replica {} out until its health checks pass: {why}",
+                    self.addr
+                );
+            }
+            return;
+        }
         let mut down = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
         if down.is_none() {
             self.ejections.fetch_add(1, Ordering::Relaxed);
@@ -287,14 +308,24 @@ impl Dispatcher {
         })
     }
 
-    /// The key of a connection for the keyed policies.
-    fn key(&self, client: &TcpStream) -> u64 {
+    /// The replica for a connection or request: with affinity, the one
+    /// whose route ends the session id, while it is up (the session lives
+    /// there); else the policy's pick by `key` (the session's hash, or the
+    /// client's address). `None` when no replica is up.
+    fn choose(&self, key: u64, sid: Option<&str>) -> Option<usize> {
         if self.picker.policy() == Policy::Affinity {
-            if let Some(sid) = peek_session(client) {
-                return policy::key_of(sid.as_bytes());
+            if let Some(route) = sid.and_then(servers::protocol::sid_route) {
+                let now = Instant::now();
+                let home = self
+                    .replicas
+                    .iter()
+                    .position(|r| r.route.as_deref() == Some(route) && r.up(now));
+                if home.is_some() {
+                    return home;
+                }
             }
         }
-        client.peer_addr().map_or(0, |a| key_of_addr(a.ip()))
+        self.picker.pick(&self.candidates(), key)
     }
 
     fn candidates(&self) -> Vec<Candidate> {
@@ -314,13 +345,13 @@ impl Dispatcher {
         if self.mode == Mode::Http {
             return self.serve_http(client);
         }
-        let key = if self.picker.policy().keyed() {
-            self.key(&client)
-        } else {
-            0
+        let sid = match self.picker.policy() {
+            Policy::Affinity => peek_session(&client),
+            _ => None,
         };
+        let key = key_of(sid.as_deref(), &client, self.picker.policy());
         for _ in 0..self.replicas.len() {
-            let Some(i) = self.picker.pick(&self.candidates(), key) else {
+            let Some(i) = self.choose(key, sid.as_deref()) else {
                 break;
             };
             let replica = &self.replicas[i];
@@ -420,6 +451,9 @@ impl Dispatcher {
 
     /// Checks every replica every `checks.interval` until `shutdown`.
     pub fn check(&self, checks: &Checks, shutdown: &servers::Shutdown) {
+        for r in &self.replicas {
+            r.actively_checked.store(true, Ordering::Relaxed);
+        }
         loop {
             let started = Instant::now();
             for r in &self.replicas {
@@ -474,6 +508,16 @@ pub fn session_of(cookie: &str) -> Option<String> {
 }
 
 /// The key of a client's address, for the keyed policies.
+/// The key the keyed policies hash: the session id when there is one,
+/// else the client's address (0 for the others).
+fn key_of(sid: Option<&str>, client: &TcpStream, policy: Policy) -> u64 {
+    match sid {
+        _ if !policy.keyed() => 0,
+        Some(sid) => policy::key_of(sid.as_bytes()),
+        None => client.peer_addr().map_or(0, |a| key_of_addr(a.ip())),
+    }
+}
+
 pub fn key_of_addr(ip: IpAddr) -> u64 {
     match ip {
         IpAddr::V4(a) => policy::key_of(&a.octets()),
@@ -516,17 +560,48 @@ pub fn serve_status(
     })
 }
 
-/// Parses a replica as the command line gives it: `ADDR` or `ADDR@PATH`
-/// (PATH: its handoff socket).
-pub fn parse_replica(text: &str) -> Result<(SocketAddr, Option<PathBuf>), String> {
-    let (addr, path) = match text.split_once('@') {
+/// A replica as the command line gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaArg {
+    pub addr: SocketAddr,
+    /// Its handoff socket.
+    pub handoff: Option<PathBuf>,
+    /// The route its session ids end in.
+    pub route: Option<String>,
+}
+
+impl ReplicaArg {
+    pub fn replica(self) -> Replica {
+        let mut r = Replica::new(self.addr, self.handoff);
+        r.route = self.route;
+        r
+    }
+}
+
+/// Parses `ADDR[@HANDOFF_PATH][,route=ROUTE]`.
+pub fn parse_replica(text: &str) -> Result<ReplicaArg, String> {
+    let (text, route) = match text.split_once(",route=") {
+        Some((t, r)) if servers::protocol::valid_route(r) => (t, Some(r.to_string())),
+        Some((_, r)) => {
+            return Err(format!(
+                "route {r:?}: 1 to {} letters, digits, '-' or '_'",
+                servers::protocol::MAX_ROUTE
+            ))
+        }
+        None => (text, None),
+    };
+    let (addr, handoff) = match text.split_once('@') {
         Some((a, p)) => (a, Some(PathBuf::from(p))),
         None => (text, None),
     };
     let addr = addr.parse().map_err(|_| {
-        format!("{addr:?} is not host:port (a replica is ADDR or ADDR@HANDOFF_PATH)")
+        format!("{addr:?} is not host:port (a replica is ADDR[@HANDOFF_PATH][,route=ROUTE])")
     })?;
-    Ok((addr, path))
+    Ok(ReplicaArg {
+        addr,
+        handoff,
+        route,
+    })
 }
 
 #[cfg(test)]
@@ -535,16 +610,18 @@ mod tests {
 
     #[test]
     fn replicas_and_modes_parse() {
+        let plain = parse_replica("127.0.0.1:9001").unwrap();
         assert_eq!(
-            parse_replica("127.0.0.1:9001").unwrap(),
-            ("127.0.0.1:9001".parse().unwrap(), None)
+            (plain.addr, plain.handoff, plain.route),
+            ("127.0.0.1:9001".parse().unwrap(), None, None)
         );
-        let (a, p) = parse_replica("127.0.0.1:9001@/tmp/r1.sock").unwrap();
+        let r = parse_replica("127.0.0.1:9001@/tmp/r1.sock,route=r1").unwrap();
         assert_eq!(
-            (a.port(), p.unwrap()),
-            (9001, PathBuf::from("/tmp/r1.sock"))
+            (r.addr.port(), r.handoff.unwrap(), r.route.as_deref()),
+            (9001, PathBuf::from("/tmp/r1.sock"), Some("r1"))
         );
         assert!(parse_replica("nowhere").is_err());
+        assert!(parse_replica("127.0.0.1:9001,route=a.b").is_err());
         assert!("teleport".parse::<Mode>().is_err());
         assert!(Dispatcher::new(
             Mode::Handoff,
@@ -578,6 +655,35 @@ mod tests {
         r.checked(true, &checks);
         assert!(r.up(now), "two successes bring it back");
         assert_eq!(r.ejections.load(Ordering::Relaxed), 1);
+    }
+
+    /// A failure takes a replica out at once; with active checks running,
+    /// `rise` passing checks bring it back (no fixed wait); without, it is
+    /// tried again after EJECT.
+    #[test]
+    fn a_failure_ejects_until_checks_pass_or_for_a_while() {
+        let checks = Checks {
+            interval: Duration::from_millis(100),
+            rise: 2,
+            fall: 3,
+            path: "/health".into(),
+        };
+        let checked = Replica::new("127.0.0.1:1".parse().unwrap(), None);
+        checked.actively_checked.store(true, Ordering::Relaxed);
+        checked.eject(&"refused");
+        checked.eject(&"refused again");
+        let now = Instant::now();
+        assert!(!checked.up(now));
+        checked.checked(true, &checks);
+        assert!(!checked.up(now), "one pass is not rise");
+        checked.checked(true, &checks);
+        assert!(checked.up(now), "rise passes bring it back at once");
+        assert_eq!(checked.ejections.load(Ordering::Relaxed), 1);
+
+        let timed = Replica::new("127.0.0.1:1".parse().unwrap(), None);
+        timed.eject(&"refused");
+        assert!(!timed.up(Instant::now()));
+        assert!(timed.up(Instant::now() + EJECT + Duration::from_millis(1)));
     }
 
     /// splice moves every byte both ways, and a half-close passes through.

@@ -70,6 +70,7 @@ fn modes(c: &mut Criterion) {
             max_sessions: 100_000,
             session_idle: None,
             key: Some(StateKey(b"bench key, 16 bytes or more".to_vec())),
+            route: None,
         })
         .unwrap()
     };

@@ -10,6 +10,10 @@
 //!   sending its last value in [`RESTORE`].
 //! - *stateless*: the client carries the counter in an HMAC token, sent
 //!   and answered in [`TOKEN`].
+//! - A replica started with a route (`serve --route r2`) issues session ids
+//!   that end in it, `sid=<32 hex>.r2`, as Tomcat's jvmRoute and Apache's
+//!   `mod_proxy_balancer` do: a dispatcher with session affinity sends the
+//!   session back to the replica that made it ([`sid_route`]).
 
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
@@ -60,6 +64,28 @@ impl FromStr for StateMode {
 
 /// The cookie naming a session (stateful and soft).
 pub const COOKIE: &str = "sid";
+
+/// The most bytes of a route, and the characters it may use.
+pub const MAX_ROUTE: usize = 32;
+
+/// Whether `route` may be a replica's route: 1 to [`MAX_ROUTE`] ASCII
+/// letters, digits, `-` or `_`.
+pub fn valid_route(route: &str) -> bool {
+    (1..=MAX_ROUTE).contains(&route.len())
+        && route
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A session id's route: what follows its first `.` (`None`: no route).
+pub fn sid_route(sid: &str) -> Option<&str> {
+    sid.split_once('.').map(|(_, route)| route)
+}
+
+/// A session id without its route.
+pub fn sid_id(sid: &str) -> &str {
+    sid.split_once('.').map_or(sid, |(id, _)| id)
+}
 /// Header carrying the stateless token, both ways.
 pub const TOKEN: &str = "X-State-Token";
 /// Header with which a soft-mode client rebuilds a lost session: the last
@@ -73,6 +99,16 @@ pub const SESSION_UNKNOWN: &str = "unknown";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_are_what_follows_the_dot() {
+        assert_eq!(sid_route("00ff.r2"), Some("r2"));
+        assert_eq!(sid_id("00ff.r2"), "00ff");
+        assert_eq!((sid_route("00ff"), sid_id("00ff")), (None, "00ff"));
+        assert!(valid_route("r2") && valid_route("replica_2-b"));
+        assert!(!valid_route("") && !valid_route("a.b") && !valid_route("a;b"));
+        assert!(!valid_route(&"r".repeat(MAX_ROUTE + 1)));
+    }
 
     #[test]
     fn names_round_trip() {

@@ -2,7 +2,6 @@
 
 use anyhow::Context;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(clap::Args)]
@@ -10,10 +9,12 @@ pub struct Args {
     /// Where clients connect.
     #[arg(long)]
     listen: SocketAddr,
-    /// A replica: ADDR, or ADDR@PATH with its handoff socket (serve
-    /// --handoff PATH). Repeat for each.
+    /// A replica: ADDR, ADDR@PATH with its handoff socket (serve --handoff
+    /// PATH), and `,route=ROUTE` when its session ids end in ROUTE (serve
+    /// --route ROUTE; affinity then sends each session to it). Repeat for
+    /// each.
     #[arg(long = "replica", required = true, value_parser = dispatch::parse_replica)]
-    replicas: Vec<(SocketAddr, Option<PathBuf>)>,
+    replicas: Vec<dispatch::ReplicaArg>,
     /// round-robin, least-connections, p2c, source or affinity.
     #[arg(long, default_value = "round-robin")]
     policy: dispatch::policy::Policy,
@@ -48,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let replicas = args
         .replicas
         .into_iter()
-        .map(|(addr, path)| dispatch::Replica::new(addr, path))
+        .map(dispatch::ReplicaArg::replica)
         .collect();
     let mut dispatcher =
         dispatch::Dispatcher::new(args.mode, args.policy, replicas, args.max_connections)?;

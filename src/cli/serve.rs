@@ -87,6 +87,11 @@ pub struct Args {
     /// ignored).
     #[arg(long)]
     state_key_file: Option<PathBuf>,
+    /// Stateful and soft: end every session id with `.ROUTE`, so that a
+    /// dispatcher with session affinity sends a session back to the
+    /// replica that holds it (`dispatch --replica ADDR,route=ROUTE`).
+    #[arg(long)]
+    route: Option<String>,
     /// Keep /stats's counters in this file as well (made or emptied at
     /// start): another process maps it and reads them while the server is
     /// too busy to answer /stats (the suite runner does).
@@ -277,5 +282,6 @@ fn state_config(args: &Args) -> anyhow::Result<StateConfig> {
         max_sessions: usize::try_from(args.max_sessions).context("--max-sessions too large")?,
         session_idle: args.session_idle,
         key: key.map(StateKey),
+        route: args.route.clone(),
     })
 }

@@ -55,6 +55,9 @@ pub struct StateConfig {
     /// Stateless: the MAC key; `None` picks a random one at start, which
     /// replicas do not share.
     pub key: Option<StateKey>,
+    /// Stateful and soft: the route ending every session id this server
+    /// issues (see [`crate::protocol::sid_route`]).
+    pub route: Option<String>,
 }
 
 impl Default for StateConfig {
@@ -65,6 +68,7 @@ impl Default for StateConfig {
             max_sessions: 100_000,
             session_idle: None,
             key: None,
+            route: None,
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct State {
     mode: StateMode,
     table: Option<SessionTable>,
     key: Option<TokenKey>,
+    /// `.route` (with its dot), or empty.
+    suffix: String,
 }
 
 /// Values restored from a client are kept below this, so increments can
@@ -94,6 +100,16 @@ impl State {
     /// or keys the MAC.
     pub fn new(config: &StateConfig) -> io::Result<State> {
         let invalid = |msg: &str| io::Error::new(io::ErrorKind::InvalidInput, msg.to_string());
+        let suffix = match &config.route {
+            Some(r) if !crate::protocol::valid_route(r) => {
+                return Err(invalid(&format!(
+                    "route {r:?}: 1 to {} letters, digits, '-' or '_'",
+                    crate::protocol::MAX_ROUTE
+                )))
+            }
+            Some(r) => format!(".{r}"),
+            None => String::new(),
+        };
         let (table, key) = match config.mode {
             StateMode::Stateless => {
                 let key = match &config.key {
@@ -128,6 +144,7 @@ impl State {
             mode: config.mode,
             table,
             key,
+            suffix,
         })
     }
 
@@ -156,7 +173,7 @@ impl State {
                     if let Some(old) = sid_cookie(req).and_then(SessionId::parse) {
                         table.remove(old);
                     }
-                    new_session(table, v + 1)
+                    self.new_session(table, v + 1)
                 }
                 _ => Response::text(
                     400,
@@ -165,7 +182,7 @@ impl State {
             };
         }
         match sid_cookie(req) {
-            None => new_session(table, 1),
+            None => self.new_session(table, 1),
             Some(text) => match SessionId::parse(text).and_then(|sid| table.increment(sid)) {
                 Some(v) => Response::text(200, v.to_string()),
                 // Malformed, never issued, expired, evicted, or lost in a
@@ -200,19 +217,24 @@ fn stateless(key: &TokenKey, token: Option<&str>) -> Response {
     }
 }
 
-fn new_session(table: &SessionTable, value: u64) -> Response {
-    let sid = match SessionId::generate() {
-        Ok(sid) => sid,
-        Err(_) => return Response::text(500, "random generator unavailable"),
-    };
-    match table.insert(sid, value) {
-        Ok(()) => Response::text(200, value.to_string())
-            .with_header("Set-Cookie", format!("{COOKIE}={sid}; Path=/; HttpOnly")),
-        Err(table::TableFull) => Response::text(503, "session table full"),
+impl State {
+    fn new_session(&self, table: &SessionTable, value: u64) -> Response {
+        let sid = match SessionId::generate() {
+            Ok(sid) => sid,
+            Err(_) => return Response::text(500, "random generator unavailable"),
+        };
+        match table.insert(sid, value) {
+            Ok(()) => Response::text(200, value.to_string()).with_header(
+                "Set-Cookie",
+                format!("{COOKIE}={sid}{}; Path=/; HttpOnly", self.suffix),
+            ),
+            Err(table::TableFull) => Response::text(503, "session table full"),
+        }
     }
 }
 
-/// The value of the first `sid` cookie in any `Cookie` header.
+/// The id of the first `sid` cookie in any `Cookie` header (its route, if
+/// any, left off: any replica may be asked, and only the id names it).
 fn sid_cookie(req: &Request) -> Option<&str> {
     req.headers
         .iter()
@@ -220,7 +242,7 @@ fn sid_cookie(req: &Request) -> Option<&str> {
         .flat_map(|(_, value)| value.split(';'))
         .find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE).then_some(value)
+            (name == COOKIE).then_some(crate::protocol::sid_id(value))
         })
 }
 

@@ -48,6 +48,36 @@ fn cookie(r: &Response) -> String {
     pair.to_string()
 }
 
+/// A routed server's ids end in its route; it takes them back with the
+/// route or without, and refuses a route it could not write in a cookie.
+#[test]
+fn routed_sessions_carry_the_route() {
+    for mode in [StateMode::Stateful, StateMode::Soft] {
+        let s = State::new(&StateConfig {
+            mode,
+            route: Some("r2".into()),
+            ..StateConfig::default()
+        })
+        .unwrap();
+        let first = s.counter(&post(&[]));
+        let set = header(&first, "set-cookie").unwrap();
+        let pair = set.split(';').next().unwrap().to_string();
+        let id = pair.strip_prefix("sid=").unwrap();
+        assert!(id.ends_with(".r2"), "{id}");
+        assert!(SessionId::parse(crate::protocol::sid_id(id)).is_some());
+        assert_eq!(body(&s.counter(&post(&[("Cookie", &pair)]))), "2");
+        let bare = pair.trim_end_matches(".r2");
+        assert_eq!(body(&s.counter(&post(&[("Cookie", bare)]))), "3");
+    }
+    for bad in ["", "a.b", "a;b", "a b"] {
+        let config = StateConfig {
+            route: Some(bad.into()),
+            ..StateConfig::default()
+        };
+        assert!(State::new(&config).is_err(), "{bad:?}");
+    }
+}
+
 #[test]
 fn stateful_counts_per_session_and_refuses_unknown_ids() {
     let s = state(StateMode::Stateful, 10);
@@ -167,6 +197,7 @@ fn bad_settings_are_refused() {
         ttl,
         session_idle: None,
         key: Some(StateKey(key.to_vec())),
+        route: None,
     };
     let secs = Duration::from_secs;
     assert!(State::new(&cfg(StateMode::Stateful, 0, secs(1), b"k")).is_err());
