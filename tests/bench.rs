@@ -765,3 +765,137 @@ fn without_cgroups_runs_are_unlimited_only_when_allowed_and_say_so() {
         "the report says UNLIMITED"
     );
 }
+
+/// A cluster suite end to end: two event-loop replicas behind the
+/// dispatcher in http mode, each component in a container of its own;
+/// replica 2 is killed and started again inside the measured window.
+/// Stateful sessions behind round robin break (state errors are results:
+/// the runs are ok), affinity loses only the killed replica's sessions,
+/// stateless tokens with the shared key lose nothing; each event's
+/// reaction, each replica's share and the dispatcher's CPU are recorded;
+/// the report draws the failover timeline; and no replica, dispatcher or
+/// folder outlives the suite.
+#[test]
+fn cluster_suite_with_a_replica_killed_and_restarted() {
+    let tmp = Tmp::new("cluster");
+    let suite = tmp.0.join("cluster.toml");
+    std::fs::write(
+        &suite,
+        r#"
+name = "cluster"
+architectures = ["event-loop"]
+states = ["stateful", "stateless"]
+warmup = "300ms"
+duration = "3s"
+allow_unlimited = true
+objective = { percentile = 99.0, latency = "200ms" }
+[[workload]]
+name = "counter"
+path = "/counter"
+[load]
+rates = [300]
+open_connections = 8
+arrivals = "poisson"
+[cluster]
+replicas = 2
+policies = ["round-robin", "affinity"]
+modes = ["http"]
+check_interval = "100ms"
+[[cluster.event]]
+at = "1s"
+replica = 2
+action = "kill"
+[[cluster.event]]
+at = "2s"
+replica = 2
+action = "restart"
+"#,
+    )
+    .unwrap();
+    let scratch = tmp.0.join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let out = tmp.0.join("results");
+    let child = serverlab()
+        .arg("bench")
+        .arg(&suite)
+        .arg("--out")
+        .arg(&out)
+        .env("TMPDIR", &scratch)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_bounded(child, Duration::from_secs(120));
+    status_ok(&o.status, &o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("Clusters"), "{stdout}");
+    let dir = results_dir(&out);
+    let runs: Vec<serde_json::Value> = run_files(&dir, "json").iter().map(|p| json(p)).collect();
+    assert_eq!(runs.len(), 4);
+    let state_errors = |key: &str| {
+        let r = runs
+            .iter()
+            .find(|r| r["key"].as_str().unwrap().contains(key))
+            .unwrap_or_else(|| panic!("no run {key}"));
+        r["cluster"]["state_errors"].as_u64().unwrap()
+    };
+    for r in &runs {
+        let key = r["key"].as_str().unwrap();
+        assert_eq!(r["status"], "ok", "{key}: {}", r["reason"]);
+        let c = &r["cluster"];
+        let events = c["events"].as_array().unwrap();
+        assert_eq!(events.len(), 2, "{key}: {c}");
+        assert!(
+            events.iter().all(|e| e.get("error").is_none()),
+            "{key}: {c}"
+        );
+        let out_after = events[0]["out_after_s"].as_f64();
+        assert!(out_after.is_some_and(|s| s < 1.0), "{key}: {c}");
+        assert!(events[1]["back_after_s"].as_f64().is_some(), "{key}: {c}");
+        let replicas = c["replicas"].as_array().unwrap();
+        assert_eq!(replicas[1]["starts"], 2, "{key}: {c}");
+        let shares: f64 = replicas.iter().map(|r| r["share"].as_f64().unwrap()).sum();
+        assert!((shares - 1.0).abs() < 1e-6, "{key}: {c}");
+        assert!(replicas[1]["share"].as_f64().unwrap() > 0.05, "{key}: {c}");
+        if !r["unlimited"].as_bool().unwrap() {
+            assert!(
+                c["dispatcher_us_per_request"].as_f64().unwrap() > 0.0,
+                "{c}"
+            );
+            assert!(c["replicas_us_per_request"].as_f64().unwrap() > 0.0, "{c}");
+        }
+        let timeline = r["metrics"]["timeline"].as_array().unwrap();
+        assert!(timeline.iter().all(|p| p["errors"].is_u64()), "{key}");
+    }
+    let (rr, affinity) = (
+        state_errors("round-robin-http__counter__r300@8__none__stateful"),
+        state_errors("affinity-http__counter__r300@8__none__stateful"),
+    );
+    // Each of the 8 clients has one session; at most those on replica 2
+    // are lost with it.
+    assert!(affinity <= 8, "affinity lost {affinity}");
+    assert!(rr > 30 && rr > affinity, "round robin lost only {rr}");
+    assert_eq!(
+        state_errors("round-robin-http__counter__r300@8__none__stateless"),
+        0
+    );
+    assert_eq!(
+        state_errors("affinity-http__counter__r300@8__none__stateless"),
+        0
+    );
+    let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(report.contains("id=\"clusters\""));
+    assert_eq!(report.matches("<figure id=\"failover-").count(), 4);
+    // Nothing of the runs is left: folders, or a process using them.
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let scratch = scratch.to_string_lossy().into_owned();
+    let running: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&scratch))
+        .collect();
+    assert!(running.is_empty(), "still running: {running:?}");
+}

@@ -28,6 +28,10 @@ pub struct Sandbox;
 impl Sandbox {
     /// Runs `cmd` in a new container with `limits` on the detected cgroup
     /// hierarchy. Returns once the command has been exec'd (or failed to).
+    ///
+    /// The container lives no longer than the *thread* that spawns it (the
+    /// kernel's parent-death signal follows the spawning thread): spawn
+    /// from a thread that outlives the container's use.
     pub fn spawn(name_hint: &str, limits: &Limits, net: Net, cmd: Command) -> Result<Container> {
         let layout = Layout::detect()?;
         Self::spawn_in(&layout, name_hint, limits, net, cmd)
@@ -253,6 +257,13 @@ impl Container {
     pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)
             .map_err(|e| SandboxError::Spawn(e.into()))
+    }
+
+    /// Kills every task of the container at once (SIGKILL), as a crash
+    /// would; the container stays, so that its accounting can still be
+    /// read and [`Container::stop`] still cleans up.
+    pub fn kill(&self) -> Result<()> {
+        self.res.kill()
     }
 
     /// Reaps the outer process if it has exited (`block`: wait for it).

@@ -74,6 +74,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = bench::report::render(dir).context("cannot write the report")?;
     let runs = bench::results::Store::open(dir)?.runs()?;
     println!("{}", bench::report::answer_table(&runs));
+    if let Some(table) = bench::report::cluster_table(&runs) {
+        println!("{table}");
+    }
     println!(
         "{} runs done now, {} already there; results in {}; report {}",
         outcome.done,

@@ -24,6 +24,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bench::report::render(&dir).with_context(|| format!("cannot render {}", dir.display()))?;
     let runs = bench::results::Store::open(&dir)?.runs()?;
     println!("{}", bench::report::answer_table(&runs));
+    if let Some(table) = bench::report::cluster_table(&runs) {
+        println!("{table}");
+    }
     println!("report: {}", path.display());
     Ok(())
 }

@@ -231,7 +231,7 @@ pub fn groups(runs: &[RunRecord]) -> Vec<Group<'_>> {
             });
             let mut contestants: Vec<(String, Vec<Cell>)> = Vec::new();
             for r in &runs {
-                let name = r.spec.contestant.name().to_string();
+                let name = r.spec.subject();
                 let i = match contestants.iter().position(|(n, _)| *n == name) {
                     Some(i) => i,
                     None => {

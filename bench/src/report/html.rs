@@ -78,6 +78,7 @@ pub fn page(suite: &str, env: &Env, runs: &[RunRecord]) -> String {
     for (gi, g) in groups.iter().enumerate() {
         group_section(&mut h, gi, g, &names, &objective, show_limits, show_state);
     }
+    super::cluster::section(&mut h, runs);
     runs_table(&mut h, runs);
     let _ = writeln!(
         h,
@@ -90,7 +91,7 @@ pub fn page(suite: &str, env: &Env, runs: &[RunRecord]) -> String {
 fn contestant_order(runs: &[RunRecord]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for r in runs {
-        let n = r.spec.contestant.name().to_string();
+        let n = r.spec.subject();
         if !names.contains(&n) {
             names.push(n);
         }

@@ -8,11 +8,13 @@
 //! each with the spread over repetitions.
 
 pub mod analysis;
+mod cluster;
 mod compare;
 mod html;
 pub mod plots;
 mod table;
 
+pub use cluster::cluster_table;
 pub use compare::compare;
 pub use table::answer_table;
 

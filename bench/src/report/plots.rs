@@ -535,3 +535,88 @@ mod edge_cases {
         assert!(curves(&[flat], "s", "ms", false).is_ok());
     }
 }
+
+/// The failover timeline of one run: answers and errors per second (left
+/// axis) and p99 latency (right axis) per interval, with a vertical mark
+/// and label at each `(time, label)` (events, the dispatcher's reactions).
+pub fn failover(
+    timeline: &[crate::results::TimePoint],
+    marks: &[(f64, String)],
+) -> Result<String, String> {
+    if timeline.is_empty() {
+        return Err("no intervals were recorded".into());
+    }
+    let mut errors = Vec::new();
+    let mut before = 0.0;
+    for p in timeline {
+        let length = (p.t_s - before).max(1e-3);
+        errors.push((p.t_s, p.errors as f64 / length));
+        before = p.t_s;
+    }
+    let answers: Vec<(f64, f64)> = timeline.iter().map(|p| (p.t_s, p.rps)).collect();
+    let p99: Vec<(f64, f64)> = timeline.iter().map(|p| (p.t_s, p.p99_ms)).collect();
+    let x_max = timeline.last().map_or(1.0, |p| p.t_s).max(1e-3);
+    let y_max = answers
+        .iter()
+        .chain(&errors)
+        .map(|p| p.1)
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        * 1.15;
+    let p99_max = p99.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-3) * 1.15;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .right_y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+            .map_err(err)?
+            .set_secondary_coord(0.0..x_max, 0.0..p99_max);
+        chart
+            .configure_mesh()
+            .x_desc("seconds into the measured window")
+            .y_desc("per second")
+            .x_label_formatter(&|v| short(*v))
+            .y_label_formatter(&|v| short(*v))
+            .draw()
+            .map_err(err)?;
+        chart
+            .configure_secondary_axes()
+            .y_desc("p99 ms")
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(err)?;
+        let grey = RGBColor(150, 150, 150);
+        chart
+            .draw_secondary_series(LineSeries::new(p99, grey.stroke_width(1)))
+            .map_err(err)?;
+        for (points, col) in [(answers, colour(0)), (errors, colour(3))] {
+            chart
+                .draw_series(LineSeries::new(points, col.stroke_width(2)))
+                .map_err(err)?;
+        }
+        for (i, (t, label)) in marks.iter().enumerate() {
+            chart
+                .draw_series(LineSeries::new(
+                    [(*t, 0.0), (*t, y_max)],
+                    BLACK.mix(0.5).stroke_width(1),
+                ))
+                .map_err(err)?;
+            // Labels step down so that marks close in time stay readable.
+            let y = y_max * (0.97 - 0.07 * (i % 6) as f64);
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    label.clone(),
+                    (*t, y),
+                    ("sans-serif", 11).into_font(),
+                )))
+                .map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}

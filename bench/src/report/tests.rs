@@ -30,6 +30,7 @@ fn run(arch: &str, conns: u32, rep: u32, rps: f64, p99: f64, cpu: f64, mem: u64)
         limits: Limits::default(),
         state: None,
         repetition: rep,
+        topology: None,
     };
     let requests = (rps * 2.0) as u64;
     RunRecord {
@@ -83,12 +84,14 @@ fn run(arch: &str, conns: u32, rep: u32, rps: f64, p99: f64, cpu: f64, mem: u64)
                     rps,
                     p50_ms: p99 / 4.0,
                     p99_ms: p99,
+                    errors: 0,
                 },
                 TimePoint {
                     t_s: 2.0,
                     rps,
                     p50_ms: p99 / 4.0,
                     p99_ms: p99 * 1.1,
+                    errors: 0,
                 },
             ],
         }),
@@ -99,6 +102,7 @@ fn run(arch: &str, conns: u32, rep: u32, rps: f64, p99: f64, cpu: f64, mem: u64)
         accounting: None,
         server_stats: None,
         background: Vec::new(),
+        cluster: None,
         histogram: None,
         env: Env::default(),
     }

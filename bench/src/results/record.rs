@@ -77,6 +77,9 @@ pub struct TimePoint {
     pub p50_ms: f64,
     /// 99th percentile latency in the interval, ms.
     pub p99_ms: f64,
+    /// Requests that failed in the interval.
+    #[serde(default)]
+    pub errors: u64,
 }
 
 /// One step of an `auto` load.
@@ -222,6 +225,9 @@ pub struct RunRecord {
     /// What the workload's background groups did, one entry per group.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub background: Vec<crate::runner::background::GroupCounts>,
+    /// Cluster runs: what the replicas, the dispatcher and the events did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::runner::cluster::ClusterResult>,
     /// Corrected latency histogram, HdrHistogram V2 deflate, base64.
     pub histogram: Option<String>,
     /// The environment (as in `env.json`).
@@ -279,7 +285,7 @@ impl RunRecord {
         };
         vec![
             self.key.clone(),
-            self.spec.contestant.name().to_string(),
+            self.spec.subject(),
             self.spec.workload.name.clone(),
             self.spec.load.label(),
             self.spec.limits_name.clone(),

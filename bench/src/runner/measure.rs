@@ -30,6 +30,8 @@ pub struct Target<'a> {
     pub state: Option<loadgen::StateMode>,
     /// A built-in server's counters, read from its stats file.
     pub stats: Option<&'a servers::stats::Stats>,
+    /// Called the moment each measured window begins.
+    pub on_window: Option<&'a (dyn Fn() + Sync)>,
 }
 
 /// The generator's settings for one measurement.
@@ -50,6 +52,7 @@ pub fn config(
         duration: suite.duration,
         warmup: suite.warmup,
         rate,
+        arrivals: suite.arrivals,
         pipeline: workload.pipeline as usize,
         keepalive: workload.keep_alive,
         mix: workload.mix.clone(),
@@ -127,6 +130,7 @@ pub fn metrics(r: &LoadReport, objective: &Objective) -> Metrics {
                 rps: i.requests.saturating_sub(i.errors) as f64 / i.length_s.max(1e-9),
                 p50_ms: ms(i.p50_us),
                 p99_ms: ms(i.p99_us),
+                errors: i.errors,
             })
             .collect(),
     }
@@ -217,6 +221,9 @@ pub fn run_level(
                 std::thread::sleep(Duration::from_millis(1));
             }
             let before = cpu();
+            if let Some(f) = target.on_window {
+                f();
+            }
             if let Some(stats) = target.stats {
                 stats.reset_peaks();
             }

@@ -10,6 +10,7 @@
 //! keeps every finished one; `--resume` completes the folder later.
 
 pub mod background;
+pub mod cluster;
 mod eta;
 mod measure;
 pub mod placement;
@@ -224,6 +225,7 @@ pub fn run_suite(suite: &Suite, opts: &Options) -> Result<Outcome, RunnerError> 
             accounting: outcome.accounting,
             server_stats: outcome.server_stats,
             background: outcome.background,
+            cluster: outcome.cluster,
             histogram: outcome.histogram,
             env: env.clone(),
         };

@@ -27,6 +27,8 @@ pub struct Context<'a> {
 /// How one run ended, with whatever was measured (the fields of the run
 /// file that depend on what happened).
 pub struct Outcome {
+    /// Cluster runs: the replicas', dispatcher's and events' results.
+    pub cluster: Option<super::cluster::ClusterResult>,
     pub status: Status,
     pub reason: Option<String>,
     pub unlimited: bool,
@@ -43,8 +45,9 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn new(status: Status) -> Outcome {
+    pub(super) fn new(status: Status) -> Outcome {
         Outcome {
+            cluster: None,
             status,
             reason: None,
             unlimited: false,
@@ -61,7 +64,7 @@ impl Outcome {
         }
     }
 
-    fn fail(status: Status, reason: impl Into<String>) -> Outcome {
+    pub(super) fn fail(status: Status, reason: impl Into<String>) -> Outcome {
         Outcome {
             reason: Some(reason.into()),
             ..Outcome::new(status)
@@ -105,52 +108,22 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
             return Some(Outcome::fail(Status::Skipped, why));
         }
     }
-    let dir = match RunDir::new() {
+    let dir = match prepare(ctx, spec) {
         Ok(d) => d,
-        Err(e) => {
-            return Some(Outcome::fail(
-                Status::Failed,
-                format!("cannot make a temp folder: {e}"),
-            ))
-        }
+        Err(why) => return Some(Outcome::fail(Status::Failed, why)),
     };
-    if let Some(files) = spec.workload.files {
-        if let Err(e) = generate_files(&dir.docroot(), files) {
-            return Some(Outcome::fail(
-                Status::Failed,
-                format!("cannot generate the data set: {e}"),
-            ));
-        }
-    }
-    if ctx.suite.drop_caches {
-        if let Err(e) = drop_caches() {
-            return Some(Outcome::fail(
-                Status::Failed,
-                format!("cannot drop the page cache: {e}"),
-            ));
-        }
+    if let Some(topology) = spec.topology {
+        return super::cluster::perform(ctx, spec, topology, &dir);
     }
     let port = match probe::free_port() {
         Ok(p) => p,
         Err(e) => return Some(Outcome::fail(Status::Failed, format!("no free port: {e}"))),
     };
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    // A suite's own cpuset is honoured (cgroup and affinity alike); else
-    // the server gets the placement's server CPUs.
-    let mut limits = spec.limits.clone();
-    let server_cpus: Vec<usize> = match &limits.cpuset {
-        Some(list) => match sandbox::limits::parse_cpu_list(list) {
-            Ok(cpus) => cpus.into_iter().map(|c| c as usize).collect(),
-            Err(e) => return Some(Outcome::fail(Status::Failed, format!("cpuset: {e}"))),
-        },
-        None => ctx.server_cpus.to_vec(),
+    let (limits, server_cpus) = match placed_limits(ctx, spec) {
+        Ok(l) => l,
+        Err(why) => return Some(Outcome::fail(Status::Failed, why)),
     };
-    limits.cpuset = Some(placement::cpu_list(&server_cpus));
-    let with_generator: Vec<usize> = server_cpus
-        .iter()
-        .copied()
-        .filter(|c| ctx.generator_cpus.contains(c))
-        .collect();
     let (cmd, ready, ready_timeout) = match command(ctx, spec, addr, &dir, &server_cpus) {
         Ok(c) => c,
         Err(e) => return Some(Outcome::fail(Status::Failed, e)),
@@ -216,6 +189,7 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
             threads: ctx.threads,
             state: spec.state,
             stats: stats.as_ref(),
+            on_window: None,
         },
         ctx.stop,
         || shared.borrow_mut().is_running(),
@@ -245,26 +219,13 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
     let acc = container.stop();
     match measured {
         Ok(Some(m)) => {
-            let mut metrics = m.metrics;
-            if let Ok(a) = &acc {
+            keep_measured(&mut out, m);
+            if let (Some(metrics), Ok(a)) = (&mut out.metrics, &acc) {
                 metrics.memory_peak_bytes = a.memory_peak_bytes;
                 metrics.memory_own_bytes = a.memory_own_peak_bytes;
                 metrics.memory_cache_bytes = a.memory_cache_peak_bytes;
                 metrics.throttled_s = a.throttled_us.map(|t| t as f64 / 1e6);
             }
-            let mut hgrm = Vec::new();
-            if m.report
-                .write_hgrm(&mut hgrm, loadgen::output::Which::Corrected)
-                .is_ok()
-            {
-                out.hgrm = Some(String::from_utf8_lossy(&hgrm).into_owned());
-            }
-            out.histogram = Some(loadgen::hist::to_base64(&m.report.corrected.histogram));
-            out.loadgen = serde_json::to_value(&m.report).ok();
-            out.metrics = Some(metrics);
-            out.steps = m.steps;
-            out.bracket = m.bracket;
-            out.notes = m.notes;
         }
         Ok(None) => return None,
         Err(e) => {
@@ -276,13 +237,7 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
         out.status = Status::Crashed;
         out.reason = Some(format!("server exited during the run{}", dir.log_tail()));
     }
-    if !with_generator.is_empty() {
-        out.notes.push(format!(
-            "the server's CPUs {} include the load generator's CPU {}: they compete for it",
-            placement::cpu_list(&server_cpus),
-            placement::cpu_list(&with_generator)
-        ));
-    }
+    out.notes.extend(shared_cpu_note(ctx, &server_cpus));
     verdict_from_accounting(&mut out, acc.as_ref().ok());
     if let Err(e) = &acc {
         let note = format!("accounting unavailable: {e}");
@@ -291,8 +246,75 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
     Some(out)
 }
 
+/// The run's folder, with its data set generated and the page cache
+/// dropped when the suite asks.
+fn prepare(ctx: &Context, spec: &RunSpec) -> Result<RunDir, String> {
+    let dir = RunDir::new().map_err(|e| format!("cannot make a temp folder: {e}"))?;
+    if let Some(files) = spec.workload.files {
+        generate_files(&dir.docroot(), files)
+            .map_err(|e| format!("cannot generate the data set: {e}"))?;
+    }
+    if ctx.suite.drop_caches {
+        drop_caches().map_err(|e| format!("cannot drop the page cache: {e}"))?;
+    }
+    Ok(dir)
+}
+
+/// The run's limits with its cpuset, and the server's CPUs: a suite's own
+/// cpuset is honoured (cgroup and affinity alike); else the server gets
+/// the placement's server CPUs.
+pub(super) fn placed_limits(
+    ctx: &Context,
+    spec: &RunSpec,
+) -> Result<(sandbox::Limits, Vec<usize>), String> {
+    let mut limits = spec.limits.clone();
+    let server_cpus: Vec<usize> = match &limits.cpuset {
+        Some(list) => sandbox::limits::parse_cpu_list(list)
+            .map_err(|e| format!("cpuset: {e}"))?
+            .into_iter()
+            .map(|c| c as usize)
+            .collect(),
+        None => ctx.server_cpus.to_vec(),
+    };
+    limits.cpuset = Some(placement::cpu_list(&server_cpus));
+    Ok((limits, server_cpus))
+}
+
+/// The note every run whose server shares a CPU with the generator carries.
+pub(super) fn shared_cpu_note(ctx: &Context, server_cpus: &[usize]) -> Option<String> {
+    let shared: Vec<usize> = server_cpus
+        .iter()
+        .copied()
+        .filter(|c| ctx.generator_cpus.contains(c))
+        .collect();
+    (!shared.is_empty()).then(|| {
+        format!(
+            "the server's CPUs {} include the load generator's CPU {}: they compete for it",
+            placement::cpu_list(server_cpus),
+            placement::cpu_list(&shared)
+        )
+    })
+}
+
+/// Keeps what a finished measurement produced in the run's outcome.
+pub(super) fn keep_measured(out: &mut Outcome, m: measure::Measured) {
+    let mut hgrm = Vec::new();
+    if m.report
+        .write_hgrm(&mut hgrm, loadgen::output::Which::Corrected)
+        .is_ok()
+    {
+        out.hgrm = Some(String::from_utf8_lossy(&hgrm).into_owned());
+    }
+    out.histogram = Some(loadgen::hist::to_base64(&m.report.corrected.histogram));
+    out.loadgen = serde_json::to_value(&m.report).ok();
+    out.metrics = Some(m.metrics);
+    out.steps = m.steps;
+    out.bracket = m.bracket;
+    out.notes = m.notes;
+}
+
 /// An OOM kill overrides every other verdict: it explains the rest.
-fn verdict_from_accounting(out: &mut Outcome, acc: Option<&Accounting>) {
+pub(super) fn verdict_from_accounting(out: &mut Outcome, acc: Option<&Accounting>) {
     if let Some(a) = acc {
         out.accounting = serde_json::to_value(a).ok();
         if a.unlimited {
@@ -319,22 +341,8 @@ fn command(
 ) -> Result<(Command, String, Duration), String> {
     let mut cmd;
     let (ready, timeout) = match &spec.contestant {
-        Contestant::Builtin { name } => {
-            let arch = spec.contestant.arch().unwrap_or(name);
-            cmd = Command::new(ctx.exe);
-            cmd.args(["serve", "--arch", arch, "--listen", &addr.to_string()]);
-            cmd.arg("--docroot").arg(dir.docroot());
-            cmd.arg("--stats-file").arg(dir.stats());
-            // A variant's own count (thread-pool:64) wins over the suite's.
-            if let Some(w) = spec.contestant.workers().or(ctx.suite.workers) {
-                cmd.args(["--workers", &w.to_string()]);
-            }
-            if let Some(s) = spec.state {
-                cmd.args(["--state", s.as_str()]);
-            }
-            if let Some(extra) = ctx.suite.server_args.get(arch) {
-                cmd.args(extra);
-            }
+        Contestant::Builtin { .. } => {
+            cmd = serve_command(ctx, spec, addr, dir, &dir.stats());
             ("/health".to_string(), Duration::from_secs(10))
         }
         Contestant::External(e) => {
@@ -342,11 +350,47 @@ fn command(
             (e.ready.clone(), e.ready_timeout)
         }
     };
-    let log = std::fs::File::create(dir.log()).map_err(|e| format!("server log: {e}"))?;
+    log_and_pin(&mut cmd, &dir.log(), server_cpus)?;
+    Ok((cmd, ready, timeout))
+}
+
+/// `serverlab serve` for a built-in contestant, its counters in `stats`.
+pub(super) fn serve_command(
+    ctx: &Context,
+    spec: &RunSpec,
+    addr: SocketAddr,
+    dir: &RunDir,
+    stats: &Path,
+) -> Command {
+    let arch = spec.contestant.arch().unwrap_or(spec.contestant.name());
+    let mut cmd = Command::new(ctx.exe);
+    cmd.args(["serve", "--arch", arch, "--listen", &addr.to_string()]);
+    cmd.arg("--docroot").arg(dir.docroot());
+    cmd.arg("--stats-file").arg(stats);
+    // A variant's own count (thread-pool:64) wins over the suite's.
+    if let Some(w) = spec.contestant.workers().or(ctx.suite.workers) {
+        cmd.args(["--workers", &w.to_string()]);
+    }
+    if let Some(s) = spec.state {
+        cmd.args(["--state", s.as_str()]);
+    }
+    if let Some(extra) = ctx.suite.server_args.get(arch) {
+        cmd.args(extra);
+    }
+    cmd
+}
+
+/// Sends a command's output to `log` (appended) and pins it to `cpus`.
+pub(super) fn log_and_pin(cmd: &mut Command, log: &Path, cpus: &[usize]) -> Result<(), String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("server log: {e}"))?;
     let log2 = log.try_clone().map_err(|e| format!("server log: {e}"))?;
     cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
-    placement::pin_child(&mut cmd, server_cpus);
-    Ok((cmd, ready, timeout))
+    placement::pin_child(cmd, cpus);
+    Ok(())
 }
 
 fn external_command(
@@ -410,7 +454,7 @@ pub fn drop_caches() -> std::io::Result<()> {
 }
 
 /// A per-run temp folder (docroot, config, server log), removed on drop.
-struct RunDir {
+pub(super) struct RunDir {
     path: PathBuf,
     /// A second folder in memory (`/dev/shm`) for the server's stats file:
     /// a page every request writes should not be written back to a disk.
@@ -443,21 +487,29 @@ impl RunDir {
         std::fs::write(dir.docroot().join("index.html"), "<h1>serverlab</h1>\n")?;
         Ok(dir)
     }
-    fn docroot(&self) -> PathBuf {
+    pub(super) fn docroot(&self) -> PathBuf {
         self.path.join("docroot")
     }
-    fn config(&self) -> PathBuf {
+    pub(super) fn config(&self) -> PathBuf {
         self.path.join("server.conf")
     }
-    fn log(&self) -> PathBuf {
+    pub(super) fn log(&self) -> PathBuf {
         self.path.join("server.log")
     }
     /// A built-in server's counters (`serve --stats-file`).
-    fn stats(&self) -> PathBuf {
-        self.memory.as_ref().unwrap_or(&self.path).join("stats")
+    pub(super) fn stats(&self) -> PathBuf {
+        self.in_memory("stats")
+    }
+    /// A file in the in-memory folder (the run folder where there is none).
+    pub(super) fn in_memory(&self, name: &str) -> PathBuf {
+        self.memory.as_ref().unwrap_or(&self.path).join(name)
+    }
+    /// A file in the run folder.
+    pub(super) fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
     }
     /// The last lines the server wrote, for failure reasons.
-    fn log_tail(&self) -> String {
+    pub(super) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.log()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
@@ -482,7 +534,7 @@ impl Drop for RunDir {
 }
 
 /// What the runner needs from a container beyond the sandbox's API.
-trait ContainerExt {
+pub(super) trait ContainerExt {
     fn is_running(&mut self) -> bool;
     fn cpu_usage_s(&self) -> Option<f64>;
 }

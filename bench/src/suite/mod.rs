@@ -7,6 +7,7 @@
 //! file name, line and field ([`SuiteError`]). The format is documented in
 //! the README and in the shipped suites under `bench/suites/`.
 
+pub mod cluster;
 mod error;
 mod parse;
 
@@ -65,6 +66,11 @@ pub struct Suite {
     /// Drop the page cache before each run (root), so that file workloads
     /// start cold.
     pub drop_caches: bool,
+    /// How open-loop requests are spaced (`load.arrivals`): evenly
+    /// (wrk2's schedule) or as a Poisson process.
+    pub arrivals: loadgen::Arrivals,
+    /// Replicas behind a dispatcher instead of one server (`[cluster]`).
+    pub cluster: Option<cluster::Cluster>,
 }
 
 /// CPUs (server's, generator's).
@@ -312,6 +318,10 @@ pub struct RunSpec {
     pub state: Option<StateMode>,
     /// 1-based repetition number.
     pub repetition: u32,
+    /// Cluster suites: the replicas, policy and mode of this run (the
+    /// contestant is the replicas' architecture).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<cluster::Topology>,
 }
 
 impl RunSpec {
@@ -319,13 +329,22 @@ impl RunSpec {
     pub fn key(&self) -> String {
         format!(
             "{}__{}__{}__{}__{}__rep{}",
-            self.contestant.name(),
+            self.subject(),
             self.workload.name,
             self.load.label(),
             self.limits_name,
             self.state.map_or("default", StateMode::as_str),
             self.repetition
         )
+    }
+
+    /// What runs are compared as: the contestant, or in a cluster suite
+    /// the contestant with its topology (`event-loop-x3-round-robin-http`).
+    pub fn subject(&self) -> String {
+        match &self.topology {
+            Some(t) => format!("{}-{}", self.contestant.name(), t.label()),
+            None => self.contestant.name().to_string(),
+        }
     }
 
     /// The key without the repetition: runs that differ only by repetition.
@@ -368,29 +387,36 @@ impl Suite {
     /// Every run of the matrix, in the order they are performed:
     /// repetitions outermost, so an interrupted suite has whole rounds.
     pub fn runs(&self) -> Vec<RunSpec> {
+        let topologies: Vec<Option<cluster::Topology>> = match &self.cluster {
+            Some(c) => c.cells().into_iter().map(Some).collect(),
+            None => vec![None],
+        };
         let mut runs = Vec::new();
         for repetition in 1..=self.repetitions {
             for workload in &self.workloads {
                 for (limits_name, limits) in &self.limits {
                     for state in &self.states {
                         for load in &self.loads {
-                            for contestant in &self.contestants {
-                                if let Contestant::External(e) = contestant {
-                                    if !e.workloads.is_empty()
-                                        && !e.workloads.contains(&workload.name)
-                                    {
-                                        continue;
+                            for topology in &topologies {
+                                for contestant in &self.contestants {
+                                    if let Contestant::External(e) = contestant {
+                                        if !e.workloads.is_empty()
+                                            && !e.workloads.contains(&workload.name)
+                                        {
+                                            continue;
+                                        }
                                     }
+                                    runs.push(RunSpec {
+                                        contestant: contestant.clone(),
+                                        workload: workload.clone(),
+                                        load: *load,
+                                        limits_name: limits_name.clone(),
+                                        limits: limits.clone(),
+                                        state: *state,
+                                        repetition,
+                                        topology: *topology,
+                                    });
                                 }
-                                runs.push(RunSpec {
-                                    contestant: contestant.clone(),
-                                    workload: workload.clone(),
-                                    load: *load,
-                                    limits_name: limits_name.clone(),
-                                    limits: limits.clone(),
-                                    state: *state,
-                                    repetition,
-                                });
                             }
                         }
                     }

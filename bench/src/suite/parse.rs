@@ -39,6 +39,7 @@ struct RawSuite {
     server_args: BTreeMap<String, Spanned<Vec<String>>>,
     #[serde(default)]
     drop_caches: bool,
+    cluster: Option<super::cluster::RawCluster>,
 }
 
 #[derive(Deserialize)]
@@ -104,12 +105,13 @@ struct RawLoad {
     rates: Vec<Spanned<f64>>,
     open_connections: Option<Spanned<OneOrMany>>,
     auto: Option<Spanned<RawAuto>>,
+    arrivals: Option<Spanned<String>>,
 }
 
 /// A number, or a list of them (one load level each).
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum OneOrMany {
+pub(super) enum OneOrMany {
     One(i64),
     Many(Vec<i64>),
 }
@@ -160,6 +162,20 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
     let contestants = contestants(&loc, &raw)?;
     let workloads = workloads(&loc, &raw)?;
     let loads = loads(&loc, &raw.load)?;
+    let arrivals = match &raw.load.get_ref().arrivals {
+        None => loadgen::Arrivals::Uniform,
+        Some(a) => match a.get_ref().as_str() {
+            "uniform" => loadgen::Arrivals::Uniform,
+            "poisson" => loadgen::Arrivals::Poisson,
+            other => {
+                return Err(loc.at(
+                    a.span(),
+                    "load.arrivals",
+                    format!("{other:?}: open-loop arrivals are uniform or poisson"),
+                ))
+            }
+        },
+    };
     let mut limits: Vec<(String, Limits)> = Vec::new();
     for (limit_name, l) in &raw.limits {
         if !valid_name(limit_name) {
@@ -242,6 +258,20 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
         }
         server_args.insert(arch.clone(), args.get_ref().clone());
     }
+    let cluster = match &raw.cluster {
+        Some(c) => {
+            let fixed = loads.iter().all(|l| !matches!(l, LoadLevel::Auto { .. }));
+            if let Some(e) = &raw.external.first() {
+                return Err(loc.at(
+                    e.name.span(),
+                    "external",
+                    "a cluster suite's replicas are built-in architectures; external replicas are not supported",
+                ));
+            }
+            Some(super::cluster::parse(&loc, c, duration, fixed)?)
+        }
+        None => None,
+    };
     Ok(Suite {
         name,
         description: raw.description,
@@ -261,6 +291,8 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
         placement,
         server_args,
         drop_caches: raw.drop_caches,
+        cluster,
+        arrivals,
     })
 }
 
@@ -552,33 +584,7 @@ fn loads(loc: &Locator, raw: &Spanned<RawLoad>) -> Result<Vec<LoadLevel>, SuiteE
     let l = raw.get_ref();
     let open_connections: Vec<u32> = match &l.open_connections {
         None => vec![super::DEFAULT_OPEN_CONNECTIONS],
-        Some(c) => {
-            let list = match c.get_ref() {
-                OneOrMany::One(n) => vec![*n],
-                OneOrMany::Many(v) => v.clone(),
-            };
-            if list.is_empty() {
-                return Err(loc.at(c.span(), "load.open_connections", "an empty list"));
-            }
-            let mut counts = Vec::new();
-            for n in list {
-                let n = positive(
-                    loc,
-                    &Spanned::new(c.span(), n),
-                    "load.open_connections",
-                    100_000,
-                )?;
-                if counts.contains(&(n as u32)) {
-                    return Err(loc.at(
-                        c.span(),
-                        "load.open_connections",
-                        format!("{n} is listed twice"),
-                    ));
-                }
-                counts.push(n as u32);
-            }
-            counts
-        }
+        Some(c) => counts(loc, c, "load.open_connections", 100_000)?,
     };
     let mut out = Vec::new();
     for c in &l.connections {
@@ -637,6 +643,31 @@ fn loads(loc: &Locator, raw: &Spanned<RawLoad>) -> Result<Vec<LoadLevel>, SuiteE
         ));
     }
     Ok(out)
+}
+
+/// A count or a list of distinct counts, each 1 to `max`.
+pub(super) fn counts(
+    loc: &Locator,
+    c: &Spanned<OneOrMany>,
+    field: &str,
+    max: i64,
+) -> Result<Vec<u32>, SuiteError> {
+    let list = match c.get_ref() {
+        OneOrMany::One(n) => vec![*n],
+        OneOrMany::Many(v) => v.clone(),
+    };
+    if list.is_empty() {
+        return Err(loc.at(c.span(), field, "an empty list"));
+    }
+    let mut counts = Vec::new();
+    for n in list {
+        let n = positive(loc, &Spanned::new(c.span(), n), field, max)? as u32;
+        if counts.contains(&n) {
+            return Err(loc.at(c.span(), field, format!("{n} is listed twice")));
+        }
+        counts.push(n);
+    }
+    Ok(counts)
 }
 
 fn placement(loc: &Locator, raw: &RawSuite) -> Result<Option<super::Placement>, SuiteError> {
@@ -707,7 +738,12 @@ fn check_name(loc: &Locator, name: &Spanned<String>, field: &str) -> Result<(), 
     }
 }
 
-fn positive(loc: &Locator, v: &Spanned<i64>, field: &str, max: i64) -> Result<i64, SuiteError> {
+pub(super) fn positive(
+    loc: &Locator,
+    v: &Spanned<i64>,
+    field: &str,
+    max: i64,
+) -> Result<i64, SuiteError> {
     if (1..=max).contains(v.get_ref()) {
         Ok(*v.get_ref())
     } else {
@@ -719,7 +755,7 @@ fn positive(loc: &Locator, v: &Spanned<i64>, field: &str, max: i64) -> Result<i6
     }
 }
 
-fn duration(
+pub(super) fn duration(
     loc: &Locator,
     v: &Spanned<String>,
     field: &str,

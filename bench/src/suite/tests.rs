@@ -456,3 +456,139 @@ fn experiment_suites_parse() {
         dir.display()
     );
 }
+
+const CLUSTER: &str = r#"
+name = "c"
+architectures = ["event-loop", "thread-pool"]
+states = ["stateful"]
+duration = "4s"
+objective = { percentile = 99.0, latency = "50ms" }
+
+[[workload]]
+name = "counter"
+path = "/counter"
+
+[load]
+rates = [500]
+arrivals = "poisson"
+
+[cluster]
+replicas = [2, 3]
+policies = ["round-robin", "affinity"]
+modes = ["http", "handoff"]
+
+[[cluster.event]]
+at = "2s"
+replica = 2
+action = "restart"
+
+[[cluster.event]]
+at = "1s"
+replica = 2
+action = "kill"
+
+[[cluster.event]]
+at = "3s"
+replica = 1
+action = "slow"
+cpus = 0.1
+"#;
+
+fn cluster_with(from: &str, to: &str) -> String {
+    assert!(CLUSTER.contains(from), "test bug: {from:?} not in CLUSTER");
+    CLUSTER.replacen(from, to, 1)
+}
+
+#[test]
+fn cluster_dimensions_and_events_parse() {
+    use super::cluster::{Action, Mode};
+    let s = Suite::parse("c.toml", CLUSTER).unwrap();
+    assert_eq!(s.arrivals, loadgen::Arrivals::Poisson);
+    let c = s.cluster.as_ref().unwrap();
+    assert_eq!(c.replicas, [2, 3]);
+    assert_eq!(c.modes, [Mode::Http, Mode::Handoff]);
+    assert_eq!(
+        (c.rise, c.fall, c.check_interval),
+        (2, 2, Duration::from_millis(200))
+    );
+    // Sorted by time, whatever the file's order.
+    let actions: Vec<Action> = c.events.iter().map(|e| e.action).collect();
+    assert_eq!(
+        actions,
+        [Action::Kill, Action::Restart, Action::Slow { cpus: 0.1 }]
+    );
+    assert_eq!(c.events[0].at, Duration::from_secs(1));
+    // 2 architectures × 2 replica counts × 2 policies × 2 modes.
+    let runs = s.runs();
+    assert_eq!(runs.len(), 16);
+    let keys: std::collections::BTreeSet<_> = runs.iter().map(RunSpec::key).collect();
+    assert_eq!(keys.len(), 16, "keys are unique");
+    assert!(
+        keys.contains("event-loop-x3-affinity-handoff__counter__r500__none__stateful__rep1"),
+        "{keys:?}"
+    );
+    // A suite without a cluster keeps its keys and uniform arrivals.
+    let plain = Suite::parse("t.toml", GOOD).unwrap();
+    assert!(plain.cluster.is_none() && plain.runs().iter().all(|r| r.topology.is_none()));
+    assert_eq!(plain.arrivals, loadgen::Arrivals::Uniform);
+}
+
+#[test]
+fn bad_clusters_name_line_and_field() {
+    let cases = [
+        ("\"affinity\"]", "\"sticky\"]", "sticky", "cluster.policies"),
+        ("\"handoff\"]", "\"teleport\"]", "teleport", "cluster.modes"),
+        (
+            "replicas = [2, 3]",
+            "replicas = [2, 0]",
+            "replicas = [2, 0]",
+            "cluster.replicas",
+        ),
+        (
+            "at = \"3s\"",
+            "at = \"4s\"",
+            "at = \"4s\"",
+            "cluster.event.at",
+        ),
+        (
+            "replica = 1",
+            "replica = 3",
+            "replica = 3",
+            "cluster.event.replica",
+        ),
+        (
+            "action = \"slow\"",
+            "action = \"melt\"",
+            "melt",
+            "cluster.event.action",
+        ),
+        ("cpus = 0.1", "cpus = 0", "cpus = 0", "cluster.event.cpus"),
+        (
+            "arrivals = \"poisson\"",
+            "arrivals = \"bursty\"",
+            "bursty",
+            "load.arrivals",
+        ),
+    ];
+    for (from, to, needle, field) in cases {
+        let text = cluster_with(from, to);
+        assert_names(&bad(&text), &text, needle, field);
+    }
+    // Events must make sense in order: a restart of a running replica, a
+    // kill of a killed one, a slow event without its speed.
+    let text = cluster_with("at = \"2s\"", "at = \"500ms\"");
+    let e = bad(&text);
+    assert_eq!(e.field(), Some("cluster.event"), "{e}");
+    assert!(e.to_string().contains("it is running"), "{e}");
+    let text = cluster_with("action = \"restart\"", "action = \"kill\"");
+    assert!(bad(&text).to_string().contains("killed and not restarted"));
+    let text = cluster_with("cpus = 0.1\n", "");
+    assert_eq!(bad(&text).field(), Some("cluster.event.cpus"));
+    // Events need fixed loads; replicas are built-in architectures.
+    let text = cluster_with("rates = [500]", "auto = { start = 100 }");
+    let e = bad(&text);
+    assert!(e.to_string().contains("fixed load levels"), "{e}");
+    let text =
+        format!("{CLUSTER}\n[[external]]\nname = \"x\"\ncommand = \"true\"\nready = \"/\"\n");
+    assert_eq!(bad(&text).field(), Some("external"));
+}
