@@ -243,6 +243,8 @@ pub struct Dispatcher {
     open: AtomicUsize,
     accepted: AtomicU64,
     refused: AtomicU64,
+    /// Affinity in handoff and splice: threads peeking at a request now.
+    peeking: AtomicUsize,
     /// splice: the relay thread, started by `run`.
     relay: std::sync::OnceLock<relay::Handle>,
     /// http: idle keep-alive connections to the replicas.
@@ -286,6 +288,7 @@ impl Dispatcher {
             open: AtomicUsize::new(0),
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            peeking: AtomicUsize::new(0),
             relay: std::sync::OnceLock::new(),
             pool: http::Pool::new(n),
             answer_timeout: http::ANSWER_TIMEOUT,
@@ -310,11 +313,15 @@ impl Dispatcher {
 
     /// The replica for a connection or request: with affinity, the one
     /// whose route ends the session id, while it is up (the session lives
-    /// there); else the policy's pick by `key` (the session's hash, or the
-    /// client's address). `None` when no replica is up.
+    /// there), and the next in turn for a client without a session; else
+    /// the policy's pick by `key` (the session's hash, or the client's
+    /// address). `None` when no replica is up.
     fn choose(&self, key: u64, sid: Option<&str>) -> Option<usize> {
         if self.picker.policy() == Policy::Affinity {
-            if let Some(route) = sid.and_then(servers::protocol::sid_route) {
+            let Some(sid) = sid else {
+                return self.picker.in_turn(&self.candidates());
+            };
+            if let Some(route) = servers::protocol::sid_route(sid) {
                 let now = Instant::now();
                 let home = self
                     .replicas
@@ -340,15 +347,42 @@ impl Dispatcher {
     }
 
     /// Picks a replica and forwards `client` to it; a replica that fails is
-    /// taken out and another tried.
+    /// taken out and another tried. With affinity the request is first
+    /// peeked at for its session, on a thread of its own (at most
+    /// `max_connections` at once; beyond, the client is placed without
+    /// looking): a client slow to send must not hold up the accepting
+    /// thread and every client behind it.
     fn dispatch(self: &Arc<Self>, client: TcpStream) {
         if self.mode == Mode::Http {
             return self.serve_http(client);
         }
-        let sid = match self.picker.policy() {
-            Policy::Affinity => peek_session(&client),
-            _ => None,
-        };
+        if self.picker.policy() != Policy::Affinity {
+            return self.forward(client, None);
+        }
+        if self.peeking.fetch_add(1, Ordering::Relaxed) < self.max_connections {
+            let me = self.clone();
+            let (tx, rx) = std::sync::mpsc::channel::<TcpStream>();
+            let spawned = std::thread::Builder::new()
+                .name("peek".into())
+                .spawn(move || {
+                    if let Ok(client) = rx.recv() {
+                        let sid = peek_session(&client);
+                        me.forward(client, sid);
+                    }
+                    me.peeking.fetch_sub(1, Ordering::Relaxed);
+                });
+            if spawned.is_ok() {
+                // The thread owns it now (a send to a live thread cannot fail).
+                let _ = tx.send(client);
+                return;
+            }
+        }
+        self.peeking.fetch_sub(1, Ordering::Relaxed);
+        self.forward(client, None);
+    }
+
+    /// Forwards `client` (whose session is `sid`) to a replica.
+    fn forward(self: &Arc<Self>, client: TcpStream, sid: Option<String>) {
         let key = key_of(sid.as_deref(), &client, self.picker.policy());
         for _ in 0..self.replicas.len() {
             let Some(i) = self.choose(key, sid.as_deref()) else {

@@ -9,10 +9,14 @@
 //! - `source`: a hash of the client's address, by rendezvous hashing, so a
 //!   client stays on one replica and a replica that goes takes only its
 //!   own clients with it (the others do not move).
-//! - `affinity`: the same on the session (the `sid` cookie; the address
-//!   when there is none), with bounded load: a replica with more than
-//!   1.25× its share of open connections is passed over for the next in
-//!   the key's order, so one hot key cannot take everything.
+//! - `affinity`: sticky sessions. A session id that names its replica's
+//!   route goes there (the dispatcher resolves routes, see `choose` in the
+//!   crate root); another session id is hashed as `source` hashes
+//!   addresses, with bounded load: a replica with more than 1.25× its
+//!   share of open connections is passed over for the next in the key's
+//!   order, so one hot key cannot take everything. A client without a
+//!   session yet is placed in turn ([`Picker::in_turn`]), so new sessions
+//!   spread evenly even when every client shares one address.
 
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -126,6 +130,14 @@ impl Picker {
         })
     }
 
+    /// The next up replica in turn, whatever the policy: where `affinity`
+    /// places a client that has no session yet.
+    pub fn in_turn(&self, replicas: &[Candidate]) -> Option<usize> {
+        let up: Vec<usize> = (0..replicas.len()).filter(|&i| replicas[i].up).collect();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        (!up.is_empty()).then(|| up[turn % up.len()])
+    }
+
     fn random(&self) -> u64 {
         // xorshift64*, shared by the threads (a lost update is harmless).
         let mut x = self.rng.load(Ordering::Relaxed);
@@ -179,6 +191,11 @@ mod tests {
         let picks: Vec<usize> = (0..4).map(|_| p.pick(&r, 0).unwrap()).collect();
         assert!(picks.iter().all(|&i| i != 1), "{picks:?}");
         assert_eq!(p.pick(&[Candidate { up: false, open: 0 }], 0), None);
+        // Clients without a session under affinity are placed the same way.
+        let a = Picker::new(Policy::Affinity);
+        let picks: Vec<usize> = (0..4).map(|_| a.in_turn(&r).unwrap()).collect();
+        assert_eq!(picks, [0, 2, 0, 2]);
+        assert_eq!(a.in_turn(&[Candidate { up: false, open: 0 }]), None);
     }
 
     #[test]

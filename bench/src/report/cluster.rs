@@ -28,8 +28,9 @@ pub fn shares(c: &ClusterResult) -> String {
     format!("{} %", parts.join("/"))
 }
 
-/// "kill r2 at 1.01 s: out after 0.00 s".
-pub fn event_text(e: &EventResult) -> String {
+/// "kill r2 at 1.01 s: out after 0.00 s" (`watched`: whether the
+/// dispatcher's rotation was seen, so that its reaction is known).
+pub fn event_text(e: &EventResult, watched: bool) -> String {
     let what = match e.event.action {
         Action::Kill => "kill".to_string(),
         Action::Restart => "restart".to_string(),
@@ -38,6 +39,8 @@ pub fn event_text(e: &EventResult) -> String {
     let mut text = format!("{what} r{} at {:.2} s", e.event.replica, e.at_s);
     if let Some(why) = &e.error {
         text.push_str(&format!(": NOT APPLIED ({why})"));
+    } else if !watched {
+        // An external dispatcher: its rotation is not seen.
     } else if e.event.action == Action::Restart {
         match e.back_after_s {
             Some(s) => text.push_str(&format!(": back after {s:.2} s")),
@@ -62,7 +65,7 @@ fn rows(runs: &[RunRecord]) -> Vec<[String; 8]> {
     cluster_runs(runs)
         .into_iter()
         .map(|(r, c)| {
-            let events: Vec<String> = c.events.iter().map(event_text).collect();
+            let events: Vec<String> = c.events.iter().map(|e| event_text(e, c.watched)).collect();
             [
                 r.key.trim_end_matches("__rep1").to_string(),
                 r.metrics

@@ -12,7 +12,7 @@
 use super::server::{self, ContainerExt, Context, Outcome, RunDir};
 use super::{measure, probe};
 use crate::results::Status;
-use crate::suite::cluster::{policy_name, Action, Event, Mode, Topology};
+use crate::suite::cluster::{policy_name, Action, Event, Front, Mode, Topology};
 use crate::suite::RunSpec;
 use sandbox::{Container, Limits, Net, Sandbox};
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,10 @@ pub struct ClusterResult {
     /// Every change of a replica's state in the dispatcher's status
     /// (read every 50 ms), from the start of the measured window.
     pub health: Vec<HealthChange>,
+    /// Whether the dispatcher's rotation could be watched (not for an
+    /// external dispatcher): without it, reactions to events are unknown.
+    #[serde(default)]
+    pub watched: bool,
     /// Requests whose session chain broke (counter flow: a lost session, a
     /// wrong value).
     pub state_errors: u64,
@@ -142,7 +146,8 @@ struct Cluster<'a> {
     replicas: Mutex<Vec<Replica>>,
     dispatcher: Mutex<Option<Container>>,
     listen: SocketAddr,
-    status: SocketAddr,
+    /// The built-in dispatcher's status address.
+    status: Option<SocketAddr>,
 }
 
 impl Cluster<'_> {
@@ -179,12 +184,44 @@ impl Cluster<'_> {
         Ok(())
     }
 
-    fn dispatcher_command(&self, topology: Topology, replicas: &[Replica]) -> Command {
+    /// The dispatcher's command, the path to ask through it when it is
+    /// ready, and how long it may take.
+    fn dispatcher_command(
+        &self,
+        front: &Front,
+        replicas: &[Replica],
+    ) -> Result<(Command, String, Duration), String> {
+        let (policy, mode) = match front {
+            Front::Builtin { policy, mode } => (*policy, *mode),
+            Front::External { name } => {
+                let e = self
+                    .ctx
+                    .suite
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.external(name))
+                    .ok_or_else(|| format!("no external dispatcher {name:?}"))?;
+                let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
+                let filled = crate::suite::External {
+                    command: e.fill_replicas(&e.external.command, &addrs),
+                    config: e
+                        .external
+                        .config
+                        .as_ref()
+                        .map(|c| e.fill_replicas(c, &addrs)),
+                    ..e.external.clone()
+                };
+                let cmd = server::external_command(&filled, self.listen, self.dir, self.ctx.exe)?;
+                return Ok((cmd, filled.ready, filled.ready_timeout));
+            }
+        };
         let mut cmd = Command::new(self.ctx.exe);
         cmd.args(["dispatch", "--listen", &self.listen.to_string()]);
-        cmd.args(["--status", &self.status.to_string()]);
-        cmd.args(["--mode", topology.mode.as_str()]);
-        cmd.args(["--policy", policy_name(topology.policy)]);
+        if let Some(status) = self.status {
+            cmd.args(["--status", &status.to_string()]);
+        }
+        cmd.args(["--mode", mode.as_str()]);
+        cmd.args(["--policy", policy_name(policy)]);
         let c = self.ctx.suite.cluster.as_ref();
         let interval = c.map_or(Duration::from_millis(200), |c| c.check_interval);
         cmd.args(["--check-interval", &format!("{}ms", interval.as_millis())]);
@@ -199,7 +236,7 @@ impl Cluster<'_> {
             };
             cmd.args(["--replica", &replica]);
         }
-        cmd
+        Ok((cmd, "/health".to_string(), READY))
     }
 
     /// Every component's counters now.
@@ -268,7 +305,8 @@ impl Cluster<'_> {
 
     /// Which replicas the dispatcher has in rotation now.
     fn rotation(&self) -> Option<Vec<bool>> {
-        let (code, body) = probe::get(self.status, "/status", Duration::from_millis(200)).ok()?;
+        let status = self.status?;
+        let (code, body) = probe::get(status, "/status", Duration::from_millis(200)).ok()?;
         if code != 200 {
             return None;
         }
@@ -282,8 +320,8 @@ impl Cluster<'_> {
 
     /// Times ejections from the dispatcher's status at the end.
     fn ejections(&self) -> Vec<u64> {
-        probe::get(self.status, "/status", Duration::from_secs(1))
-            .ok()
+        self.status
+            .and_then(|status| probe::get(status, "/status", Duration::from_secs(1)).ok())
             .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
             .and_then(|v| {
                 v["replicas"].as_array().map(|a| {
@@ -343,7 +381,7 @@ fn ports(n: usize) -> std::io::Result<Vec<u16>> {
 pub(super) fn perform(
     ctx: &Context,
     spec: &RunSpec,
-    topology: Topology,
+    topology: &Topology,
     dir: &RunDir,
 ) -> Option<Outcome> {
     let fail = |why: String| Some(Outcome::fail(Status::Failed, why));
@@ -360,8 +398,14 @@ pub(super) fn perform(
     let replicas = (0..n)
         .map(|i| Replica {
             addr: at(ports[i]),
-            handoff: (topology.mode == Mode::Handoff)
-                .then(|| dir.file(&format!("replica-{}.sock", i + 1))),
+            handoff: matches!(
+                topology.front,
+                Front::Builtin {
+                    mode: Mode::Handoff,
+                    ..
+                }
+            )
+            .then(|| dir.file(&format!("replica-{}.sock", i + 1))),
             lives: Vec::new(),
         })
         .collect();
@@ -375,9 +419,20 @@ pub(super) fn perform(
         replicas: Mutex::new(replicas),
         dispatcher: Mutex::new(None),
         listen: at(ports[n]),
-        status: at(ports[n + 1]),
+        status: matches!(topology.front, Front::Builtin { .. }).then(|| at(ports[n + 1])),
     };
-    if let Err(why) = start(&cluster, topology) {
+    if let Front::External { name } = &topology.front {
+        let missing = ctx
+            .suite
+            .cluster
+            .as_ref()
+            .and_then(|c| c.external(name))
+            .and_then(|e| server::missing_binary(&e.external.command));
+        if let Some(why) = missing {
+            return Some(Outcome::fail(Status::Skipped, why));
+        }
+    }
+    if let Err(why) = start(&cluster, &topology.front) {
         return if ctx.stop.load(Ordering::SeqCst) {
             None
         } else {
@@ -463,6 +518,7 @@ pub(super) fn perform(
     let mut result = split(&start, &last, answered, &ejections);
     result.events = follow(&applied, &health);
     result.health = health;
+    result.watched = cluster.status.is_some();
     result.state_errors = state_errors;
     result.other_errors = other_errors;
     if matches!(spec.load, crate::suite::LoadLevel::Auto { .. }) {
@@ -522,7 +578,7 @@ pub(super) fn perform(
 }
 
 /// Starts the replicas and then the dispatcher, each ready.
-fn start(cluster: &Cluster, topology: Topology) -> Result<(), String> {
+fn start(cluster: &Cluster, front: &Front) -> Result<(), String> {
     let deadline = Instant::now() + READY;
     let still = || !cluster.ctx.stop.load(Ordering::SeqCst);
     let mut replicas = cluster.replicas.lock().unwrap_or_else(|p| p.into_inner());
@@ -536,7 +592,7 @@ fn start(cluster: &Cluster, topology: Topology) -> Result<(), String> {
         })
         .map_err(|why| format!("replica {} {why}", i + 1))?;
     }
-    let mut cmd = cluster.dispatcher_command(topology, &replicas);
+    let (mut cmd, ready, ready_timeout) = cluster.dispatcher_command(front, &replicas)?;
     drop(replicas);
     server::log_and_pin(&mut cmd, &cluster.dir.log(), &cluster.cpus)?;
     let dispatcher = cluster.spawn(
@@ -548,8 +604,11 @@ fn start(cluster: &Cluster, topology: Topology) -> Result<(), String> {
         cmd,
     )?;
     *cluster.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(dispatcher);
-    // Ready when its status answers and a request through it is served.
-    for (addr, path) in [(cluster.status, "/status"), (cluster.listen, "/health")] {
+    // Ready when its status answers (built in) and a request through it
+    // is served.
+    let deadline = deadline.max(Instant::now() + ready_timeout);
+    let status = cluster.status.map(|s| (s, "/status"));
+    for (addr, path) in status.into_iter().chain([(cluster.listen, ready.as_str())]) {
         probe::wait_ready(addr, path, deadline, || {
             still() && cluster.dispatcher_running()
         })

@@ -112,7 +112,7 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
         Ok(d) => d,
         Err(why) => return Some(Outcome::fail(Status::Failed, why)),
     };
-    if let Some(topology) = spec.topology {
+    if let Some(topology) = &spec.topology {
         return super::cluster::perform(ctx, spec, topology, &dir);
     }
     let port = match probe::free_port() {
@@ -393,7 +393,7 @@ pub(super) fn log_and_pin(cmd: &mut Command, log: &Path, cpus: &[usize]) -> Resu
     Ok(())
 }
 
-fn external_command(
+pub(super) fn external_command(
     e: &External,
     addr: SocketAddr,
     dir: &RunDir,

@@ -15,10 +15,16 @@
 //! at = "2s"                          # into the measured window
 //! replica = 2                        # 1-based
 //! action = "kill"                    # kill, restart or slow (cpus = 0.05)
+//!
+//! [[cluster.dispatcher]]             # an external dispatcher, beside the
+//! name = "haproxy-http"              # built-in policies × modes
+//! command = "haproxy -db -f {config}"
+//! config = "... bind {addr} ... {replicas} ..."
+//! replica = "server r{n} {replica} check inter 200ms"
 //! ```
 
 use super::error::Locator;
-use super::SuiteError;
+use super::{External, SuiteError};
 use dispatch::policy::Policy;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -36,6 +42,9 @@ pub struct Cluster {
     pub policies: Vec<Policy>,
     /// Forwarding modes (a dimension).
     pub modes: Vec<Mode>,
+    /// External dispatchers, each a front of its own beside the built-in
+    /// policies × modes.
+    pub externals: Vec<ExternalFront>,
     /// The dispatcher's active health checks: how often, and how many
     /// failures in a row take a replica out (`fall`) or successes bring it
     /// back (`rise`).
@@ -49,19 +58,62 @@ pub struct Cluster {
 impl Cluster {
     /// Every topology of the matrix.
     pub fn cells(&self) -> Vec<Topology> {
+        let mut fronts = Vec::new();
+        for &policy in &self.policies {
+            for &mode in &self.modes {
+                fronts.push(Front::Builtin { policy, mode });
+            }
+        }
+        for e in &self.externals {
+            fronts.push(Front::External {
+                name: e.external.name.clone(),
+            });
+        }
         let mut out = Vec::new();
         for &replicas in &self.replicas {
-            for &policy in &self.policies {
-                for &mode in &self.modes {
-                    out.push(Topology {
-                        replicas,
-                        policy,
-                        mode,
-                    });
-                }
+            for front in &fronts {
+                out.push(Topology {
+                    replicas,
+                    front: front.clone(),
+                });
             }
         }
         out
+    }
+
+    /// The external dispatcher called `name`.
+    pub fn external(&self, name: &str) -> Option<&ExternalFront> {
+        self.externals.iter().find(|e| e.external.name == name)
+    }
+}
+
+/// An external dispatcher (HAProxy, nginx): a command and a configuration
+/// template as for external contestants, with `{replicas}` replaced by one
+/// `replica` line per replica (`{n}`: its number, `{replica}`: its
+/// address, `{host}`, `{port}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalFront {
+    /// Name, command, config, readiness (a path answered through it).
+    pub external: External,
+    /// The line written for each replica.
+    pub replica: String,
+}
+
+impl ExternalFront {
+    /// `text` with `{replicas}` written out for `replicas`.
+    pub fn fill_replicas(&self, text: &str, replicas: &[std::net::SocketAddr]) -> String {
+        let lines: Vec<String> = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                self.replica
+                    .replace("{n}", &(i + 1).to_string())
+                    .replace("{replica}", &a.to_string())
+                    .replace("{host}", &a.ip().to_string())
+                    .replace("{port}", &a.port().to_string())
+            })
+            .collect();
+        text.replace("{replicas}", &lines.join("\n"))
     }
 }
 
@@ -85,22 +137,35 @@ impl Mode {
 }
 
 /// One cell of the cluster dimensions.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Topology {
     pub replicas: u32,
-    pub policy: Policy,
-    pub mode: Mode,
+    pub front: Front,
+}
+
+/// What stands in front of the replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Front {
+    /// `serverlab dispatch` with this policy and mode.
+    Builtin { policy: Policy, mode: Mode },
+    /// The suite's external dispatcher of this name.
+    External { name: String },
 }
 
 impl Topology {
-    /// `x3-round-robin-http`: the part of run keys and names it adds.
+    /// `x3-round-robin-http`, `x3-haproxy-http`: the part of run keys and
+    /// names it adds.
     pub fn label(&self) -> String {
-        format!(
-            "x{}-{}-{}",
-            self.replicas,
-            policy_name(self.policy),
-            self.mode.as_str()
-        )
+        match &self.front {
+            Front::Builtin { policy, mode } => format!(
+                "x{}-{}-{}",
+                self.replicas,
+                policy_name(*policy),
+                mode.as_str()
+            ),
+            Front::External { name } => format!("x{}-{name}", self.replicas),
+        }
     }
 }
 
@@ -160,6 +225,19 @@ pub(super) struct RawCluster {
     fall: Option<Spanned<i64>>,
     #[serde(default)]
     event: Vec<Spanned<RawEvent>>,
+    #[serde(default)]
+    dispatcher: Vec<RawFront>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFront {
+    name: Spanned<String>,
+    command: Spanned<String>,
+    config: Option<String>,
+    replica: Spanned<String>,
+    ready: Spanned<String>,
+    ready_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +295,63 @@ pub(super) fn parse(
     }
     if modes.is_empty() {
         return Err(loc.at(raw.modes.span(), "cluster.modes", "an empty list"));
+    }
+    let mut externals: Vec<ExternalFront> = Vec::new();
+    for f in &raw.dispatcher {
+        super::parse::check_name(loc, &f.name, "cluster.dispatcher.name")?;
+        let name = f.name.get_ref();
+        let taken = externals.iter().any(|e| &e.external.name == name)
+            || modes.iter().any(|m| m.as_str() == name);
+        if taken {
+            return Err(loc.at(
+                f.name.span(),
+                "cluster.dispatcher.name",
+                format!("{name:?} is taken"),
+            ));
+        }
+        if f.command.get_ref().trim().is_empty() {
+            return Err(loc.at(
+                f.command.span(),
+                "cluster.dispatcher.command",
+                "empty command",
+            ));
+        }
+        if !f.ready.get_ref().starts_with('/') {
+            return Err(loc.at(
+                f.ready.span(),
+                "cluster.dispatcher.ready",
+                "must be a path such as /health",
+            ));
+        }
+        let in_config = f.config.as_deref().unwrap_or("").contains("{replicas}");
+        if !(in_config || f.command.get_ref().contains("{replicas}")) {
+            return Err(loc.at(
+                f.replica.span(),
+                "cluster.dispatcher.replica",
+                "the config or the command must say where the replicas go: {replicas}",
+            ));
+        }
+        if !f.replica.get_ref().contains("{replica}") && !f.replica.get_ref().contains("{port}") {
+            return Err(loc.at(
+                f.replica.span(),
+                "cluster.dispatcher.replica",
+                "a replica's line names its address: {replica} (or {host} and {port})",
+            ));
+        }
+        externals.push(ExternalFront {
+            external: External {
+                name: name.clone(),
+                command: f.command.get_ref().clone(),
+                config: f.config.clone(),
+                ready: f.ready.get_ref().clone(),
+                ready_timeout: match &f.ready_timeout {
+                    Some(t) => time(loc, t, "cluster.dispatcher.ready_timeout", false)?,
+                    None => Duration::from_secs(5),
+                },
+                workloads: Vec::new(),
+            },
+            replica: f.replica.get_ref().clone(),
+        });
     }
     let check_interval = match &raw.check_interval {
         Some(i) => time(loc, i, "cluster.check_interval", false)?,
@@ -321,6 +456,7 @@ pub(super) fn parse(
         replicas,
         policies,
         modes,
+        externals,
         check_interval,
         rise,
         fall,

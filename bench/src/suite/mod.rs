@@ -24,6 +24,7 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("quick", include_str!("../../suites/quick.toml")),
     ("full", include_str!("../../suites/full.toml")),
     ("state", include_str!("../../suites/state.toml")),
+    ("cluster", include_str!("../../suites/cluster.toml")),
 ];
 
 /// A checked suite, ready to run.
@@ -414,7 +415,7 @@ impl Suite {
                                         limits: limits.clone(),
                                         state: *state,
                                         repetition,
-                                        topology: *topology,
+                                        topology: topology.clone(),
                                     });
                                 }
                             }

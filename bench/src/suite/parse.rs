@@ -723,7 +723,11 @@ fn valid_name(name: &str) -> bool {
         && !name.contains("__")
 }
 
-fn check_name(loc: &Locator, name: &Spanned<String>, field: &str) -> Result<(), SuiteError> {
+pub(super) fn check_name(
+    loc: &Locator,
+    name: &Spanned<String>,
+    field: &str,
+) -> Result<(), SuiteError> {
     if valid_name(name.get_ref()) {
         Ok(())
     } else {

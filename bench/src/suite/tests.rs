@@ -592,3 +592,57 @@ fn bad_clusters_name_line_and_field() {
         format!("{CLUSTER}\n[[external]]\nname = \"x\"\ncommand = \"true\"\nready = \"/\"\n");
     assert_eq!(bad(&text).field(), Some("external"));
 }
+
+#[test]
+fn external_dispatchers_are_fronts_of_their_own() {
+    use super::cluster::Front;
+    let s = Suite::load("cluster").unwrap();
+    let c = s.cluster.as_ref().unwrap();
+    // 3 states × (2 policies × 3 modes + 2 external dispatchers).
+    assert_eq!(s.runs().len(), 3 * (2 * 3 + 2));
+    let haproxy = c.external("haproxy-tcp").unwrap();
+    let addrs = [
+        "127.0.0.1:9001".parse().unwrap(),
+        "127.0.0.1:9002".parse().unwrap(),
+    ];
+    let config = haproxy.fill_replicas(haproxy.external.config.as_ref().unwrap(), &addrs);
+    assert!(
+        config.contains("    server r1 127.0.0.1:9001 check inter 100ms rise 2 fall 2\n    server r2 127.0.0.1:9002 check"),
+        "{config}"
+    );
+    assert!(s
+        .runs()
+        .iter()
+        .any(|r| r.topology.as_ref().is_some_and(|t| t.front
+            == Front::External {
+                name: "haproxy-http".into()
+            })));
+
+    let front = |name: &str, config: &str, replica: &str| {
+        format!(
+            "{CLUSTER}\n[[cluster.dispatcher]]\nname = \"{name}\"\ncommand = \"haproxy -f {{config}}\"\nready = \"/health\"\nreplica = \"{replica}\"\nconfig = \"{config}\"\n"
+        )
+    };
+    assert!(Suite::parse("c.toml", &front("ha", "x {replicas}", "server {replica}")).is_ok());
+    let text = front("ha", "no replicas here", "server {replica}");
+    assert_names(
+        &bad(&text),
+        &text,
+        "replica = \"",
+        "cluster.dispatcher.replica",
+    );
+    let text = front("ha", "{replicas}", "server nowhere");
+    assert_names(
+        &bad(&text),
+        &text,
+        "replica = \"",
+        "cluster.dispatcher.replica",
+    );
+    let text = front("http", "{replicas}", "server {replica}");
+    assert_names(
+        &bad(&text),
+        &text,
+        "name = \"http\"",
+        "cluster.dispatcher.name",
+    );
+}
