@@ -768,7 +768,8 @@ fn without_cgroups_runs_are_unlimited_only_when_allowed_and_say_so() {
 
 /// A cluster suite end to end: two event-loop replicas behind the
 /// dispatcher in http mode, each component in a container of its own;
-/// replica 2 is killed and started again inside the measured window.
+/// replica 2 is killed and started again inside the measured window, and
+/// replica 1 slowed to half a CPU.
 /// Stateful sessions behind round robin break (state errors are results:
 /// the runs are ok), affinity loses only the killed replica's sessions,
 /// stateless tokens with the shared key lose nothing; each event's
@@ -809,6 +810,11 @@ action = "kill"
 at = "2s"
 replica = 2
 action = "restart"
+[[cluster.event]]
+at = "2500ms"
+replica = 1
+action = "slow"
+cpus = 0.5
 "#,
     )
     .unwrap();
@@ -844,11 +850,18 @@ action = "restart"
         assert_eq!(r["status"], "ok", "{key}: {}", r["reason"]);
         let c = &r["cluster"];
         let events = c["events"].as_array().unwrap();
-        assert_eq!(events.len(), 2, "{key}: {c}");
+        assert_eq!(events.len(), 3, "{key}: {c}");
         assert!(
-            events.iter().all(|e| e.get("error").is_none()),
+            events[..2].iter().all(|e| e.get("error").is_none()),
             "{key}: {c}"
         );
+        // Slowing a replica changes its CPU quota: only with cgroups.
+        let slow = events[2].get("error").and_then(|e| e.as_str());
+        if r["unlimited"].as_bool().unwrap() {
+            assert!(slow.is_some_and(|e| e.contains("UNLIMITED")), "{key}: {c}");
+        } else {
+            assert_eq!(slow, None, "{key}: {c}");
+        }
         let out_after = events[0]["out_after_s"].as_f64();
         assert!(out_after.is_some_and(|s| s < 1.0), "{key}: {c}");
         assert!(events[1]["back_after_s"].as_f64().is_some(), "{key}: {c}");
