@@ -33,14 +33,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // Installed before any thread starts (see on_termination): Ctrl-C
-    // stops the run in progress; finished runs are already on disk.
-    super::on_termination(move || {
-        eprintln!("\nserverlab: stopping: the run in progress is discarded, finished runs are kept (Ctrl-C again to quit at once)");
-        flag.store(true, Ordering::SeqCst);
-    })?;
     let suite_arg = match (&args.suite, &args.resume) {
         (Some(s), _) => s.clone(),
         (None, Some(dir)) => dir.join("suite.toml").to_string_lossy().into_owned(),
@@ -54,22 +46,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             suite.name = name;
         }
     }
-    for (name, why) in runner::missing_externals(&suite) {
+    let only = args.only.clone();
+    execute(
+        &suite,
+        Options {
+            out: args.out,
+            resume: args.resume,
+            only: args.only,
+            allow_unlimited: args.allow_unlimited,
+            exe: std::env::current_exe().context("cannot find the serverlab executable")?,
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: !args.quiet,
+        },
+        only,
+    )?;
+    Ok(())
+}
+
+/// Runs `suite` as `opts` say (Ctrl-C stops it, keeping finished runs),
+/// renders the report, prints the answer and returns the results folder.
+/// Exits with 130 when interrupted, saying how to resume.
+pub fn execute(suite: &Suite, opts: Options, only: Option<String>) -> anyhow::Result<PathBuf> {
+    let flag = opts.stop.clone();
+    // Installed before any thread starts (see on_termination): Ctrl-C
+    // stops the run in progress; finished runs are already on disk.
+    super::on_termination(move || {
+        eprintln!("\nserverlab: stopping: the run in progress is discarded, finished runs are kept (Ctrl-C again to quit at once)");
+        flag.store(true, Ordering::SeqCst);
+    })?;
+    for (name, why) in runner::missing_externals(suite) {
         eprintln!("serverlab: {name} will be skipped: {why}");
     }
     let leftovers = sandbox::cleanup_leftovers();
     tracing::debug!("leftovers from earlier runs: {leftovers:?}");
-    let only = args.only.clone();
-    let opts = Options {
-        out: args.out,
-        resume: args.resume,
-        only: args.only,
-        allow_unlimited: args.allow_unlimited,
-        exe: std::env::current_exe().context("cannot find the serverlab executable")?,
-        stop,
-        progress: !args.quiet,
-    };
-    let outcome = runner::run_suite(&suite, &opts)?;
+    let outcome = runner::run_suite(suite, &opts)?;
     let dir = &outcome.dir;
     let report = bench::report::render(dir).context("cannot write the report")?;
     let runs = bench::results::Store::open(dir)?.runs()?;
@@ -94,7 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         std::process::exit(130);
     }
-    Ok(())
+    Ok(dir.clone())
 }
 
 /// `quick` from `results/quick-20260101-120000` (or `...-120000-2`).

@@ -2,8 +2,10 @@
 //! module; the logic lives in the library crates.
 
 mod bench;
+mod check;
 mod directory;
 mod dispatch;
+mod lab;
 mod load;
 mod report;
 mod sandbox;
@@ -31,6 +33,10 @@ enum Command {
     Bench(bench::Args),
     /// Re-render a results folder's report, or compare two folders.
     Report(report::Args),
+    /// Check a suite's claims against a results folder.
+    Check(check::Args),
+    /// Classroom labs: list them, run one, check what a run shows.
+    Lab(lab::Args),
     /// Run any command in a container (cgroup limits, namespaces); print what it used.
     Sandbox(sandbox::Args),
     /// An inetd-style super server: start services when connections arrive.
@@ -48,6 +54,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(args) => load::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Report(args) => report::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Lab(args) => lab::run(args),
         Command::Sandbox(args) => sandbox::run(args),
         Command::Superserver(args) => superserver::run(args),
         Command::Directory(args) => directory::run(args),

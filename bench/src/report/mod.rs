@@ -148,4 +148,4 @@ pub(crate) fn mib(bytes: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

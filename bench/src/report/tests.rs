@@ -9,7 +9,15 @@ use sandbox::Limits;
 use std::path::PathBuf;
 use std::time::Duration;
 
-fn run(arch: &str, conns: u32, rep: u32, rps: f64, p99: f64, cpu: f64, mem: u64) -> RunRecord {
+pub(crate) fn run(
+    arch: &str,
+    conns: u32,
+    rep: u32,
+    rps: f64,
+    p99: f64,
+    cpu: f64,
+    mem: u64,
+) -> RunRecord {
     let objective = Objective {
         percentile: 99.0,
         latency: Duration::from_millis(10),

@@ -72,6 +72,10 @@ pub struct Suite {
     pub arrivals: loadgen::Arrivals,
     /// Replicas behind a dispatcher instead of one server (`[cluster]`).
     pub cluster: Option<cluster::Cluster>,
+    /// Findings the suite expects (`[[claim]]`), checked against results.
+    pub claims: Vec<crate::claims::Claim>,
+    /// `[fast]`: the duration and warmup of a fast run (`lab run --fast`).
+    pub fast: Option<(Duration, Duration)>,
 }
 
 /// CPUs (server's, generator's).
@@ -383,6 +387,22 @@ impl Suite {
                     .join(", "),
             )),
         }
+    }
+
+    /// The suite shortened for a fast run: one repetition, and the
+    /// `[fast]` duration and warmup (default: at most 1 s and 300 ms).
+    /// Its name says so, so that its results are never taken for a full
+    /// run's.
+    pub fn fast(mut self) -> Suite {
+        let (duration, warmup) = self.fast.unwrap_or((
+            self.duration.min(Duration::from_secs(1)),
+            self.warmup.min(Duration::from_millis(300)),
+        ));
+        self.duration = duration;
+        self.warmup = warmup;
+        self.repetitions = 1;
+        self.name = format!("{}-fast", self.name);
+        self
     }
 
     /// Every run of the matrix, in the order they are performed:

@@ -3,7 +3,10 @@
 //! the line that holds the value.
 
 use super::error::Locator;
-use super::{Background, Contestant, External, LoadLevel, Objective, Suite, SuiteError, Workload};
+use super::{
+    Background, Contestant, External, LoadLevel, Objective, RunSpec, StateMode, Suite, SuiteError,
+    Workload,
+};
 use sandbox::Limits;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +43,31 @@ struct RawSuite {
     #[serde(default)]
     drop_caches: bool,
     cluster: Option<super::cluster::RawCluster>,
+    #[serde(default)]
+    claim: Vec<Spanned<RawClaim>>,
+    fast: Option<Spanned<RawFast>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaim {
+    says: Spanned<String>,
+    metric: Spanned<String>,
+    of: Spanned<crate::claims::Selector>,
+    than: Option<Spanned<crate::claims::Selector>>,
+    than_metric: Option<Spanned<String>>,
+    at_least: Option<f64>,
+    at_most: Option<f64>,
+    near: Option<f64>,
+    #[serde(default)]
+    tolerance: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFast {
+    duration: Option<Spanned<String>>,
+    warmup: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -272,7 +300,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
         }
         None => None,
     };
-    Ok(Suite {
+    let mut suite = Suite {
         name,
         description: raw.description,
         source: text.to_string(),
@@ -293,7 +321,142 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
         drop_caches: raw.drop_caches,
         cluster,
         arrivals,
-    })
+        claims: Vec::new(),
+        fast: None,
+    };
+    suite.claims = claims(&loc, &raw.claim, &suite)?;
+    if let Some(f) = &raw.fast {
+        let f = f.get_ref();
+        let shorter = |v: &Option<Spanned<String>>, field, zero_ok, full: Duration| {
+            v.as_ref()
+                .map_or(Ok(full), |v| self::duration(&loc, v, field, zero_ok))
+        };
+        let fast_duration = shorter(&f.duration, "fast.duration", false, suite.duration)?;
+        let last_event = suite
+            .cluster
+            .iter()
+            .flat_map(|c| &c.events)
+            .map(|e| e.at)
+            .max();
+        if let (Some(at), Some(d)) = (last_event, &f.duration) {
+            if at >= fast_duration {
+                return Err(loc.at(
+                    d.span(),
+                    "fast.duration",
+                    format!("the last event is at {at:?}: a fast run must last longer"),
+                ));
+            }
+        }
+        suite.fast = Some((
+            fast_duration,
+            shorter(&f.warmup, "fast.warmup", true, suite.warmup)?,
+        ));
+    }
+    Ok(suite)
+}
+
+/// The suite's claims, each selector checked against what the suite runs.
+fn claims(
+    loc: &Locator,
+    raw: &[Spanned<RawClaim>],
+    suite: &Suite,
+) -> Result<Vec<crate::claims::Claim>, SuiteError> {
+    let runs = suite.runs();
+    let mut out = Vec::new();
+    for c in raw {
+        let r = c.get_ref();
+        if r.says.get_ref().trim().is_empty() {
+            return Err(loc.at(
+                r.says.span(),
+                "claim.says",
+                "say what the claim is, in words",
+            ));
+        }
+        let metric = r
+            .metric
+            .get_ref()
+            .parse()
+            .map_err(|m: String| loc.at(r.metric.span(), "claim.metric", m))?;
+        for (side, field) in
+            std::iter::once((&r.of, "claim.of")).chain(r.than.as_ref().map(|t| (t, "claim.than")))
+        {
+            let s = side.get_ref();
+            let known = |want: &Option<String>, have: &dyn Fn(&RunSpec) -> String, what: &str| {
+                let Some(w) = want else { return Ok(()) };
+                if runs.iter().any(|run| &have(run) == w) {
+                    return Ok(());
+                }
+                let mut names: Vec<String> = runs.iter().map(have).collect();
+                names.sort();
+                names.dedup();
+                Err(loc.at(
+                    side.span(),
+                    field,
+                    format!(
+                        "no {what} {w:?} in this suite (it has: {})",
+                        names.join(", ")
+                    ),
+                ))
+            };
+            known(&s.contestant, &|r| r.subject(), "contestant")?;
+            known(&s.workload, &|r| r.workload.name.clone(), "workload")?;
+            known(&s.load, &|r| r.load.label(), "load level")?;
+            known(&s.limits, &|r| r.limits_name.clone(), "limits")?;
+            known(
+                &s.state,
+                &|r| r.state.map_or("default", StateMode::as_str).to_string(),
+                "state",
+            )?;
+        }
+        let than_metric = match (&r.than_metric, &r.than) {
+            (None, _) => None,
+            (Some(m), None) => {
+                return Err(loc.at(m.span(), "claim.than_metric", "than_metric needs `than`"))
+            }
+            (Some(m), Some(_)) => Some(
+                m.get_ref()
+                    .parse()
+                    .map_err(|e: String| loc.at(m.span(), "claim.than_metric", e))?,
+            ),
+        };
+        if r.at_least.is_none() && r.at_most.is_none() && r.near.is_none() {
+            return Err(loc.at(
+                c.span(),
+                "claim",
+                "a claim needs a bound: at_least, at_most or near",
+            ));
+        }
+        if r.near.is_some() && (r.at_least.is_some() || r.at_most.is_some()) {
+            return Err(loc.at(
+                c.span(),
+                "claim.near",
+                "near stands alone: not with at_least or at_most",
+            ));
+        }
+        let finite = [r.at_least, r.at_most, r.near]
+            .into_iter()
+            .flatten()
+            .all(f64::is_finite);
+        if !finite || !(0.0..1.0).contains(&r.tolerance) {
+            return Err(loc.at(
+                c.span(),
+                "claim.tolerance",
+                "bounds are numbers; the tolerance is a share from 0 to below 1 (0.2: 20 %)",
+            ));
+        }
+        out.push(crate::claims::Claim {
+            says: r.says.get_ref().clone(),
+            metric,
+            of: r.of.get_ref().clone(),
+            than: r.than.as_ref().map(|t| t.get_ref().clone()),
+            than_metric,
+            at_least: r.at_least,
+            at_most: r.at_most,
+            near: r.near,
+            tolerance: r.tolerance,
+        });
+    }
+    Ok(out)
 }
 
 fn contestants(loc: &Locator, raw: &RawSuite) -> Result<Vec<Contestant>, SuiteError> {

@@ -646,3 +646,64 @@ fn external_dispatchers_are_fronts_of_their_own() {
         "cluster.dispatcher.name",
     );
 }
+
+#[test]
+fn claims_parse_and_bad_ones_name_line_and_field() {
+    let with = |claim: &str| format!("{GOOD}\n[[claim]]\n{claim}\n");
+    let good = with(
+        "says = \"iterative is quick\"\nmetric = \"p99\"\nof = { contestant = \"iterative\", workload = \"hello\", load = \"c4\" }\nat_most = 10.0\ntolerance = 0.2",
+    );
+    let s = Suite::parse("t.toml", &good).unwrap();
+    assert_eq!(s.claims.len(), 1);
+    assert_eq!(s.claims[0].metric, crate::claims::Metric::P99);
+    let cases = [
+        ("metric = \"speed\"", "speed", "claim.metric"),
+        ("of = { contestant = \"nginx\" }", "nginx", "claim.of"),
+        ("of = { load = \"c5\" }", "c5", "claim.of"),
+        ("than = { workload = \"nope\" }", "nope", "claim.than"),
+        ("than_metric = \"p50\"", "than_metric", "claim.than_metric"),
+    ];
+    for (line, needle, field) in cases {
+        let key = line.split(' ').next().unwrap();
+        let claim = [
+            "says = \"x\"",
+            "metric = \"p99\"",
+            "of = { contestant = \"iterative\" }",
+            "at_most = 1.0",
+        ]
+        .iter()
+        .map(|l| if l.starts_with(key) { line } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+        let claim = if claim.contains(line) {
+            claim
+        } else {
+            format!("{claim}\n{line}")
+        };
+        let text = with(&claim);
+        assert_names(&bad(&text), &text, needle, field);
+    }
+    let text = with("says = \"x\"\nmetric = \"p99\"\nof = { contestant = \"iterative\" }");
+    assert!(bad(&text).to_string().contains("needs a bound"));
+    let text = with("says = \"x\"\nmetric = \"p99\"\nof = {}\nat_most = 1.0\ntolerance = 1.5");
+    assert_eq!(bad(&text).field(), Some("claim.tolerance"));
+    // A fast run must still hold every cluster event.
+    let text = format!("{CLUSTER}\n[fast]\nduration = \"2s\"\n");
+    assert_names(&bad(&text), &text, "duration = \"2s\"", "fast.duration");
+    let text = format!("{CLUSTER}\n[fast]\nduration = \"3500ms\"\nwarmup = \"100ms\"\n");
+    let fast = Suite::parse("c.toml", &text).unwrap().fast();
+    assert_eq!(
+        (
+            fast.duration,
+            fast.warmup,
+            fast.repetitions,
+            fast.name.as_str()
+        ),
+        (
+            Duration::from_millis(3500),
+            Duration::from_millis(100),
+            1,
+            "c-fast"
+        )
+    );
+}
