@@ -45,6 +45,9 @@ pub enum Metric {
     P99Uncorrected,
     /// Answers per server CPU-second.
     RequestsPerCpu,
+    /// The server's CPU time per second of the measured window: the share
+    /// of a CPU it used (needs a cgroup).
+    CpuShare,
     /// The server's own peak memory, MiB.
     Memory,
     /// Failed requests (count).
@@ -62,13 +65,14 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 14] = [
         Metric::Sustainable,
         Metric::Throughput,
         Metric::P50,
         Metric::P99,
         Metric::P99Uncorrected,
         Metric::RequestsPerCpu,
+        Metric::CpuShare,
         Metric::Memory,
         Metric::Errors,
         Metric::ErrorRate,
@@ -86,6 +90,7 @@ impl Metric {
             Metric::P99 => "p99",
             Metric::P99Uncorrected => "p99_uncorrected",
             Metric::RequestsPerCpu => "requests_per_cpu",
+            Metric::CpuShare => "cpu_share",
             Metric::Memory => "memory",
             Metric::Errors => "errors",
             Metric::ErrorRate => "error_rate",
@@ -101,6 +106,7 @@ impl Metric {
             Metric::Sustainable | Metric::Throughput => " req/s",
             Metric::P50 | Metric::P99 | Metric::P99Uncorrected => " ms",
             Metric::RequestsPerCpu => " req/CPU-s",
+            Metric::CpuShare => " CPU",
             Metric::Memory => " MiB",
             Metric::DispatcherUs => " µs",
             _ => "",
@@ -119,6 +125,7 @@ impl Metric {
                 r.loadgen.as_ref()?["uncorrected"]["p99_us"].as_u64()? as f64 / 1000.0
             }
             Metric::RequestsPerCpu => m.requests_per_cpu_s?,
+            Metric::CpuShare => m.server_cpu_s? / m.duration_s.max(1e-9),
             Metric::Memory => m.memory_own_bytes? as f64 / (1024.0 * 1024.0),
             Metric::Errors => m.errors as f64,
             Metric::ErrorRate => m.errors as f64 / ((m.requests + m.errors).max(1)) as f64,
@@ -230,11 +237,22 @@ impl Claim {
         if picked.is_empty() {
             return Err(format!("no run matches {}", side.describe()));
         }
+        // A run the sandbox could not limit says nothing about its limits.
+        let unlimited: Vec<&str> = picked
+            .iter()
+            .filter(|r| r.unlimited && r.spec.limits != sandbox::Limits::default())
+            .map(|r| r.key.as_str())
+            .collect();
+        if !unlimited.is_empty() {
+            return Err(format!(
+                "ran without its limits (UNLIMITED: no root or no cgroups): {}",
+                unlimited.join(", ")
+            ));
+        }
         if metric == Metric::Sustainable {
             return sustainable(side, &picked);
         }
         let mut levels: Vec<String> = picked.iter().map(|r| r.spec.group_key()).collect();
-        levels.dedup();
         levels.sort();
         levels.dedup();
         if levels.len() > 1 {
@@ -517,6 +535,13 @@ mod tests {
             r.metrics.as_mut().unwrap().requests_per_cpu_s = None;
         }
         assert!(unknown(&cpu, &runs).contains("not measured"));
+        // A run whose limits the sandbox could not enforce.
+        runs[3].spec.limits.cpus = Some(0.5);
+        runs[3].unlimited = true;
+        let mut limited = claim(Metric::Throughput, "slow", None);
+        limited.at_least = Some(1.0);
+        assert!(unknown(&limited, &runs).contains("UNLIMITED"));
+        runs[3].unlimited = false;
         // A failed run is not averaged in.
         runs[2].status = Status::Crashed;
         let mut t = claim(Metric::Throughput, "slow", None);

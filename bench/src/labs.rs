@@ -51,6 +51,20 @@ pub const LABS: &[Lab] = &[
         2
     ),
     lab!(
+        3,
+        "03-containers",
+        "Containers: what they hide, and how they share a CPU",
+        "root (cgroups and namespaces); without it nothing is in force",
+        1
+    ),
+    lab!(
+        4,
+        "04-finding-a-server",
+        "Finding a server: well-known ports, a directory, a super server",
+        "nothing (no root)",
+        1
+    ),
+    lab!(
         5,
         "05-state-behind-a-dispatcher",
         "Stateful, stateless and soft state behind a dispatcher",
