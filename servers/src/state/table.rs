@@ -20,6 +20,14 @@
 //! become empty again, so a lookup may stop at the first empty slot: every
 //! id was placed before any empty slot on its path.
 //!
+//! Dirty tracking, for live migration: the header holds an epoch, and every
+//! change to a slot (a new session, an increment, a removal, an eviction
+//! or expiry) stamps the slot with the epoch current at that moment, under
+//! the slot's lock. [`SessionTable::mark`] starts a new epoch;
+//! [`SessionTable::changed_since`] lists the slots stamped since a mark.
+//! A writer pays one load of a read-mostly word and one store into the slot
+//! it is already writing.
+//!
 //! When full, [`Policy::Refuse`] (stateful) refuses new sessions and leaves
 //! old ones alone; [`Policy::Reclaim`] (stateful with an idle limit) lets a
 //! session idle longer than the limit go (it is gone on its next use too),
@@ -80,12 +88,15 @@ struct Header {
     evicted: AtomicU64,
     expired: AtomicU64,
     refused: AtomicU64,
+    /// The dirty-tracking epoch (see the module doc).
+    epoch: AtomicU64,
 }
 
 #[repr(C)]
 struct Slot {
     word: AtomicU32,
-    _spare: AtomicU32,
+    /// The epoch of the slot's last change (its low 32 bits).
+    dirty: AtomicU32,
     sid: [AtomicU64; 2],
     counter: AtomicU64,
     last_used_ns: AtomicU64,
@@ -147,6 +158,17 @@ impl Drop for Locked<'_> {
     fn drop(&mut self) {
         self.slot.word.store(self.state, Ordering::Release);
     }
+}
+
+/// A session as [`SessionTable::changed_since`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub sid: SessionId,
+    /// Its counter (meaningless when it is gone).
+    pub value: u64,
+    /// `false`: the session was removed, evicted or expired since the mark
+    /// (its slot may since have been taken by a session of its own record).
+    pub live: bool,
 }
 
 /// Counters of a table, for `/stats`.
@@ -230,6 +252,58 @@ impl SessionTable {
         self.epoch.elapsed().as_nanos() as u64
     }
 
+    /// Stamps `slot` (whose lock the caller holds) as changed now.
+    fn touch(&self, slot: &Slot) {
+        let epoch = self.header().epoch.load(Ordering::Relaxed) as u32;
+        slot.dirty.store(epoch, Ordering::Relaxed);
+    }
+
+    /// Starts a new dirty-tracking epoch and returns it: every change from
+    /// now on is reported by `changed_since` of this mark (or an older one).
+    pub fn mark(&self) -> u32 {
+        (self.header().epoch.fetch_add(1, Ordering::AcqRel) as u32).wrapping_add(1)
+    }
+
+    /// Every slot changed since `mark` (at or after it was made), each read
+    /// under its lock: live sessions with their counters, and sessions gone
+    /// since. Epochs compare with wrap-around, so a mark stays usable for
+    /// two billion later marks.
+    pub fn changed_since(&self, mark: u32) -> Vec<SessionRecord> {
+        self.scan(|slot| (slot.dirty.load(Ordering::Relaxed).wrapping_sub(mark) as i32) >= 0)
+    }
+
+    /// Every live session now, each read under its lock.
+    pub fn sessions(&self) -> Vec<SessionRecord> {
+        // An expired session not yet reclaimed is not live any more.
+        self.scan(|slot| slot.state() == OCCUPIED)
+            .into_iter()
+            .filter(|r| r.live)
+            .collect()
+    }
+
+    /// The records of the slots `pick` selects (checked again under each
+    /// slot's lock).
+    fn scan(&self, pick: impl Fn(&Slot) -> bool) -> Vec<SessionRecord> {
+        let now = self.now();
+        let mut out = Vec::new();
+        for i in 0..self.slots {
+            let slot = self.slot(i);
+            if slot.state() == EMPTY || !pick(slot) {
+                continue;
+            }
+            let g = slot.lock();
+            if g.state == EMPTY || !pick(slot) {
+                continue;
+            }
+            out.push(SessionRecord {
+                sid: SessionId(slot.sid()),
+                value: slot.counter.load(Ordering::Relaxed),
+                live: g.state == OCCUPIED && !self.expired(slot, now),
+            });
+        }
+        out
+    }
+
     fn expired(&self, slot: &Slot, now: u64) -> bool {
         match self.policy {
             Policy::Refuse => false,
@@ -249,6 +323,7 @@ impl SessionTable {
     fn increment_at(&self, sid: SessionId, now: u64) -> Option<u64> {
         self.with_session(sid, now, |g| {
             g.slot.last_used_ns.store(now, Ordering::Relaxed);
+            self.touch(g.slot);
             g.slot
                 .counter
                 .fetch_add(1, Ordering::Relaxed)
@@ -260,6 +335,7 @@ impl SessionTable {
     pub fn remove(&self, sid: SessionId) -> bool {
         self.with_session(sid, self.now(), |g| {
             g.state = TOMBSTONE;
+            self.touch(g.slot);
             self.header().sessions.fetch_sub(1, Ordering::Relaxed);
         })
         .is_some()
@@ -291,6 +367,7 @@ impl SessionTable {
             }
             if self.expired(slot, now) {
                 g.state = TOMBSTONE;
+                self.touch(slot);
                 let h = self.header();
                 h.sessions.fetch_sub(1, Ordering::Relaxed);
                 h.expired.fetch_add(1, Ordering::Relaxed);
@@ -358,6 +435,7 @@ impl SessionTable {
                 _ => continue,
             }
             slot.fill(sid, value, now);
+            self.touch(slot);
             g.state = OCCUPIED;
             return Ok(());
         }
@@ -374,6 +452,7 @@ impl SessionTable {
             h.evicted.fetch_add(1, Ordering::Relaxed);
         }
         victim.fill(sid, value, now);
+        self.touch(victim);
         g.state = OCCUPIED;
         Ok(())
     }
@@ -409,6 +488,7 @@ impl SessionTable {
             };
             counter.fetch_add(1, Ordering::Relaxed);
             g.state = TOMBSTONE;
+            self.touch(slot);
             self.header().sessions.fetch_sub(1, Ordering::Relaxed);
             return true;
         }

@@ -305,3 +305,64 @@ fn concurrent_soft_churn_never_exceeds_capacity() {
     assert!(st.sessions <= 32, "{st:?}");
     assert_eq!(st.evicted + st.expired + st.sessions, 8000, "{st:?}");
 }
+
+/// Dirty tracking: after a mark, exactly the sessions changed since are
+/// reported — increments, new sessions, removals, evictions and expiries —
+/// and a later mark leaves the earlier changes behind.
+#[test]
+fn changes_since_a_mark_are_exactly_what_changed() {
+    let t = SessionTable::with_geometry(4, 8, 8, SOFT).unwrap();
+    let (a, b, c, d) = (id(), id(), id(), id());
+    t.insert_at(a, 1, ms(0)).unwrap();
+    t.insert_at(b, 10, ms(0)).unwrap();
+    t.insert_at(c, 100, ms(0)).unwrap();
+    // Everything live, before any mark.
+    let mut all: Vec<u64> = t.sessions().iter().map(|r| r.value).collect();
+    all.sort();
+    assert_eq!(all, [1, 10, 100]);
+    let m1 = t.mark();
+    assert!(t.changed_since(m1).is_empty(), "nothing changed yet");
+    assert_eq!(t.increment_at(a, ms(10)), Some(2));
+    assert!(t.remove(b));
+    t.insert_at(d, 7, ms(10)).unwrap();
+    let changed = |m| {
+        let mut v: Vec<(u64, bool)> = t
+            .changed_since(m)
+            .iter()
+            .map(|r| (r.value, r.live))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(changed(m1), [(2, true), (7, true), (10, false)]);
+    // A new round: only what changes from now on.
+    let m2 = t.mark();
+    assert_eq!(t.increment_at(d, ms(20)), Some(8));
+    assert_eq!(changed(m2), [(8, true)]);
+    // Since the first mark: both rounds.
+    assert_eq!(changed(m1), [(2, true), (8, true), (10, false)]);
+    // Expiry is a change too (c idle past the ttl, met by a lookup).
+    let m3 = t.mark();
+    assert_eq!(t.increment_at(c, ms(5000)), None);
+    assert_eq!(changed(m3), [(100, false)]);
+    // A session that expired unseen is not among the live ones.
+    assert!(t.sessions().iter().all(|r| r.sid != c));
+}
+
+/// Epochs compare with wrap-around.
+#[test]
+fn marks_survive_the_epoch_wrapping() {
+    let t = SessionTable::new(4, Policy::Refuse).unwrap();
+    t.header()
+        .epoch
+        .store(u64::from(u32::MAX) - 1, Ordering::Relaxed);
+    let before = t.mark(); // u32::MAX
+    let a = id();
+    t.insert(a, 1).unwrap();
+    let after = t.mark(); // wraps to 0
+    assert_eq!((before, after), (u32::MAX, 0));
+    assert_eq!(t.changed_since(before).len(), 1);
+    assert!(t.changed_since(after).is_empty());
+    assert_eq!(t.increment(a), Some(2));
+    assert_eq!(t.changed_since(after)[0].value, 2);
+}
