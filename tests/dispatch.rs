@@ -353,6 +353,13 @@ fn http_mode_routes_each_request_and_answers_for_failing_replicas() {
     assert_eq!(d.shares(), [5, 5], "per request, not per connection");
     let r = get(d.addr, "/work?bytes=1000000");
     assert_eq!(r.body.len(), 1_000_000);
+    // Pipelined requests are answered in order, each routed on its own.
+    let mut p = Client::connect(d.addr);
+    p.send(b"GET /work?bytes=3 HTTP/1.1\r\nHost: t\r\n\r\nGET /work?bytes=300000 HTTP/1.1\r\nHost: t\r\n\r\nGET /work?bytes=7 HTTP/1.1\r\nHost: t\r\n\r\n");
+    // A client that does not read for a while: the answer waits for it.
+    std::thread::sleep(Duration::from_millis(200));
+    let sizes: Vec<usize> = (0..3).map(|_| p.read().unwrap().body.len()).collect();
+    assert_eq!(sizes, [3, 300_000, 7]);
     let mut bad = Client::connect(d.addr);
     assert_eq!(bad.request(b"GET\r\n\r\n").status, 400);
 

@@ -1,6 +1,11 @@
 //! The dispatcher: one address in front of replicated servers. It picks a
 //! replica for each connection ([`policy`]) and forwards it:
 //!
+//! - `http`: a copy proxy on one event loop ([`proxy`]): each request
+//!   parsed and routed on its own, its bytes forwarded over pooled
+//!   keep-alive connections, 502/503/504 answered by the dispatcher itself
+//!   when no replica can; at most `max_connections` clients, more answered
+//!   503.
 //! - `splice`: layer 4. It connects to the replica and moves the bytes both
 //!   ways with `splice(2)`, socket → pipe → socket, never through user
 //!   space, all links on one event-driven relay thread ([`relay`]); at most
@@ -22,6 +27,7 @@
 
 pub mod http;
 pub mod policy;
+pub mod proxy;
 pub mod relay;
 
 use policy::{Candidate, Picker, Policy};
@@ -247,8 +253,9 @@ pub struct Dispatcher {
     peeking: AtomicUsize,
     /// splice: the relay thread, started by `run`.
     relay: std::sync::OnceLock<relay::Handle>,
+    /// http: the proxy thread, started by `run`.
+    proxy: std::sync::OnceLock<proxy::Handle>,
     /// http: idle keep-alive connections to the replicas.
-    pool: http::Pool,
     /// http: a replica silent this long gets its client a 504.
     pub answer_timeout: Duration,
 }
@@ -264,7 +271,6 @@ impl Dispatcher {
         if replicas.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no replica"));
         }
-        let n = replicas.len();
         if mode == Mode::Handoff {
             for r in &mut replicas {
                 let Some(path) = &r.handoff else {
@@ -290,7 +296,7 @@ impl Dispatcher {
             refused: AtomicU64::new(0),
             peeking: AtomicUsize::new(0),
             relay: std::sync::OnceLock::new(),
-            pool: http::Pool::new(n),
+            proxy: std::sync::OnceLock::new(),
             answer_timeout: http::ANSWER_TIMEOUT,
         })
     }
@@ -304,6 +310,9 @@ impl Dispatcher {
         if self.mode == Mode::Splice && self.relay.get().is_none() {
             let me = self.clone();
             let _ = self.relay.set(relay::start(move |i| me.closed(i))?);
+        }
+        if self.mode == Mode::Http && self.proxy.get().is_none() {
+            let _ = self.proxy.set(proxy::start(self.clone())?);
         }
         servers::net::accept_loop(&listener.into(), shutdown, |arrival| {
             self.accepted.fetch_add(1, Ordering::Relaxed);
@@ -446,14 +455,12 @@ impl Dispatcher {
             let _ = client.shutdown(Shutdown::Write);
             return;
         }
-        let me = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("http".into())
-            .spawn(move || {
-                http::serve(&me, client);
-                me.open.fetch_sub(1, Ordering::Relaxed);
-            });
-        if spawned.is_err() {
+        let given = match self.proxy.get() {
+            Some(handle) => handle.serve(client),
+            None => Err(io::Error::other("no proxy thread")),
+        };
+        if let Err(e) = given {
+            tracing::warn!("http: {e}");
             self.open.fetch_sub(1, Ordering::Relaxed);
             self.refused.fetch_add(1, Ordering::Relaxed);
         }
