@@ -19,7 +19,7 @@
 //! Readiness is edge-triggered: every handler reads or writes until the
 //! kernel says "would block". A connection watches writability only while
 //! it has bytes the kernel did not take; an answer is read from the replica
-//! only while the client's pending output is under [`HIGH_WATER`].
+//! only while the client's pending output is under `HIGH_WATER` (256 KiB).
 
 use crate::{Dispatcher, CONNECT_TIMEOUT};
 use mio::net::TcpStream;
