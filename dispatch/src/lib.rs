@@ -392,7 +392,11 @@ impl Dispatcher {
 
     /// Forwards `client` (whose session is `sid`) to a replica.
     fn forward(self: &Arc<Self>, client: TcpStream, sid: Option<String>) {
-        let key = key_of(sid.as_deref(), &client, self.picker.policy());
+        let key = key_of(
+            sid.as_deref(),
+            || client.peer_addr().ok(),
+            self.picker.policy(),
+        );
         for _ in 0..self.replicas.len() {
             let Some(i) = self.choose(key, sid.as_deref()) else {
                 break;
@@ -551,11 +555,12 @@ pub fn session_of(cookie: &str) -> Option<String> {
 /// The key of a client's address, for the keyed policies.
 /// The key the keyed policies hash: the session id when there is one,
 /// else the client's address (0 for the others).
-fn key_of(sid: Option<&str>, client: &TcpStream, policy: Policy) -> u64 {
+/// (`peer` is asked only when the address is needed: a system call.)
+fn key_of(sid: Option<&str>, peer: impl FnOnce() -> Option<SocketAddr>, policy: Policy) -> u64 {
     match sid {
         _ if !policy.keyed() => 0,
         Some(sid) => policy::key_of(sid.as_bytes()),
-        None => client.peer_addr().map_or(0, |a| key_of_addr(a.ip())),
+        None => peer().map_or(0, |a| key_of_addr(a.ip())),
     }
 }
 

@@ -108,7 +108,16 @@ struct Upstream {
     /// A connect not finished by then has failed.
     connect_by: Instant,
     watching_writes: bool,
-    /// How many more replicas this request may go to after a refusal.
+    /// How the request is routed, kept for trying another replica.
+    routing: Routing,
+}
+
+/// What the policy needs to place a request again after a refusal.
+#[derive(Default)]
+struct Routing {
+    key: u64,
+    sid: Option<String>,
+    /// How many more replicas it may go to.
     retries: usize,
 }
 
@@ -295,19 +304,19 @@ impl Proxy {
         let raw: Vec<u8> = c.inbuf.drain(..used).collect();
         c.last = !request.keep_alive;
         let sid = request.header("cookie").and_then(crate::session_of);
-        let key = match &sid {
-            _ if !self.d.picker.policy().keyed() => 0,
-            Some(s) => crate::policy::key_of(s.as_bytes()),
-            None => c.sock.peer_addr().map_or(0, |a| crate::key_of_addr(a.ip())),
-        };
-        let tries = self.d.replicas.len();
-        self.send(slot, raw, key, sid, tries);
+        let key = crate::key_of(
+            sid.as_deref(),
+            || c.sock.peer_addr().ok(),
+            self.d.picker.policy(),
+        );
+        let retries = self.d.replicas.len();
+        self.send(slot, raw, Routing { key, sid, retries });
     }
 
     /// Sends `raw` for client `slot` to the replica the policy picks.
-    fn send(&mut self, slot: usize, raw: Vec<u8>, key: u64, sid: Option<String>, retries: usize) {
-        let Some(i) = (retries > 0)
-            .then(|| self.d.choose(key, sid.as_deref()))
+    fn send(&mut self, slot: usize, raw: Vec<u8>, mut routing: Routing) {
+        let Some(i) = (routing.retries > 0)
+            .then(|| self.d.choose(routing.key, routing.sid.as_deref()))
             .flatten()
         else {
             self.d.refused.fetch_add(1, Ordering::Relaxed);
@@ -327,10 +336,12 @@ impl Proxy {
                 Ok(u) => u,
                 Err(e) => {
                     self.d.replicas[i].eject(&format_args!("connect: {e}"));
-                    return self.send(slot, raw, key, sid, retries - 1);
+                    routing.retries -= 1;
+                    return self.send(slot, raw, routing);
                 }
             },
         };
+        routing.retries -= 1;
         self.d.replicas[i].open.fetch_add(1, Ordering::Relaxed);
         if let Some(u) = upstream_at(&mut self.conns, up) {
             u.client = Some(slot);
@@ -340,7 +351,7 @@ impl Proxy {
             u.framing = None;
             u.forwarded = 0;
             u.deadline = deadline;
-            u.retries = retries - 1;
+            u.routing = routing;
         }
         if let Some(c) = client_at(&mut self.conns, slot) {
             c.phase = Phase::Waiting(up);
@@ -372,7 +383,7 @@ impl Proxy {
             deadline,
             connect_by: Instant::now() + CONNECT_TIMEOUT,
             watching_writes: true,
-            retries: 0,
+            routing: Routing::default(),
         }));
         debug_assert_eq!(at, slot);
         Ok(slot)
@@ -540,11 +551,11 @@ impl Proxy {
         let Some(u) = upstream_at(&mut self.conns, up) else {
             return;
         };
-        let (replica, client, request, retries, forwarded) = (
+        let (replica, client, request, routing, forwarded) = (
             u.replica,
             u.client,
             std::mem::take(&mut u.request),
-            u.retries,
+            std::mem::take(&mut u.routing),
             u.forwarded,
         );
         self.drop_conn(up);
@@ -564,7 +575,7 @@ impl Proxy {
                         if let Some(u) = upstream_at(&mut self.conns, fresh) {
                             u.client = Some(client);
                             u.request = request;
-                            u.retries = retries;
+                            u.routing = routing;
                         }
                         if let Some(c) = client_at(&mut self.conns, client) {
                             c.phase = Phase::Waiting(fresh);
@@ -573,13 +584,13 @@ impl Proxy {
                     }
                     Err(e) => {
                         r.eject(&format_args!("connect: {e}"));
-                        self.retry(client, request, retries);
+                        self.send(client, request, routing);
                     }
                 }
             }
             Fault::Refused(e) => {
                 r.eject(&format_args!("connect: {e}"));
-                self.retry(client, request, retries);
+                self.send(client, request, routing);
             }
             Fault::Broken(_) | Fault::Silent if forwarded > 0 => {
                 r.errors.fetch_add(1, Ordering::Relaxed);
@@ -605,20 +616,6 @@ impl Proxy {
                 );
             }
         }
-    }
-
-    /// A request no replica took yet: to another replica, as the policy
-    /// says (the key is recomputed from the request).
-    fn retry(&mut self, client: usize, request: Vec<u8>, retries: usize) {
-        let limits = self.limits;
-        let sid = codec::parse_request(&request, &limits)
-            .ok()
-            .flatten()
-            .and_then(|(r, _)| r.header("cookie").and_then(crate::session_of));
-        let key = sid
-            .as_deref()
-            .map_or(0, |s| crate::policy::key_of(s.as_bytes()));
-        self.send(client, request, key, sid, retries);
     }
 
     /// Writes what the client has pending; resumes its replica's answer
