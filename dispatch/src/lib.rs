@@ -26,6 +26,7 @@
 //! errors, ejections, the last change) is served as JSON on `--status`.
 
 pub mod http;
+pub mod migrate;
 pub mod policy;
 pub mod proxy;
 pub mod relay;
@@ -88,7 +89,14 @@ pub struct Replica {
     /// Whether active checks run (then they, not a timer, bring a replica
     /// taken out by a failure back).
     actively_checked: std::sync::atomic::AtomicBool,
+    /// The replica its sessions were migrated to ([`NOWHERE`]: none).
+    moved_to: AtomicUsize,
+    /// Takes no new clients (its sessions are migrating or have moved).
+    retired: std::sync::atomic::AtomicBool,
 }
+
+/// `Replica::moved_to` when the sessions stayed home.
+const NOWHERE: usize = usize::MAX;
 
 /// What the active checks know of a replica.
 #[derive(Debug)]
@@ -114,6 +122,8 @@ impl Replica {
             ejections: AtomicU64::new(0),
             down_until: Mutex::new(None),
             actively_checked: std::sync::atomic::AtomicBool::new(false),
+            moved_to: AtomicUsize::new(NOWHERE),
+            retired: std::sync::atomic::AtomicBool::new(false),
             checked: Mutex::new(Checked {
                 down: false,
                 streak: 0,
@@ -225,6 +235,10 @@ pub struct ReplicaStatus {
     pub connections: u64,
     pub errors: u64,
     pub ejections: u64,
+    /// Takes no new clients: its sessions are migrating or have moved.
+    pub retired: bool,
+    /// Where its sessions were migrated to.
+    pub sessions_at: Option<String>,
 }
 
 /// The dispatcher's status.
@@ -321,27 +335,39 @@ impl Dispatcher {
     }
 
     /// The replica for a connection or request: with affinity, the one
-    /// whose route ends the session id, while it is up (the session lives
-    /// there), and the next in turn for a client without a session; else
-    /// the policy's pick by `key` (the session's hash, or the client's
-    /// address). `None` when no replica is up.
+    /// holding the session — the replica whose route ends the session id,
+    /// or the one its sessions migrated to — while it is up, and the next
+    /// in turn for a client without a session; else the policy's pick by
+    /// `key` (the session's hash, or the client's address). A retired
+    /// replica takes no new client. `None` when no replica is up.
     fn choose(&self, key: u64, sid: Option<&str>) -> Option<usize> {
         if self.picker.policy() == Policy::Affinity {
             let Some(sid) = sid else {
                 return self.picker.in_turn(&self.candidates());
             };
-            if let Some(route) = servers::protocol::sid_route(sid) {
+            if let Some(home) = self.home(sid) {
                 let now = Instant::now();
-                let home = self
-                    .replicas
-                    .iter()
-                    .position(|r| r.route.as_deref() == Some(route) && r.up(now));
-                if home.is_some() {
-                    return home;
+                let moved = self.replicas[home].moved_to.load(Ordering::Relaxed);
+                if moved != NOWHERE && self.replicas[moved].up(now) {
+                    return Some(moved);
+                }
+                if self.replicas[home].up(now) {
+                    return Some(home);
                 }
             }
         }
         self.picker.pick(&self.candidates(), key)
+    }
+
+    /// With affinity, the replica whose route ends the session id `sid`.
+    pub(crate) fn home(&self, sid: &str) -> Option<usize> {
+        if self.picker.policy() != Policy::Affinity {
+            return None;
+        }
+        let route = servers::protocol::sid_route(sid)?;
+        self.replicas
+            .iter()
+            .position(|r| r.route.as_deref() == Some(route))
     }
 
     fn candidates(&self) -> Vec<Candidate> {
@@ -349,7 +375,7 @@ impl Dispatcher {
         self.replicas
             .iter()
             .map(|r| Candidate {
-                up: r.up(now),
+                up: r.up(now) && !r.retired.load(Ordering::Relaxed),
                 open: r.open.load(Ordering::Relaxed),
             })
             .collect()
@@ -536,6 +562,11 @@ impl Dispatcher {
                     connections: r.connections.load(Ordering::Relaxed),
                     errors: r.errors.load(Ordering::Relaxed),
                     ejections: r.ejections.load(Ordering::Relaxed),
+                    retired: r.retired.load(Ordering::Relaxed),
+                    sessions_at: self
+                        .replicas
+                        .get(r.moved_to.load(Ordering::Relaxed))
+                        .map(|to| to.addr.to_string()),
                 })
                 .collect(),
         }
@@ -586,8 +617,9 @@ fn peek_session(client: &TcpStream) -> Option<String> {
         .find_map(|(_, value)| session_of(value))
 }
 
-/// Answers `GET /status` with the dispatcher's status as JSON, until
-/// `shutdown`.
+/// Answers `GET /status` with the dispatcher's status as JSON, and
+/// `POST /migrate?from=A&to=B&method=M[&threshold=N&rounds=N&bandwidth=B]` (replicas
+/// 1-based) with a migration's report (see [`migrate`]), until `shutdown`.
 pub fn serve_status(
     listener: TcpListener,
     dispatcher: Arc<Dispatcher>,
@@ -597,13 +629,87 @@ pub fn serve_status(
         let mut s = arrival.stream;
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         let mut request = [0u8; 2048];
-        let _ = s.read(&mut request);
+        let n = s.read(&mut request).unwrap_or(0);
+        let head = String::from_utf8_lossy(&request[..n]);
+        let target = head.split_whitespace().take(2).collect::<Vec<_>>();
+        if let ["POST", target] = target[..] {
+            let query = target.strip_prefix("/migrate?").unwrap_or("").to_string();
+            let d = dispatcher.clone();
+            // A migration takes a while: the status stays served meanwhile.
+            let _ = std::thread::Builder::new()
+                .name("migrate".into())
+                .spawn(move || answer(s, &migrate_request(&d, &query)));
+            return;
+        }
         let body = serde_json::to_string_pretty(&dispatcher.status()).unwrap_or_default();
-        let mut out = Vec::with_capacity(body.len() + 128);
-        servers::codec::write_response(&mut out, &Response::json(200, body), false, false);
-        let _ = s.write_all(&out);
-        let _ = s.shutdown(Shutdown::Write);
+        answer(s, &Response::json(200, body));
     })
+}
+
+fn answer(mut s: TcpStream, response: &Response) {
+    let mut out = Vec::with_capacity(response.body.len() + 128);
+    servers::codec::write_response(&mut out, response, false, false);
+    let _ = s.write_all(&out);
+    let _ = s.shutdown(Shutdown::Write);
+}
+
+/// Runs the migration a `/migrate` query asks for.
+fn migrate_request(d: &Arc<Dispatcher>, query: &str) -> Response {
+    match migrate_plan(query).and_then(|plan| d.migrate(&plan)) {
+        Ok(report) => Response::json(
+            200,
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        ),
+        Err(why) => Response::text(400, why),
+    }
+}
+
+/// `from=A&to=B&method=M[&threshold=N&rounds=N&bandwidth=BYTES_PER_S]`,
+/// replicas 1-based.
+pub fn migrate_plan(query: &str) -> Result<migrate::Plan, String> {
+    let mut from = None;
+    let mut to = None;
+    let mut method = None;
+    let mut threshold = None;
+    let mut rounds = None;
+    let mut bandwidth = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = |what: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{what}={v:?}: a whole number"))
+        };
+        match k {
+            "from" => from = Some(number("from")?),
+            "to" => to = Some(number("to")?),
+            "method" => method = Some(v.parse::<migrate::Method>()?),
+            "threshold" => threshold = Some(number("threshold")?),
+            "rounds" => rounds = Some(number("rounds")?),
+            "bandwidth" => bandwidth = Some(number("bandwidth")?),
+            other => {
+                return Err(format!(
+                    "{other:?}: a migration takes from, to, method, threshold, rounds and bandwidth"
+                ))
+            }
+        }
+    }
+    let replica = |n: Option<u64>, what: &str| match n {
+        Some(n @ 1..) => Ok(n as usize - 1),
+        _ => Err(format!("{what}: a replica's number, from 1")),
+    };
+    let mut plan = migrate::Plan::new(
+        replica(from, "from")?,
+        replica(to, "to")?,
+        method.ok_or("method: pre-copy, stop-and-copy or post-copy")?,
+    );
+    if let Some(t) = threshold {
+        plan.threshold = t;
+    }
+    if let Some(r) = rounds {
+        plan.max_rounds = u32::try_from(r).unwrap_or(u32::MAX).max(1);
+    }
+    plan.bandwidth = bandwidth.filter(|&b| b > 0);
+    Ok(plan)
 }
 
 /// A replica as the command line gives it.

@@ -16,6 +16,14 @@
 //! request once more on a fresh one; a request already sent is never sent
 //! to another replica (it may have had effects).
 //!
+//! Migration ([`crate::migrate`]) pauses a replica's sessions here: while
+//! its route is paused, requests for it are held (their clients wait) and
+//! the pause is reported drained once no request for the route is with any
+//! replica; released, the held requests are placed again — after a switch,
+//! on the sessions' new home. A pause not released within [`PAUSE_LIMIT`]
+//! is released by the proxy itself, so a lost coordinator cannot hold
+//! clients for ever.
+//!
 //! Readiness is edge-triggered: every handler reads or writes until the
 //! kernel says "would block". A connection watches writability only while
 //! it has bytes the kernel did not take; an answer is read from the replica
@@ -40,10 +48,22 @@ const HIGH_WATER: usize = 256 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(100);
+/// A pause lasting this long is released without being asked.
+pub const PAUSE_LIMIT: Duration = Duration::from_secs(10);
+
+/// What the migration coordinator asks of the proxy.
+pub enum Command {
+    /// Hold the requests for the sessions of `home` (its route); say on
+    /// `drained` once none of them is with a replica.
+    Pause { home: usize, drained: Sender<()> },
+    /// Place the held requests of `home` again.
+    Release { home: usize },
+}
 
 /// Where the accepting thread sends client connections.
 pub struct Handle {
     tx: Sender<std::net::TcpStream>,
+    commands: Sender<Command>,
     waker: Arc<Waker>,
 }
 
@@ -54,6 +74,14 @@ impl Handle {
             .map_err(|_| io::Error::other("the proxy thread is gone"))?;
         self.waker.wake()
     }
+
+    /// Passes `command` to the proxy thread.
+    pub fn command(&self, command: Command) -> io::Result<()> {
+        self.commands
+            .send(command)
+            .map_err(|_| io::Error::other("the proxy thread is gone"))?;
+        self.waker.wake()
+    }
 }
 
 /// Starts the proxy thread for `d`.
@@ -61,10 +89,15 @@ pub fn start(d: Arc<Dispatcher>) -> io::Result<Handle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = std::sync::mpsc::channel();
+    let (commands, crx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("proxy".into())
-        .spawn(move || Proxy::new(d, poll).run(&rx))?;
-    Ok(Handle { tx, waker })
+        .spawn(move || Proxy::new(d, poll).run(&rx, &crx))?;
+    Ok(Handle {
+        tx,
+        commands,
+        waker,
+    })
 }
 
 enum Phase {
@@ -72,6 +105,8 @@ enum Phase {
     Reading,
     /// Its request is with the replica connection in this slot.
     Waiting(usize),
+    /// Its request is held: its sessions are paused for a migration.
+    Held,
     /// Its last bytes are going out; then it is closed (lingering until
     /// the client closes too, or `LINGER` after `since`).
     Closing { since: Option<Instant> },
@@ -119,6 +154,8 @@ struct Routing {
     sid: Option<String>,
     /// How many more replicas it may go to.
     retries: usize,
+    /// The replica whose route the session names (see `Dispatcher::home`).
+    home: Option<usize>,
 }
 
 enum Conn {
@@ -148,6 +185,13 @@ struct Proxy {
     limits: Limits,
     /// The buffer every read goes through (allocated and zeroed once).
     chunk: Box<[u8]>,
+    /// Requests with a replica now, by the replica their session names.
+    inflight: Vec<usize>,
+    /// Paused routes (by home replica): since when, and who waits for the
+    /// drain (taken when told).
+    paused: Vec<Option<(Instant, Option<Sender<()>>)>>,
+    /// Held requests: the client, the request, its routing.
+    held: Vec<(usize, Vec<u8>, Routing)>,
 }
 
 impl Proxy {
@@ -161,10 +205,13 @@ impl Proxy {
             idle: vec![Vec::new(); n],
             limits: Limits::default(),
             chunk: vec![0u8; 16 * 1024].into_boxed_slice(),
+            inflight: vec![0; n],
+            paused: (0..n).map(|_| None).collect(),
+            held: Vec::new(),
         }
     }
 
-    fn run(mut self, rx: &Receiver<std::net::TcpStream>) {
+    fn run(mut self, rx: &Receiver<std::net::TcpStream>, commands: &Receiver<Command>) {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         loop {
@@ -184,6 +231,9 @@ impl Proxy {
                             Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
                         }
                     }
+                    while let Ok(command) = commands.try_recv() {
+                        self.command(command);
+                    }
                     continue;
                 }
                 let slot = event.token().0;
@@ -202,7 +252,69 @@ impl Proxy {
             }
             if Instant::now() >= next_tick {
                 self.check_deadlines();
+                self.check_pauses();
                 next_tick = Instant::now() + TICK;
+            }
+            self.check_drains();
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Pause { home, drained } => {
+                if let Some(p) = self.paused.get_mut(home) {
+                    *p = Some((Instant::now(), Some(drained)));
+                }
+            }
+            Command::Release { home } => self.release(home),
+        }
+    }
+
+    /// Tells each waiting coordinator whose route has nothing in flight.
+    fn check_drains(&mut self) {
+        for (home, p) in self.paused.iter_mut().enumerate() {
+            if let Some((_, waiting)) = p {
+                if self.inflight[home] == 0 {
+                    if let Some(tx) = waiting.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases pauses held past [`PAUSE_LIMIT`].
+    fn check_pauses(&mut self) {
+        let now = Instant::now();
+        let over: Vec<usize> = (0..self.paused.len())
+            .filter(|&h| {
+                self.paused[h]
+                    .as_ref()
+                    .is_some_and(|(since, _)| now.duration_since(*since) >= PAUSE_LIMIT)
+            })
+            .collect();
+        for home in over {
+            tracing::warn!(
+                "the pause of replica {}'s sessions lasted {PAUSE_LIMIT:?}: released",
+                self.d.replicas[home].addr
+            );
+            self.release(home);
+        }
+    }
+
+    /// Ends `home`'s pause: its held requests are placed again.
+    fn release(&mut self, home: usize) {
+        if let Some(p) = self.paused.get_mut(home) {
+            *p = None;
+        }
+        let (go, stay): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(_, _, r)| r.home == Some(home));
+        self.held = stay;
+        for (slot, raw, routing) in go {
+            if let Some(c) = client_at(&mut self.conns, slot) {
+                c.phase = Phase::Reading;
+                self.send(slot, raw, routing);
             }
         }
     }
@@ -301,6 +413,16 @@ impl Proxy {
             Ok(None) => return,
             Err(e) => return self.answer_and_close(slot, &e.response()),
         };
+        if request.path().starts_with("/migrate/") {
+            // The replicas' migration endpoints are the coordinator's.
+            return self.answer_and_close(
+                slot,
+                &Response::text(
+                    403,
+                    "replica administration is not served through the dispatcher",
+                ),
+            );
+        }
         let raw: Vec<u8> = c.inbuf.drain(..used).collect();
         c.last = !request.keep_alive;
         let sid = request.header("cookie").and_then(crate::session_of);
@@ -310,11 +432,30 @@ impl Proxy {
             self.d.picker.policy(),
         );
         let retries = self.d.replicas.len();
-        self.send(slot, raw, Routing { key, sid, retries });
+        let home = sid.as_deref().and_then(|s| self.d.home(s));
+        self.send(
+            slot,
+            raw,
+            Routing {
+                key,
+                sid,
+                retries,
+                home,
+            },
+        );
     }
 
-    /// Sends `raw` for client `slot` to the replica the policy picks.
+    /// Sends `raw` for client `slot` to the replica the policy picks, or
+    /// holds it while its sessions are paused.
     fn send(&mut self, slot: usize, raw: Vec<u8>, mut routing: Routing) {
+        if let Some(home) = routing.home.filter(|&h| self.paused[h].is_some()) {
+            let _ = home;
+            if let Some(c) = client_at(&mut self.conns, slot) {
+                c.phase = Phase::Held;
+            }
+            self.held.push((slot, raw, routing));
+            return;
+        }
         let Some(i) = (routing.retries > 0)
             .then(|| self.d.choose(routing.key, routing.sid.as_deref()))
             .flatten()
@@ -342,7 +483,7 @@ impl Proxy {
             },
         };
         routing.retries -= 1;
-        self.d.replicas[i].open.fetch_add(1, Ordering::Relaxed);
+        self.started(i, routing.home);
         if let Some(u) = upstream_at(&mut self.conns, up) {
             u.client = Some(slot);
             u.request = raw;
@@ -527,9 +668,8 @@ impl Proxy {
         u.client = None;
         u.pooled = true;
         u.request = Vec::new();
-        self.d.replicas[replica]
-            .open
-            .fetch_sub(1, Ordering::Relaxed);
+        let home = std::mem::take(&mut u.routing).home;
+        self.ended(replica, home);
         if reusable && self.idle[replica].len() < POOL {
             self.idle[replica].push(up);
         } else {
@@ -564,14 +704,14 @@ impl Proxy {
         };
         let d = self.d.clone();
         let r = &d.replicas[replica];
-        r.open.fetch_sub(1, Ordering::Relaxed);
+        self.ended(replica, routing.home);
         match fault {
             Fault::Stale => {
                 // Once more on a fresh connection to the same replica.
                 let deadline = Instant::now() + self.d.answer_timeout;
                 match self.connect(replica, deadline) {
                     Ok(fresh) => {
-                        r.open.fetch_add(1, Ordering::Relaxed);
+                        self.started(replica, routing.home);
                         if let Some(u) = upstream_at(&mut self.conns, fresh) {
                             u.client = Some(client);
                             u.request = request;
@@ -696,18 +836,36 @@ impl Proxy {
         let Some(Some(Conn::Client(c))) = self.conns.get(slot) else {
             return;
         };
-        if let Phase::Waiting(up) = c.phase {
-            // Its answer would go to nobody.
-            if let Some(u) = upstream_at(&mut self.conns, up) {
-                let replica = u.replica;
-                self.d.replicas[replica]
-                    .open
-                    .fetch_sub(1, Ordering::Relaxed);
+        match c.phase {
+            Phase::Waiting(up) => {
+                // Its answer would go to nobody.
+                if let Some(u) = upstream_at(&mut self.conns, up) {
+                    let (replica, home) = (u.replica, u.routing.home);
+                    self.ended(replica, home);
+                }
+                self.drop_conn(up);
             }
-            self.drop_conn(up);
+            Phase::Held => self.held.retain(|(s, _, _)| *s != slot),
+            _ => {}
         }
         self.drop_conn(slot);
         self.d.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A request for a session of `home` went to replica `i`.
+    fn started(&mut self, i: usize, home: Option<usize>) {
+        self.d.replicas[i].open.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = home {
+            self.inflight[h] += 1;
+        }
+    }
+
+    /// ... and came back (or failed).
+    fn ended(&mut self, i: usize, home: Option<usize>) {
+        self.d.replicas[i].open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(h) = home {
+            self.inflight[h] -= 1;
+        }
     }
 
     fn drop_conn(&mut self, slot: usize) {

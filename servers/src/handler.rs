@@ -268,6 +268,7 @@ impl Handler {
             "/hello" | "/work" | "/health" | "/stats" if !read_only => route_allows("GET, HEAD"),
             "/counter" if req.method != Method::Post => route_allows("POST"),
             "/counter" => Plan::respond(req, self.state.counter(req)),
+            _ if path.starts_with("/migrate/") => Plan::respond(req, self.state.migrate(req)),
             "/hello" => Plan::respond(req, Response::text(200, "Hello, World!")),
             "/health" => Plan::respond(req, Response::text(200, "ok")),
             "/stats" => Plan::respond(req, self.stats_response()),

@@ -7,6 +7,7 @@ mod directory;
 mod dispatch;
 mod lab;
 mod load;
+mod migrate;
 mod report;
 mod sandbox;
 mod serve;
@@ -45,6 +46,8 @@ enum Command {
     Directory(directory::Args),
     /// A dispatcher in front of replicated servers (splice or handoff).
     Dispatch(dispatch::Args),
+    /// Live-migrate one replica's sessions to another behind a running dispatcher.
+    Migrate(migrate::Args),
 }
 
 /// Runs the chosen subcommand.
@@ -60,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Superserver(args) => superserver::run(args),
         Command::Directory(args) => directory::run(args),
         Command::Dispatch(args) => dispatch::run(args),
+        Command::Migrate(args) => migrate::run(args),
     }
 }
 

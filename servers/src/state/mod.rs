@@ -15,6 +15,7 @@
 //!
 //! The exact wire protocol is in the README ("State modes").
 
+pub mod migrate;
 pub mod sid;
 pub mod table;
 pub mod token;
@@ -86,6 +87,8 @@ pub struct StateStats {
 pub struct State {
     mode: StateMode,
     table: Option<SessionTable>,
+    /// Post-copy's destination: where missing sessions are fetched from.
+    pull: Option<crate::shm::Shared<migrate::PullSource>>,
     key: Option<TokenKey>,
     /// `.route` (with its dot), or empty.
     suffix: String,
@@ -140,9 +143,15 @@ impl State {
                 (Some(SessionTable::new(config.max_sessions, policy)?), None)
             }
         };
+        let pull = match table {
+            // SAFETY: PullSource is atomics only; all-zero is "not pulling".
+            Some(_) => Some(unsafe { crate::shm::Shared::zeroed() }?),
+            None => None,
+        };
         Ok(State {
             mode: config.mode,
             table,
+            pull,
             key,
             suffix,
         })
@@ -170,7 +179,9 @@ impl State {
                 Ok(v) if v < MAX_RESTORE => {
                     // The old session, if still held, is replaced, not kept
                     // as an orphan.
-                    if let Some(old) = sid_cookie(req).and_then(SessionId::parse) {
+                    if let Some(old) =
+                        sid_cookie(req).and_then(|c| SessionId::parse(crate::protocol::sid_id(c)))
+                    {
                         table.remove(old);
                     }
                     self.new_session(table, v + 1)
@@ -183,7 +194,7 @@ impl State {
         }
         match sid_cookie(req) {
             None => self.new_session(table, 1),
-            Some(text) => match SessionId::parse(text).and_then(|sid| table.increment(sid)) {
+            Some(cookie) => match self.increment(table, cookie) {
                 Some(v) => Response::text(200, v.to_string()),
                 // Malformed, never issued, expired, evicted, or lost in a
                 // restart: the client is told, never silently reset.
@@ -191,6 +202,27 @@ impl State {
                     Response::text(410, "unknown session").with_header(SESSION, SESSION_UNKNOWN)
                 }
             },
+        }
+    }
+
+    /// Adds one to the session `cookie` names, fetching it first if it is
+    /// being pulled here (post-copy) and not here yet.
+    fn increment(&self, table: &SessionTable, cookie: &str) -> Option<u64> {
+        let sid = SessionId::parse(crate::protocol::sid_id(cookie))?;
+        table.increment(sid).or_else(|| {
+            let pull = self.pull.as_deref()?;
+            let route = crate::protocol::sid_route(cookie)?;
+            migrate::fetch(table, pull, sid, route)
+                .then(|| table.increment(sid))
+                .flatten()
+        })
+    }
+
+    /// Answers `/migrate/...` (see [`migrate`]).
+    pub fn migrate(&self, req: &Request) -> Response {
+        match (&self.table, self.pull.as_deref()) {
+            (Some(table), Some(pull)) => migrate::answer(table, pull, req),
+            _ => Response::text(409, "a stateless server holds no sessions to migrate"),
         }
     }
 
@@ -233,8 +265,8 @@ impl State {
     }
 }
 
-/// The id of the first `sid` cookie in any `Cookie` header (its route, if
-/// any, left off: any replica may be asked, and only the id names it).
+/// The first `sid` cookie in any `Cookie` header, route included (any
+/// replica may be asked, and only the id names the session).
 fn sid_cookie(req: &Request) -> Option<&str> {
     req.headers
         .iter()
@@ -242,7 +274,7 @@ fn sid_cookie(req: &Request) -> Option<&str> {
         .flat_map(|(_, value)| value.split(';'))
         .find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE).then_some(crate::protocol::sid_id(value))
+            (name == COOKIE).then_some(value)
         })
 }
 

@@ -28,6 +28,15 @@
 //! A writer pays one load of a read-mostly word and one store into the slot
 //! it is already writing.
 //!
+//! Migration (see [`super::migrate`]) adds a fourth slot state, *moved*:
+//! a session the destination has taken in post-copy ([`SessionTable::take`]).
+//! A moved slot keeps its id and value, so taking it again gives the same
+//! answer, but no lookup finds it (it is served elsewhere now) and no
+//! insert reuses it until [`SessionTable::drop_moved`] or
+//! [`SessionTable::clear`]. Imports ([`SessionTable::import`]) run one at a
+//! time under a table-wide lock in the header, so two imports of one id
+//! (an on-demand fetch racing the background copy) cannot store it twice.
+//!
 //! When full, [`Policy::Refuse`] (stateful) refuses new sessions and leaves
 //! old ones alone; [`Policy::Reclaim`] (stateful with an idle limit) lets a
 //! session idle longer than the limit go (it is gone on its next use too),
@@ -55,6 +64,8 @@ const HEADER_BYTES: usize = 64;
 const EMPTY: u32 = 0;
 const OCCUPIED: u32 = 1;
 const TOMBSTONE: u32 = 2;
+/// Taken by a migration's destination (see the module doc).
+const MOVED: u32 = 3;
 const STATE_MASK: u32 = 3;
 const LOCKED: u32 = 1 << 31;
 
@@ -90,6 +101,8 @@ struct Header {
     refused: AtomicU64,
     /// The dirty-tracking epoch (see the module doc).
     epoch: AtomicU64,
+    /// Held by an import (see the module doc).
+    import_lock: AtomicU32,
 }
 
 #[repr(C)]
@@ -493,6 +506,141 @@ impl SessionTable {
             return true;
         }
         false
+    }
+
+    /// Migration's destination side: stores `record` unless it is gone
+    /// (then forgets the id); a session already held is overwritten with
+    /// `overwrite` (pre-copy: a later round's value is newer) and left alone
+    /// without it (post-copy: the destination's own value is newer).
+    /// Whether the table changed.
+    pub fn import(&self, record: &SessionRecord, overwrite: bool) -> Result<bool, TableFull> {
+        let _lock = self.import_lock();
+        let now = self.now();
+        if !record.live {
+            return Ok(overwrite && self.remove(record.sid));
+        }
+        let held = self.with_session(record.sid, now, |g| {
+            if overwrite {
+                g.slot.counter.store(record.value, Ordering::Relaxed);
+                g.slot.last_used_ns.store(now, Ordering::Relaxed);
+                self.touch(g.slot);
+            }
+        });
+        match held {
+            Some(()) => Ok(overwrite),
+            None => self.insert_at(record.sid, record.value, now).map(|()| true),
+        }
+    }
+
+    /// Holds the table's import lock until the guard drops.
+    fn import_lock(&self) -> impl Drop + '_ {
+        struct Guard<'a>(&'a AtomicU32);
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Ordering::Release);
+            }
+        }
+        let word = &self.header().import_lock;
+        while word
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::yield_now();
+        }
+        Guard(word)
+    }
+
+    /// Migration's source side in post-copy: the session's value, marking
+    /// it moved the first time (from then on it is served elsewhere); the
+    /// same value again for a session already moved. `None`: not held.
+    pub fn take(&self, sid: SessionId) -> Option<u64> {
+        let now = self.now();
+        let home = sid.home(self.slots);
+        for i in 0..self.window {
+            let slot = self.slot(home + i);
+            match slot.state() {
+                EMPTY => return None,
+                OCCUPIED | MOVED if sid.same(slot.sid()) => {}
+                _ => continue,
+            }
+            let mut g = slot.lock();
+            if !sid.same(slot.sid()) {
+                continue;
+            }
+            match g.state {
+                MOVED => return Some(slot.counter.load(Ordering::Relaxed)),
+                OCCUPIED if !self.expired(slot, now) => {
+                    self.move_out(&mut g);
+                    return Some(slot.counter.load(Ordering::Relaxed));
+                }
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    /// Takes (as [`SessionTable::take`]) up to `n` live sessions from slot
+    /// `from` on; and the slot to go on from, `None` once the table is done.
+    pub fn take_batch(&self, from: usize, n: usize) -> (Vec<SessionRecord>, Option<usize>) {
+        let now = self.now();
+        let mut out = Vec::new();
+        for i in from..self.slots {
+            if out.len() >= n {
+                return (out, Some(i));
+            }
+            let slot = self.slot(i);
+            if slot.state() != OCCUPIED {
+                continue;
+            }
+            let mut g = slot.lock();
+            if g.state != OCCUPIED || self.expired(slot, now) {
+                continue;
+            }
+            self.move_out(&mut g);
+            out.push(SessionRecord {
+                sid: SessionId(slot.sid()),
+                value: slot.counter.load(Ordering::Relaxed),
+                live: true,
+            });
+        }
+        (out, None)
+    }
+
+    fn move_out(&self, g: &mut Locked<'_>) {
+        g.state = MOVED;
+        self.touch(g.slot);
+        self.header().sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Forgets every moved session (their destination holds them); how many.
+    pub fn drop_moved(&self) -> u64 {
+        self.forget(|state| state == MOVED)
+    }
+
+    /// Forgets every session, live or moved; how many.
+    pub fn clear(&self) -> u64 {
+        self.forget(|state| state == MOVED || state == OCCUPIED)
+    }
+
+    fn forget(&self, pick: impl Fn(u32) -> bool) -> u64 {
+        let mut n = 0;
+        for i in 0..self.slots {
+            let slot = self.slot(i);
+            if !pick(slot.state()) {
+                continue;
+            }
+            let mut g = slot.lock();
+            if !pick(g.state) {
+                continue;
+            }
+            if g.state == OCCUPIED {
+                self.header().sessions.fetch_sub(1, Ordering::Relaxed);
+            }
+            g.state = TOMBSTONE;
+            self.touch(slot);
+            n += 1;
+        }
+        n
     }
 
     /// The table's counters.

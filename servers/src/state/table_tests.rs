@@ -366,3 +366,110 @@ fn marks_survive_the_epoch_wrapping() {
     assert_eq!(t.increment(a), Some(2));
     assert_eq!(t.changed_since(after)[0].value, 2);
 }
+
+/// Imports: pre-copy overwrites and forgets, post-copy keeps the
+/// destination's own (newer) value.
+#[test]
+fn imports_overwrite_or_keep() {
+    let t = SessionTable::new(8, Policy::Refuse).unwrap();
+    let a = id();
+    let rec = |value, live| SessionRecord {
+        sid: a,
+        value,
+        live,
+    };
+    assert_eq!(t.import(&rec(5, true), true), Ok(true), "new");
+    assert_eq!(t.import(&rec(9, true), true), Ok(true), "overwritten");
+    assert_eq!(t.increment(a), Some(10));
+    assert_eq!(t.import(&rec(3, true), false), Ok(false), "kept");
+    assert_eq!(t.increment(a), Some(11));
+    assert_eq!(
+        t.import(&rec(0, false), false),
+        Ok(false),
+        "a gone record kept out"
+    );
+    assert_eq!(t.import(&rec(0, false), true), Ok(true), "forgotten");
+    assert_eq!(t.increment(a), None);
+    assert_eq!(t.stats().sessions, 0);
+    // A full stateful table says so.
+    let small = SessionTable::new(1, Policy::Refuse).unwrap();
+    small.insert(id(), 1).unwrap();
+    assert_eq!(small.import(&rec(1, true), true), Err(TableFull));
+}
+
+/// Post-copy's source: a taken session answers the same value again, is no
+/// longer served here, and leaves when the moved ones are dropped.
+#[test]
+fn taken_sessions_move_out() {
+    let t = SessionTable::new(64, Policy::Refuse).unwrap();
+    let ids: Vec<SessionId> = (0..20).map(|_| id()).collect();
+    for (n, &sid) in ids.iter().enumerate() {
+        t.insert(sid, n as u64).unwrap();
+    }
+    assert_eq!(t.take(ids[3]), Some(3));
+    assert_eq!(t.take(ids[3]), Some(3), "taking again gives the same value");
+    assert_eq!(t.increment(ids[3]), None, "served elsewhere now");
+    assert_eq!(t.take(id()), None);
+    assert_eq!(t.stats().sessions, 19);
+    // Batches take the rest exactly once.
+    let mut seen = vec![3u64];
+    let mut from = Some(0);
+    while let Some(f) = from {
+        let (batch, next) = t.take_batch(f, 4);
+        assert!(batch.len() <= 4);
+        seen.extend(batch.iter().map(|r| r.value));
+        from = next;
+    }
+    seen.sort();
+    assert_eq!(seen, (0..20).collect::<Vec<u64>>());
+    assert_eq!(t.stats().sessions, 0);
+    assert_eq!(t.take(ids[7]), Some(7), "moved, still answered");
+    assert_eq!(t.drop_moved(), 20);
+    assert_eq!(t.take(ids[7]), None);
+    // Dropped slots are free again.
+    for _ in 0..64 {
+        t.insert(id(), 1).unwrap();
+    }
+}
+
+/// An on-demand fetch and the background copy importing one id at once
+/// store it once: the other import sees it held.
+#[test]
+fn concurrent_imports_of_one_id_store_it_once() {
+    let t = std::sync::Arc::new(SessionTable::new(1024, Policy::Refuse).unwrap());
+    for round in 0..200u64 {
+        let sid = id();
+        let rec = SessionRecord {
+            sid,
+            value: round,
+            live: true,
+        };
+        let stored: usize = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3)
+                .map(|_| {
+                    let t = t.clone();
+                    s.spawn(move || t.import(&rec, false).unwrap())
+                })
+                .collect();
+            hs.into_iter().map(|h| usize::from(h.join().unwrap())).sum()
+        });
+        assert_eq!(stored, 1, "round {round}");
+        assert_eq!(t.increment(sid), Some(round + 1));
+        assert!(t.remove(sid));
+        assert!(!t.remove(sid), "one copy only");
+    }
+}
+
+#[test]
+fn clear_forgets_everything() {
+    let t = SessionTable::new(16, Policy::Refuse).unwrap();
+    let (a, b) = (id(), id());
+    t.insert(a, 1).unwrap();
+    t.insert(b, 1).unwrap();
+    t.take(a).unwrap();
+    assert_eq!(t.clear(), 2);
+    assert_eq!(
+        (t.take(a), t.increment(b), t.stats().sessions),
+        (None, None, 0)
+    );
+}
