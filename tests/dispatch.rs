@@ -488,3 +488,369 @@ fn floods_are_bounded_and_nothing_leaks() {
         );
     }
 }
+
+/// Three replicas of different architectures behind an http affinity
+/// dispatcher; the `--replica` arguments name their routes r1..r3.
+fn routed_cluster(archs: [&str; 3], state: &str) -> (Vec<Server>, Dispatch) {
+    let mut replicas = Vec::new();
+    let mut args: Vec<String> = ["--mode", "http", "--policy", "affinity"]
+        .map(String::from)
+        .to_vec();
+    for (n, arch) in archs.into_iter().enumerate() {
+        let route = format!("r{}", n + 1);
+        let s = Server::start(arch, &["--route", &route, "--state", state]);
+        args.extend(["--replica".to_string(), format!("{},route={route}", s.addr)]);
+        replicas.push(s);
+    }
+    let d = Dispatch::start(&args);
+    (replicas, d)
+}
+
+/// `POST /counter` on `addr` with the session `cookie` (a new one when
+/// empty): the status, the value, and the session's cookie.
+fn count(addr: SocketAddr, cookie: &str) -> (u16, String, String) {
+    let header = if cookie.is_empty() {
+        String::new()
+    } else {
+        format!("Cookie: {cookie}\r\n")
+    };
+    let r = Client::connect(addr).request(
+        format!("POST /counter HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n{header}\r\n")
+            .as_bytes(),
+    );
+    let set = r
+        .header("set-cookie")
+        .map(|c| c.split(';').next().unwrap().trim().to_string())
+        .unwrap_or_else(|| cookie.to_string());
+    (r.status, r.text(), set)
+}
+
+/// `count` for a session known to be at `value`: checks the next answer.
+fn step(addr: SocketAddr, cookie: &str, value: &mut u64, why: &str) {
+    let (status, text, _) = count(addr, cookie);
+    *value += 1;
+    assert_eq!((status, text), (200, value.to_string()), "{why}: {cookie}");
+}
+
+/// Loads `n` idle sessions into a replica's table (as a migration would),
+/// so that copying takes a while.
+fn ballast(addr: SocketAddr, n: usize) {
+    // Spread over the table as random ids are (splitmix64).
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut body = String::new();
+    for i in 0..n as u64 {
+        body.push_str(&format!(
+            "{:016x}{:016x} {i} 1\n",
+            mix(2 * i),
+            mix(2 * i + 1)
+        ));
+    }
+    let (status, text) = servers::probe::post(
+        addr,
+        "/migrate/import",
+        body.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!((status, text), (200, format!("imported {n}")));
+}
+
+/// `serverlab migrate` against the dispatcher: its JSON report.
+fn migrate(d: &Dispatch, method: &str, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["migrate", "--json", "--dispatcher", &d.status.to_string()])
+        .args(["--from", "1", "--to", "2", "--method", method])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn sessions_held(addr: SocketAddr) -> u64 {
+    let stats: serde_json::Value = serde_json::from_slice(&get(addr, "/stats").body).unwrap();
+    stats["sessions"].as_u64().unwrap()
+}
+
+/// Each method moves replica 1's sessions to replica 2 (a process per
+/// connection: its processes share the post-copy fetch settings) while the
+/// load generator's counter flow runs through the dispatcher: not one
+/// increment lost or repeated, the source left empty, the route switched.
+#[test]
+fn each_migration_method_moves_sessions_under_load_without_losing_an_increment() {
+    for method in ["pre-copy", "stop-and-copy", "post-copy"] {
+        let (replicas, d) = routed_cluster(
+            ["event-loop", "process-per-request", "thread-pool"],
+            "stateful",
+        );
+        ballast(replicas[0].addr, 2000);
+        let load = Command::new(BIN)
+            .args([
+                "load", "--json", "--flow", "counter", "-c", "30", "-R", "900",
+            ])
+            // A long timeout: on a busy machine (tests run side by side)
+            // a fork may be slow; a request held for good still fails it.
+            .args(["--arrivals", "poisson", "-d", "3s", "--timeout", "5s"])
+            .arg(format!("http://{}/counter", d.addr))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1200));
+        let report = migrate(&d, method, &["--bandwidth", "200k"]);
+        let out = load.wait_with_output().unwrap();
+        let load: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["outcome"], "completed", "{method}: {report}");
+        assert_eq!(report["lost"], 0, "{method}");
+        let moved = report["sessions"].as_u64().unwrap();
+        assert!(
+            moved >= 2000,
+            "{method}: the ballast and the clients' sessions: {report}"
+        );
+        assert!(
+            report["pause_s"].as_f64().unwrap() < 1.0,
+            "{method}: {report}"
+        );
+        if method == "pre-copy" {
+            assert!(report["rounds"].as_array().unwrap().len() >= 2, "{report}");
+        }
+        if method == "post-copy" {
+            let fetched =
+                report["on_demand"].as_u64().unwrap() + report["background"].as_u64().unwrap();
+            assert_eq!(fetched, moved, "{report}");
+        }
+        let errors = &load["errors"];
+        assert_eq!(
+            errors["state"], 0,
+            "{method}: an increment lost or repeated: {load}"
+        );
+        for kind in [
+            "connect",
+            "read",
+            "write",
+            "timeout",
+            "status_4xx",
+            "status_5xx",
+            "parse",
+        ] {
+            assert_eq!(errors[kind], 0, "{method}: {kind}: {errors}");
+        }
+        assert!(
+            load["responses"].as_u64().unwrap() > 2000,
+            "{method}: {load}"
+        );
+        assert_eq!(load["sessions"], 30, "{method}: no session started over");
+        assert_eq!(
+            sessions_held(replicas[0].addr),
+            0,
+            "{method}: the source let go"
+        );
+        let status = d.status();
+        let first = &status["replicas"][0];
+        assert_eq!(first["retired"], true, "{method}");
+        assert_eq!(
+            first["sessions_at"],
+            replicas[1].addr.to_string(),
+            "{method}"
+        );
+    }
+}
+
+/// Migration needs the http mode, affinity and routes; the dispatcher says
+/// which, and the replicas' endpoints are not reachable through it.
+#[test]
+fn migration_refuses_what_it_cannot_do() {
+    let (_replicas, d) = routed_cluster(["event-loop", "event-loop", "event-loop"], "stateful");
+    let refuse = |query: &str| {
+        let (status, body) = servers::probe::post(
+            d.status,
+            &format!("/migrate?{query}"),
+            b"",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(status, 400, "{query}: {body}");
+        body
+    };
+    assert!(refuse("from=1&to=1&method=pre-copy").contains("same replica"));
+    assert!(refuse("from=1&to=4&method=pre-copy").contains("1 to 3"));
+    assert!(refuse("from=1&to=2&method=live").contains("pre-copy"));
+    assert!(refuse("from=1&to=2").contains("method"));
+    let through = get(d.addr, "/migrate/export?since=all");
+    assert_eq!(through.status, 403);
+    // Stateless replicas hold nothing to move.
+    let lone = Server::start("event-loop", &["--state", "stateless"]);
+    let (status, _) = servers::probe::post(
+        lone.addr,
+        "/migrate/export?since=all",
+        b"",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(status, 409);
+    let lone = lone.addr.to_string();
+    let splice = Dispatch::start(
+        &["--mode", "splice", "--replica", &lone, "--replica", &lone].map(String::from),
+    );
+    let (status, body) = servers::probe::post(
+        splice.status,
+        "/migrate?from=1&to=2&method=post-copy",
+        b"",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(status == 400 && body.contains("http mode"), "{body}");
+}
+
+/// The destination dies during pre-copy: the migration aborts, the source
+/// keeps every session and serves on; and during post-copy: the route goes
+/// back to the source, the sessions it had already given are reported
+/// lost (their clients are told 410, never a stale value), the rest
+/// serve on.
+#[test]
+fn a_destination_that_dies_aborts_the_migration() {
+    for method in ["pre-copy", "post-copy"] {
+        let (mut replicas, d) =
+            routed_cluster(["event-loop", "thread-pool", "event-loop"], "stateful");
+        // Sessions made at replica 1 (their ids end in .r1).
+        let mut clients: Vec<(String, u64)> = (0..6)
+            .map(|_| (count(replicas[0].addr, "").2, 1u64))
+            .collect();
+        for (cookie, value) in &mut clients {
+            step(d.addr, cookie, value, "before");
+        }
+        ballast(replicas[0].addr, 3000);
+        let migration = Command::new(BIN)
+            .args(["migrate", "--json", "--dispatcher", &d.status.to_string()])
+            .args([
+                "--from",
+                "1",
+                "--to",
+                "2",
+                "--method",
+                method,
+                "--bandwidth",
+                "40k",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        let fetched = if method == "post-copy" {
+            // Two clients are served by the destination before it dies.
+            for (cookie, value) in &mut clients[..2] {
+                step(d.addr, cookie, value, "fetched on demand");
+            }
+            2
+        } else {
+            0
+        };
+        let _ = replicas[1].child.kill();
+        let _ = replicas[1].child.wait();
+        let out = migration.wait_with_output().unwrap();
+        assert!(
+            !out.status.success(),
+            "an aborted migration fails the command"
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["outcome"], "aborted", "{method}: {report}");
+        assert!(
+            report["why"].as_str().unwrap().contains("destination"),
+            "{report}"
+        );
+        let status = d.status();
+        assert_eq!(
+            status["replicas"][0]["retired"], false,
+            "{method}: back in the rotation"
+        );
+        assert!(status["replicas"][0]["sessions_at"].is_null(), "{method}");
+        for (n, (cookie, value)) in clients.iter_mut().enumerate() {
+            if n < fetched {
+                let (code, _, _) = count(d.addr, cookie);
+                assert_eq!(code, 410, "{method}: a lost session is said to be lost");
+            } else if method == "post-copy" {
+                // Taken by the background copy (lost with the destination)
+                // or not yet: 410 or the next value, never a stale one.
+                let (code, text, _) = count(d.addr, cookie);
+                *value += 1;
+                assert!(
+                    code == 410 || (code, text) == (200, value.to_string()),
+                    "{code}"
+                );
+            } else {
+                step(d.addr, cookie, value, "the source serves on");
+            }
+        }
+        if method == "post-copy" {
+            assert!(report["lost"].as_u64().unwrap() >= 2, "{report}");
+        } else {
+            assert_eq!(report["lost"], 0, "{report}");
+            assert_eq!(sessions_held(replicas[0].addr), 3006, "every session kept");
+        }
+    }
+}
+
+/// The source dies during post-copy: sessions fetched already serve on at
+/// the destination; the rest are lost, reported as such, and their
+/// clients are told 410.
+#[test]
+fn a_source_that_dies_during_post_copy_loses_what_was_not_fetched() {
+    let (mut replicas, d) = routed_cluster(["event-loop", "event-loop", "event-loop"], "stateful");
+    let mut clients: Vec<(String, u64)> = (0..6)
+        .map(|_| (count(replicas[0].addr, "").2, 1u64))
+        .collect();
+    ballast(replicas[0].addr, 3000);
+    let migration = Command::new(BIN)
+        .args(["migrate", "--json", "--dispatcher", &d.status.to_string()])
+        .args([
+            "--from",
+            "1",
+            "--to",
+            "2",
+            "--method",
+            "post-copy",
+            "--bandwidth",
+            "40k",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    for (cookie, value) in &mut clients[..3] {
+        step(d.addr, cookie, value, "fetched on demand");
+    }
+    let _ = replicas[0].child.kill();
+    let _ = replicas[0].child.wait();
+    let out = migration.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "completed", "{report}");
+    let (lost, moved) = (
+        report["lost"].as_u64().unwrap(),
+        report["sessions"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        lost + moved,
+        3006,
+        "every session either moved or counted lost: {report}"
+    );
+    assert!(
+        lost > 0 && report["why"].as_str().unwrap().contains("source failed"),
+        "{report}"
+    );
+    for (cookie, value) in &mut clients[..3] {
+        step(d.addr, cookie, value, "at the destination");
+    }
+    for (cookie, _) in &clients[3..] {
+        let (code, _, _) = count(d.addr, cookie);
+        // Fetched by the background copy before the source died, or lost.
+        assert!(code == 200 || code == 410, "{code}");
+    }
+}

@@ -84,6 +84,9 @@ pub struct Conn {
     pub ticket: bool,
     /// Got at least one answer inside the measured window.
     pub answered: bool,
+    /// The longest a measured request of this client waited (corrected,
+    /// µs): its worst stall.
+    pub longest_us: u64,
     /// Since when this client has been waiting without any answer (the
     /// intended time of its oldest unanswered request); failures and
     /// reconnects do not reset it, an answer does.
@@ -115,6 +118,7 @@ impl Conn {
             failures: 0,
             ticket: false,
             answered: false,
+            longest_us: 0,
             waiting_since: None,
             warm: false,
         }

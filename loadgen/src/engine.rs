@@ -8,7 +8,8 @@ use crate::cpu::{CpuTime, BUSY_THRESHOLD};
 use crate::hist::{self, new_histogram, Recorder};
 use crate::output::IntervalLog;
 use crate::report::{
-    CpuReport, IntervalSummary, Latency, LittlesLaw, LoadReport, LITTLE_TOLERANCE, SCHEMA,
+    ClientLongest, CpuReport, IntervalSummary, Latency, LittlesLaw, LoadReport, LITTLE_TOLERANCE,
+    SCHEMA,
 };
 use crate::worker::{Counters, IntervalMsg, Plan, Worker, WorkerResult};
 use crate::LoadError;
@@ -456,6 +457,7 @@ fn assemble(
         behind_schedule_at_end: c.behind_schedule_at_end,
         starved_connections: c.starved,
         stalled: c.stalled,
+        client_longest: ClientLongest::of(&c.longest_waits),
         littles_law,
         connects: c.connects,
         bytes_read: c.bytes_read,
@@ -503,4 +505,5 @@ fn add_counters(into: &mut Counters, c: &Counters) {
     into.starved += c.starved;
     into.stalled |= c.stalled;
     into.busy_s += c.busy_s;
+    into.longest_waits.extend_from_slice(&c.longest_waits);
 }

@@ -129,6 +129,13 @@ impl LoadReport {
                 r.sessions, r.restores
             )?;
         }
+        if let Some(l) = &r.client_longest {
+            writeln!(
+                w,
+                "  Each client's longest wait: {:.2}ms to {:.2}ms, median {:.2}ms",
+                l.min_ms, l.max_ms, l.median_ms
+            )?;
+        }
         let e = &r.errors;
         if e.requests() + e.connect > 0 {
             writeln!(

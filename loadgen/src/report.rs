@@ -70,6 +70,10 @@ pub struct LoadReport {
     /// because no request ended for twice the timeout plus a second.
     #[serde(default)]
     pub stalled: bool,
+    /// Each client's (connection's) longest wait for an answer, spread
+    /// over the clients: what one client's worst stall was.
+    #[serde(default)]
+    pub client_longest: Option<ClientLongest>,
     /// Closed loop: Little's law as a self-check of the measurement.
     #[serde(default)]
     pub littles_law: Option<LittlesLaw>,
@@ -141,6 +145,28 @@ pub struct LittlesLaw {
     pub observed: f64,
     /// `observed / expected`.
     pub ratio: f64,
+}
+
+/// The spread over clients of each client's longest wait, ms.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClientLongest {
+    pub min_ms: f64,
+    pub median_ms: f64,
+    pub max_ms: f64,
+}
+
+impl ClientLongest {
+    /// From each client's longest wait in µs; `None` without clients.
+    pub fn of(waits_us: &[u64]) -> Option<ClientLongest> {
+        let mut w = waits_us.to_vec();
+        w.sort_unstable();
+        let ms = |us: u64| us as f64 / 1e3;
+        Some(ClientLongest {
+            min_ms: ms(*w.first()?),
+            median_ms: ms(w[w.len() / 2]),
+            max_ms: ms(*w.last()?),
+        })
+    }
 }
 
 /// Responses by status class.

@@ -182,6 +182,8 @@ pub struct Counters {
     /// `--requests`: the thread gave up because no request ended for
     /// [`stall_limit`] (nothing listens, or the server stopped answering).
     pub stalled: bool,
+    /// Each client's longest wait (µs), one per connection.
+    pub longest_waits: Vec<u64>,
 }
 
 /// `--requests` runs end by count, so a server that never answers would
@@ -260,18 +262,19 @@ impl Tally {
         p: Pending,
         now: Instant,
         failure: Option<Failure>,
-    ) {
+    ) -> u64 {
         self.last_end = now;
         if !plan.counts(clock, &p, now) {
-            return;
+            return 0;
         }
         self.tick(plan, clock, now);
         let served = now.saturating_duration_since(p.sent);
         let inside = now.saturating_duration_since(p.intended.max(clock.measure_start));
         self.c.busy_s += inside.as_secs_f64();
-        self.rec.request(us(now - p.intended), us(served));
+        let waited = us(now - p.intended);
+        self.rec.request(waited, us(served));
         self.interval_requests += 1;
-        let Some(f) = failure else { return };
+        let Some(f) = failure else { return waited };
         self.interval_errors += 1;
         let e = &mut self.c.errors;
         match f {
@@ -283,6 +286,7 @@ impl Tally {
             Failure::Status4xx => e.status_4xx += 1,
             Failure::Status5xx => e.status_5xx += 1,
         }
+        waited
     }
 
     fn status(&mut self, status: u16) {
@@ -609,10 +613,12 @@ impl<'a> Worker<'a> {
         let tally = &mut self.tally;
         for c in &self.conns {
             let mut waiting_since = c.waiting_since;
+            let mut longest = c.longest_us;
             for p in &c.inflight {
                 if plan.tickets.is_some() && !p.measured {
                     continue;
                 }
+                longest = longest.max(us(ended - p.intended));
                 tally.c.in_flight_at_end += 1;
                 // In the run's histograms, not the last interval's: the
                 // intervals hold what ended in them.
@@ -630,6 +636,7 @@ impl<'a> Worker<'a> {
                     let intended = due.next();
                     tally.c.behind_schedule_at_end += 1;
                     tally.rec.corrected.saturating_record(us(ended - intended));
+                    longest = longest.max(us(ended - intended));
                     waiting_since = Some(waiting_since.map_or(intended, |w| w.min(intended)));
                     due.advance();
                 }
@@ -640,6 +647,7 @@ impl<'a> Worker<'a> {
             if !c.answered && !window.is_zero() && waiting_since.is_some_and(|w| w <= long_wait) {
                 tally.c.starved += 1;
             }
+            tally.c.longest_waits.push(longest);
         }
         if ended >= clock.measure_start {
             self.tally.tick(plan, &clock, ended);
@@ -704,7 +712,8 @@ impl<'a> Worker<'a> {
     fn fail_all(&mut self, i: usize, now: Instant, f: Failure) {
         let c = &mut self.conns[i];
         for p in c.inflight.drain(..) {
-            self.tally.finish(self.plan, &self.clock, p, now, Some(f));
+            let waited = self.tally.finish(self.plan, &self.clock, p, now, Some(f));
+            c.longest_us = c.longest_us.max(waited);
         }
         c.close(self.poll.registry(), now);
     }
@@ -862,7 +871,9 @@ impl<'a> Worker<'a> {
             self.tally.c.responses += 1;
             self.tally.status(r.status);
         }
-        self.tally.finish(plan, &self.clock, p, now, failure);
+        let waited = self.tally.finish(plan, &self.clock, p, now, failure);
+        let c = &mut self.conns[i];
+        c.longest_us = c.longest_us.max(waited);
         if r.close || !plan.keepalive {
             self.close_and_reconnect(i, now);
             return false;

@@ -54,13 +54,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if status != 200 {
         bail!("the dispatcher refused: {}", body.trim());
     }
-    if args.json {
-        println!("{}", body.trim());
-        return Ok(());
-    }
     let report: dispatch::migrate::Report =
         serde_json::from_str(&body).context("the dispatcher's report")?;
-    println!("{}", report.summary());
+    if args.json {
+        println!("{}", body.trim());
+    } else {
+        println!("{}", report.summary());
+    }
     if report.outcome == dispatch::migrate::Outcome::Aborted {
         bail!("the migration was aborted");
     }
