@@ -535,21 +535,7 @@ fn step(addr: SocketAddr, cookie: &str, value: &mut u64, why: &str) {
 /// Loads `n` idle sessions into a replica's table (as a migration would),
 /// so that copying takes a while.
 fn ballast(addr: SocketAddr, n: usize) {
-    // Spread over the table as random ids are (splitmix64).
-    let mix = |mut z: u64| {
-        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let mut body = String::new();
-    for i in 0..n as u64 {
-        body.push_str(&format!(
-            "{:016x}{:016x} {i} 1\n",
-            mix(2 * i),
-            mix(2 * i + 1)
-        ));
-    }
+    let body = servers::state::migrate::idle_sessions(0, n);
     let (status, text) = servers::probe::post(
         addr,
         "/migrate/import",
@@ -647,7 +633,14 @@ fn each_migration_method_moves_sessions_under_load_without_losing_an_increment()
             load["responses"].as_u64().unwrap() > 2000,
             "{method}: {load}"
         );
-        assert_eq!(load["sessions"], 30, "{method}: no session started over");
+        // A session that started over would be a state error above (a 410,
+        // or a value that is not the last plus one); sessions count only
+        // those started in the measured window, so some may start before.
+        let sessions = load["sessions"].as_u64().unwrap();
+        assert!(
+            sessions <= 30,
+            "{method}: {sessions} sessions for 30 clients"
+        );
         assert_eq!(
             sessions_held(replicas[0].addr),
             0,

@@ -76,7 +76,7 @@ impl std::str::FromStr for Method {
 }
 
 /// What to migrate and how.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// The replicas, by index.
     pub from: usize,
@@ -110,6 +110,53 @@ impl Plan {
             bandwidth: None,
         }
     }
+
+    /// The dispatcher's status path that asks for this migration
+    /// (`POST`; replicas 1-based there; parsed back by
+    /// [`crate::migrate_plan`]).
+    pub fn path(&self) -> String {
+        let mut path = format!(
+            "/migrate?from={}&to={}&method={}&threshold={}&rounds={}",
+            self.from + 1,
+            self.to + 1,
+            self.method.as_str(),
+            self.threshold,
+            self.max_rounds
+        );
+        if let Some(b) = self.bandwidth {
+            path.push_str(&format!("&bandwidth={b}"));
+        }
+        path
+    }
+}
+
+/// Asks the dispatcher whose status address is `status` for `plan`, and
+/// waits (at most `timeout`) for its report. `Err`: it could not be asked,
+/// or refused (the reason is its answer).
+pub fn request(status: SocketAddr, plan: &Plan, timeout: Duration) -> Result<Report, String> {
+    let (code, body) = servers::probe::post(status, &plan.path(), b"", timeout)
+        .map_err(|e| format!("the dispatcher's status address {status}: {e}"))?;
+    if code != 200 {
+        return Err(format!("the dispatcher refused: {}", body.trim()));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("the dispatcher's report: {e}"))
+}
+
+/// `100000`, `100k` or `2M` bytes per second.
+pub fn bytes_per_s(text: &str) -> Result<u64, String> {
+    let (digits, scale) = match text.strip_suffix(['k', 'K']) {
+        Some(d) => (d, 1_000),
+        None => match text.strip_suffix('M') {
+            Some(d) => (d, 1_000_000),
+            None => (text, 1),
+        },
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text:?}: bytes per second, e.g. 100k"))
 }
 
 /// How a migration ended.
@@ -462,13 +509,13 @@ impl Run<'_> {
             let (head, records) = body.split_once('\n').unwrap_or((&body, ""));
             let next = head.strip_prefix("next ").unwrap_or("end");
             if !records.is_empty() {
-                self.throttle(started, round.bytes);
                 round.sessions += records.lines().count() as u64;
                 round.bytes += records.len() as u64;
                 match self.dest_call("/migrate/import?keep", records.as_bytes()) {
                     Ok(n) => self.report.background += n,
                     Err(a) => break Err(Fetch::Dest(a.why)),
                 }
+                self.throttle(started, round.bytes);
             }
             match next.parse::<usize>() {
                 Ok(n) => from = n,
@@ -480,7 +527,8 @@ impl Run<'_> {
         result
     }
 
-    /// Waits until `sent` bytes since `since` are within the bandwidth.
+    /// Waits until `sent` bytes sent since `since` would have arrived at
+    /// the bandwidth: a round is never shorter than its bytes take.
     fn throttle(&self, since: Instant, sent: u64) {
         if let Some(rate) = self.plan.bandwidth.filter(|&r| r > 0) {
             let due = since + Duration::from_secs_f64(sent as f64 / rate as f64);
@@ -532,11 +580,11 @@ impl Run<'_> {
         let mut sessions = 0;
         let mut sent = 0;
         for chunk in lines_in_batches(records, BATCH) {
+            sent += chunk.len() as u64;
+            self.dest_call("/migrate/import", chunk.as_bytes())?;
             if !paused {
                 self.throttle(started, sent);
             }
-            sent += chunk.len() as u64;
-            self.dest_call("/migrate/import", chunk.as_bytes())?;
             sessions += chunk.lines().count() as u64;
             self.copied.extend(
                 chunk
@@ -699,5 +747,28 @@ mod tests {
             .parse::<Method>()
             .unwrap_err()
             .contains("pre-copy"));
+    }
+    /// The path a plan is asked with parses back to the same plan; bad
+    /// queries and bandwidths say what is wrong.
+    #[test]
+    fn plans_round_trip_through_their_path() {
+        let mut plan = Plan::new(0, 2, Method::PostCopy);
+        plan.threshold = 7;
+        plan.max_rounds = 3;
+        plan.bandwidth = Some(20_000);
+        for p in [plan, Plan::new(4, 1, Method::PreCopy)] {
+            let query = p.path();
+            let query = query.strip_prefix("/migrate?").unwrap();
+            assert_eq!(crate::migrate_plan(query), Ok(p));
+        }
+        assert!(crate::migrate_plan("from=0&to=2&method=pre-copy")
+            .unwrap_err()
+            .contains("from"));
+        assert!(crate::migrate_plan("from=1&to=2&speed=9")
+            .unwrap_err()
+            .contains("\"speed\""));
+        assert_eq!(bytes_per_s("20k"), Ok(20_000));
+        assert_eq!(bytes_per_s("2M"), Ok(2_000_000));
+        assert!(bytes_per_s("0").is_err() && bytes_per_s("fast").is_err());
     }
 }

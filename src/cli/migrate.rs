@@ -29,7 +29,7 @@ pub struct Args {
     /// Bytes of session records per second while clients are served
     /// (pre-copy's live rounds, post-copy's background copy), e.g. 100k;
     /// default: no cap.
-    #[arg(long, value_parser = bytes_per_s)]
+    #[arg(long, value_parser = dispatch::migrate::bytes_per_s)]
     bandwidth: Option<u64>,
     /// Print the report as JSON.
     #[arg(long)]
@@ -37,27 +37,23 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let path = format!(
-        "/migrate?from={}&to={}&method={}&threshold={}&rounds={}",
-        args.from,
-        args.to,
-        args.method.as_str(),
-        args.threshold,
-        args.rounds
-    ) + &args
-        .bandwidth
-        .map_or(String::new(), |b| format!("&bandwidth={b}"));
+    let mut plan = dispatch::migrate::Plan::new(
+        args.from
+            .checked_sub(1)
+            .context("--from: a replica's number, from 1")? as usize,
+        args.to
+            .checked_sub(1)
+            .context("--to: a replica's number, from 1")? as usize,
+        args.method,
+    );
+    plan.threshold = args.threshold;
+    plan.max_rounds = args.rounds.max(1);
+    plan.bandwidth = args.bandwidth;
     // The dispatcher answers when the migration is over.
-    let (status, body) =
-        servers::probe::post(args.dispatcher, &path, b"", Duration::from_secs(600))
-            .with_context(|| format!("the dispatcher's status address {}", args.dispatcher))?;
-    if status != 200 {
-        bail!("the dispatcher refused: {}", body.trim());
-    }
-    let report: dispatch::migrate::Report =
-        serde_json::from_str(&body).context("the dispatcher's report")?;
+    let report = dispatch::migrate::request(args.dispatcher, &plan, Duration::from_secs(600))
+        .map_err(anyhow::Error::msg)?;
     if args.json {
-        println!("{}", body.trim());
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{}", report.summary());
     }
@@ -65,21 +61,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("the migration was aborted");
     }
     Ok(())
-}
-
-/// `100000`, `100k` or `2M` bytes per second.
-fn bytes_per_s(text: &str) -> Result<u64, String> {
-    let (digits, scale) = match text.strip_suffix(['k', 'K']) {
-        Some(d) => (d, 1_000),
-        None => match text.strip_suffix('M') {
-            Some(d) => (d, 1_000_000),
-            None => (text, 1),
-        },
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("{text:?}: bytes per second, e.g. 100k"))
 }

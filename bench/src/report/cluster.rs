@@ -1,12 +1,14 @@
 //! The cluster part of the report: for every cluster run, how the answers
 //! were shared among the replicas, what the dispatcher and the replicas
 //! each spent per request, the errors clients saw (state errors apart),
-//! and each event with the dispatcher's reaction; in the HTML also the
-//! failover timeline (answers, errors and p99 per interval, events marked).
+//! and each event with the dispatcher's reaction; each migration (downtime,
+//! rounds, bytes, dirty rate, what clients saw); in the HTML also the
+//! failover timeline (answers, errors and p99 per interval, events marked,
+//! a migration's phases shaded).
 
 use super::{esc, plots};
 use crate::results::RunRecord;
-use crate::runner::cluster::{ClusterResult, EventResult};
+use crate::runner::cluster::{ClusterResult, EventResult, MigrationResult};
 use crate::suite::cluster::Action;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use std::fmt::Write;
@@ -35,10 +37,20 @@ pub fn event_text(e: &EventResult, watched: bool) -> String {
         Action::Kill => "kill".to_string(),
         Action::Restart => "restart".to_string(),
         Action::Slow { cpus } => format!("slow to {cpus} CPUs"),
+        Action::Migrate { .. } => "migrate".to_string(),
     };
     let mut text = format!("{what} r{} at {:.2} s", e.event.replica, e.at_s);
+    if let Action::Migrate { to, method, .. } = e.event.action {
+        let by = method.map_or("?", |m| m.as_str());
+        text = format!(
+            "migrate r{} to r{to} by {by} at {:.2} s",
+            e.event.replica, e.at_s
+        );
+    }
     if let Some(why) = &e.error {
         text.push_str(&format!(": NOT APPLIED ({why})"));
+    } else if matches!(e.event.action, Action::Migrate { .. }) {
+        // Its outcome is in the migrations table.
     } else if !watched {
         // An external dispatcher: its rotation is not seen.
     } else if e.event.action == Action::Restart {
@@ -93,7 +105,8 @@ const HEAD: [&str; 8] = [
     "events",
 ];
 
-/// The terminal table; `None` when no run is a cluster run.
+/// The terminal table (and the migrations', if any); `None` when no run
+/// is a cluster run.
 pub fn cluster_table(runs: &[RunRecord]) -> Option<String> {
     let rows = rows(runs);
     if rows.is_empty() {
@@ -106,7 +119,8 @@ pub fn cluster_table(runs: &[RunRecord]) -> Option<String> {
         t.add_row(row);
     }
     Some(format!(
-        "Clusters (CPU per answered request; state errors: sessions the counter flow lost)\n{t}\n"
+        "Clusters (CPU per answered request; state errors: sessions the counter flow lost)\n{t}\n{}",
+        migration_table(runs).unwrap_or_default()
     ))
 }
 
@@ -129,6 +143,7 @@ pub fn section(h: &mut String, runs: &[RunRecord]) {
         h.push_str("</tr>\n");
     }
     h.push_str("</table>\n");
+    migration_section(h, runs);
     for (i, (r, c)) in cluster_runs(runs).into_iter().enumerate() {
         if c.events.is_empty() {
             continue;
@@ -138,24 +153,172 @@ pub fn section(h: &mut String, runs: &[RunRecord]) {
             .events
             .iter()
             .map(|e| {
-                let verb = match e.event.action {
-                    Action::Kill => "kill",
-                    Action::Restart => "restart",
-                    Action::Slow { .. } => "slow",
+                let label = match e.event.action {
+                    Action::Kill => format!("kill r{}", e.event.replica),
+                    Action::Restart => format!("restart r{}", e.event.replica),
+                    Action::Slow { .. } => format!("slow r{}", e.event.replica),
+                    Action::Migrate { to, .. } => format!("migrate r{}→r{to}", e.event.replica),
                 };
-                (e.at_s, format!("{verb} r{}", e.event.replica))
+                (e.at_s, label)
             })
             .chain(c.health.iter().map(|hc| {
                 let state = if hc.up { "in" } else { "out" };
                 (hc.t_s, format!("r{} {state}", hc.replica))
             }))
             .collect();
-        let svg = plots::failover(&m.timeline, &marks);
+        let spans: Vec<plots::Span> = c
+            .migrations
+            .iter()
+            .filter_map(|mig| Some((mig.at_s, mig.report.as_ref()?)))
+            .flat_map(|(at_s, report)| {
+                report.spans.iter().map(move |s| plots::Span {
+                    start_s: at_s + s.start_s,
+                    end_s: at_s + s.end_s,
+                    label: s.phase.clone(),
+                })
+            })
+            .collect();
+        let svg = plots::failover(&m.timeline, &marks, &spans);
+        let shaded = if spans.is_empty() {
+            ""
+        } else {
+            "; a migration's phases shaded (copy: clients served while sessions are copied; pause: the migrating sessions' clients held; fetch: post-copy's destination fetching what it lacks)"
+        };
         let _ = writeln!(
             h,
-            "<figure id=\"failover-{i}\">{}<figcaption>Failover timeline of <code>{}</code>: answers per second (blue), errors per second (red) and p99 latency (grey, right axis) per interval; events and the dispatcher's reactions marked.</figcaption></figure>",
+            "<figure id=\"failover-{i}\">{}<figcaption>Failover timeline of <code>{}</code>: answers per second (blue), errors per second (red) and p99 latency (grey, right axis) per interval; events and the dispatcher's reactions marked{shaded}.</figcaption></figure>",
             svg.unwrap_or_else(|e| format!("<p>(plot failed: {})</p>", esc(&e))),
             esc(&r.key)
         );
     }
+}
+
+/// One row per migration: (run, method, outcome, total, pause, longest
+/// client wait, rounds, dirtied/s, sessions and bytes, post-copy fetches,
+/// lost sessions and state errors, p99 before → during).
+fn migration_rows(runs: &[RunRecord]) -> Vec<[String; 11]> {
+    let mut out = Vec::new();
+    for (r, c) in cluster_runs(runs) {
+        for m in &c.migrations {
+            out.push(migration_row(r, c, m));
+        }
+    }
+    out
+}
+
+fn migration_row(r: &RunRecord, c: &ClusterResult, m: &MigrationResult) -> [String; 11] {
+    let run = r.key.trim_end_matches("__rep1").to_string();
+    let ms = |s: f64| format!("{:.1}", s * 1e3);
+    let p99 = format!(
+        "{} → {}",
+        m.p99_before_ms.map_or("—".into(), |v| format!("{v:.1}")),
+        m.p99_during_ms.map_or("—".into(), |v| format!("{v:.1}"))
+    );
+    let longest = c
+        .client_longest
+        .map_or("—".into(), |l| format!("{:.1}", l.max_ms));
+    let Some(rep) = &m.report else {
+        let why = m.error.as_deref().unwrap_or("no report");
+        let mut row: [String; 11] = Default::default();
+        row[0] = run;
+        row[2] = format!("NOT RUN: {why}");
+        return row;
+    };
+    let rounds: Vec<String> = rep
+        .rounds
+        .iter()
+        .map(|x| {
+            let paused = if x.paused { "*" } else { "" };
+            format!("{}{paused} ({} B)", x.sessions, x.bytes)
+        })
+        .collect();
+    let dirty: Vec<String> = rep.dirty_per_s.iter().map(|d| format!("{d:.0}")).collect();
+    let outcome = match rep.outcome {
+        dispatch::migrate::Outcome::Completed => "completed".to_string(),
+        dispatch::migrate::Outcome::Aborted => {
+            format!("ABORTED: {}", rep.why.as_deref().unwrap_or("?"))
+        }
+    };
+    let fetched = if rep.method == dispatch::migrate::Method::PostCopy {
+        format!(
+            "{} on demand, {} background; degraded {} ms",
+            rep.on_demand,
+            rep.background,
+            ms(rep.degraded_s)
+        )
+    } else {
+        "—".into()
+    };
+    [
+        run,
+        rep.method.as_str().to_string(),
+        outcome,
+        ms(rep.total_s),
+        ms(rep.pause_s),
+        longest,
+        rounds.join(", "),
+        if dirty.is_empty() {
+            "—".into()
+        } else {
+            dirty.join(", ")
+        },
+        format!("{} / {} B", rep.sessions, rep.bytes),
+        fetched,
+        format!(
+            "{} lost, {} state errors; p99 {p99} ms",
+            rep.lost, c.state_errors
+        ),
+    ]
+}
+
+const MIGRATION_HEAD: [&str; 11] = [
+    "run",
+    "method",
+    "outcome",
+    "total ms",
+    "pause ms",
+    "longest client wait ms",
+    "rounds: sessions (bytes), * paused",
+    "dirtied/s per round",
+    "sessions / bytes moved",
+    "post-copy fetches",
+    "lost, state errors; p99 before → during",
+];
+
+/// The terminal table of migrations; `None` when no run migrated.
+fn migration_table(runs: &[RunRecord]) -> Option<String> {
+    let rows = migration_rows(runs);
+    if rows.is_empty() {
+        return None;
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(MIGRATION_HEAD);
+    for row in rows {
+        t.add_row(row);
+    }
+    Some(format!(
+        "Migrations (pause: how long the migrating sessions' clients were held; state errors: counter-flow increments lost or repeated, must be 0)\n{t}\n"
+    ))
+}
+
+/// The HTML section of migrations; nothing when no run migrated.
+fn migration_section(h: &mut String, runs: &[RunRecord]) {
+    let rows = migration_rows(runs);
+    if rows.is_empty() {
+        return;
+    }
+    h.push_str("<h2 id=\"migrations\">Migrations</h2>\n<p>Each migration moved one replica's sessions to another while clients ran the counter flow, coordinated by the dispatcher. <em>Pause</em> is how long the migrating sessions' clients were held at the dispatcher (the downtime); the longest client wait is the longest any client waited for one answer in the whole run. Rounds list the sessions (and bytes of session records) each copy round sent, the paused one starred; <em>dirtied/s</em> is how fast sessions changed during each pre-copy round after the first. Post-copy's <em>degraded</em> period runs from the switch until the destination held every session. State errors count increments lost or repeated (every method must have none). p99 is per interval: the median before the migration, the highest while it ran.</p>\n<table><tr>");
+    for head in MIGRATION_HEAD {
+        let _ = write!(h, "<th>{}</th>", esc(head));
+    }
+    h.push_str("</tr>\n");
+    for row in &rows {
+        h.push_str("<tr>");
+        for cell in row {
+            let _ = write!(h, "<td>{}</td>", esc(cell));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n");
 }

@@ -536,12 +536,22 @@ mod edge_cases {
     }
 }
 
+/// A stretch of time shaded on a timeline, seconds into the window.
+pub struct Span {
+    pub start_s: f64,
+    pub end_s: f64,
+    /// `copy`, `pause` or `fetch` (each its own shade).
+    pub label: String,
+}
+
 /// The failover timeline of one run: answers and errors per second (left
 /// axis) and p99 latency (right axis) per interval, with a vertical mark
-/// and label at each `(time, label)` (events, the dispatcher's reactions).
+/// and label at each `(time, label)` (events, the dispatcher's reactions),
+/// and each span shaded and labelled (a migration's phases).
 pub fn failover(
     timeline: &[crate::results::TimePoint],
     marks: &[(f64, String)],
+    spans: &[Span],
 ) -> Result<String, String> {
     if timeline.is_empty() {
         return Err("no intervals were recorded".into());
@@ -590,6 +600,29 @@ pub fn failover(
             .label_style(("sans-serif", 12))
             .draw()
             .map_err(err)?;
+        // Shaded first, so that the lines stay on top.
+        for (i, span) in spans.iter().enumerate() {
+            let shade = match span.label.as_str() {
+                "pause" => RGBColor(230, 120, 60),
+                "fetch" => RGBColor(140, 90, 200),
+                _ => RGBColor(90, 170, 90),
+            };
+            let end = span.end_s.max(span.start_s + x_max * 0.002);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(span.start_s, 0.0), (end, y_max)],
+                    shade.mix(0.25).filled(),
+                )))
+                .map_err(err)?;
+            let y = y_max * (0.05 + 0.05 * (i % 3) as f64);
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    span.label.clone(),
+                    (span.start_s, y),
+                    ("sans-serif", 11).into_font(),
+                )))
+                .map_err(err)?;
+        }
         let grey = RGBColor(150, 150, 150);
         chart
             .draw_secondary_series(LineSeries::new(p99, grey.stroke_width(1)))

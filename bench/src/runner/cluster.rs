@@ -5,8 +5,9 @@
 //! during the measured window while the dispatcher's status is polled, and
 //! the run records what the cluster did: each replica's share of the
 //! answers, the dispatcher's and the replicas' CPU per request, every
-//! health change, how long each failure took to be noticed, and the errors
-//! clients saw. State errors of the counter flow are results here, not a
+//! health change, how long each failure took to be noticed, each
+//! migration's report with the latency clients saw around it, and the
+//! errors clients saw. State errors of the counter flow are results here, not a
 //! failed run: losing sessions is what some topologies do.
 
 use super::server::{self, ContainerExt, Context, Outcome, RunDir};
@@ -14,6 +15,7 @@ use super::{measure, probe};
 use crate::results::Status;
 use crate::suite::cluster::{policy_name, Action, Event, Front, Mode, Topology};
 use crate::suite::RunSpec;
+use dispatch::migrate::{Plan, Report as MigrationReport};
 use sandbox::{Container, Limits, Net, Sandbox};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -27,6 +29,8 @@ use std::time::{Duration, Instant};
 const POLL: Duration = Duration::from_millis(50);
 /// How long replicas and the dispatcher may take to answer at start.
 const READY: Duration = Duration::from_secs(10);
+/// How long a migration may take before its run gives up waiting.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a cluster run records beside what its clients saw.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -54,6 +58,30 @@ pub struct ClusterResult {
     /// Requests that failed otherwise (connects, resets, timeouts, 4xx and
     /// 5xx answers).
     pub other_errors: u64,
+    /// Each migrate event's outcome, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<MigrationResult>,
+    /// The spread over clients of each client's longest wait (a client
+    /// held by a migration's pause waits at least that long).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_longest: Option<loadgen::report::ClientLongest>,
+}
+
+/// A migration as the dispatcher reported it and as clients saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MigrationResult {
+    /// When it was asked for, seconds into the window.
+    pub at_s: f64,
+    /// The dispatcher's report (`None`: it could not be asked, or refused).
+    pub report: Option<MigrationReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The median of the intervals' p99 before the migration, ms.
+    pub p99_before_ms: Option<f64>,
+    /// The highest interval p99 while it ran, ms.
+    pub p99_during_ms: Option<f64>,
+    /// Failed requests in the intervals it overlapped.
+    pub errors_during: u64,
 }
 
 /// One replica's part.
@@ -148,6 +176,9 @@ struct Cluster<'a> {
     listen: SocketAddr,
     /// The built-in dispatcher's status address.
     status: Option<SocketAddr>,
+    /// Migrations asked for, each waiting on a thread of its own for the
+    /// dispatcher's report (the watcher must go on meanwhile).
+    migrations: Mutex<Vec<std::thread::JoinHandle<Result<MigrationReport, String>>>>,
 }
 
 impl Cluster<'_> {
@@ -289,6 +320,33 @@ impl Cluster<'_> {
                 .kill()
                 .map_err(|err| err.to_string()),
             Action::Restart => self.start_replica(i, r),
+            Action::Migrate {
+                to,
+                method,
+                threshold,
+                rounds,
+                bandwidth,
+            } => {
+                let status = self
+                    .status
+                    .ok_or("only the built-in dispatcher migrates sessions")?;
+                let method = method.ok_or("no migration method for this run")?;
+                let plan = Plan {
+                    threshold,
+                    max_rounds: rounds,
+                    bandwidth,
+                    ..Plan::new(i, to as usize - 1, method)
+                };
+                let waiting = std::thread::Builder::new()
+                    .name("migration".into())
+                    .spawn(move || dispatch::migrate::request(status, &plan, MIGRATION_TIMEOUT))
+                    .map_err(|e| format!("cannot start the migration's thread: {e}"))?;
+                self.migrations
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(waiting);
+                Ok(())
+            }
             Action::Slow { cpus } => {
                 let life = r.lives.last().ok_or("never started")?;
                 let cgroup = life
@@ -420,6 +478,7 @@ pub(super) fn perform(
         dispatcher: Mutex::new(None),
         listen: at(ports[n]),
         status: matches!(topology.front, Front::Builtin { .. }).then(|| at(ports[n + 1])),
+        migrations: Mutex::new(Vec::new()),
     };
     if let Front::External { name } = &topology.front {
         let missing = ctx
@@ -439,11 +498,16 @@ pub(super) fn perform(
             fail(format!("{why}{}", dir.log_tail()))
         };
     }
+    if let Err(why) = give_idle_sessions(&cluster) {
+        stop_all(&cluster);
+        return fail(why);
+    }
     let events = ctx
         .suite
         .cluster
         .as_ref()
-        .map_or(&[][..], |c| &c.events[..]);
+        .map_or_else(Vec::new, |c| c.events_of(topology));
+    let events = &events[..];
     let window: OnceLock<Instant> = OnceLock::new();
     let first: Mutex<Option<Reading>> = Mutex::new(None);
     let finished = AtomicBool::new(false);
@@ -485,6 +549,17 @@ pub(super) fn perform(
         (measured, watched)
     });
     let last = cluster.read();
+    // A migration still running when the window ended is waited for: its
+    // report is the run's result as much as the clients' latencies.
+    let reports: Vec<Result<MigrationReport, String>> =
+        std::mem::take(&mut *cluster.migrations.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .map(|waiting| {
+                waiting
+                    .join()
+                    .unwrap_or_else(|_| Err("the migration's thread panicked".to_string()))
+            })
+            .collect();
     let mut out = Outcome::new(Status::Ok);
     out.unlimited = ctx.unlimited;
     out.background = background.stop();
@@ -495,12 +570,13 @@ pub(super) fn perform(
     if ctx.stop.load(Ordering::SeqCst) {
         return None;
     }
-    let (state_errors, other_errors) = match &measured {
+    let (state_errors, other_errors, client_longest) = match &measured {
         Ok(Some(m)) => (
             m.report.errors.state,
             m.report.errors.requests() - m.report.errors.state,
+            m.report.client_longest,
         ),
-        _ => (0, 0),
+        _ => (0, 0, None),
     };
     match measured {
         Ok(Some(m)) => server::keep_measured(&mut out, m),
@@ -521,6 +597,25 @@ pub(super) fn perform(
     result.watched = cluster.status.is_some();
     result.state_errors = state_errors;
     result.other_errors = other_errors;
+    result.client_longest = client_longest;
+    let timeline = out.metrics.as_ref().map_or(&[][..], |m| &m.timeline[..]);
+    result.migrations = migrations(&applied, reports, timeline);
+    for m in &result.migrations {
+        match (&m.report, &m.error) {
+            (Some(r), _) if r.outcome == dispatch::migrate::Outcome::Aborted => {
+                out.notes.push(format!(
+                    "the migration at {:.2} s was aborted: {}",
+                    m.at_s,
+                    r.why.as_deref().unwrap_or("no reason given")
+                ))
+            }
+            (None, Some(why)) => out.notes.push(format!(
+                "the migration at {:.2} s did not run: {why}",
+                m.at_s
+            )),
+            _ => {}
+        }
+    }
     if matches!(spec.load, crate::suite::LoadLevel::Auto { .. }) {
         out.notes.push(
             "cluster figures (shares, CPU per request) are those of the capacity search's last step"
@@ -684,7 +779,7 @@ fn follow(applied: &[Applied], health: &[HealthChange]) -> Vec<EventResult> {
                     .map(|h| h.t_s - at_s)
             };
             let (out_after_s, back_after_s) = match (error, event.action) {
-                (Some(_), _) => (None, None),
+                (Some(_), _) | (None, Action::Migrate { .. }) => (None, None),
                 (None, Action::Restart) => (None, after(true)),
                 (None, _) => (after(false), None),
             };
@@ -694,6 +789,87 @@ fn follow(applied: &[Applied], health: &[HealthChange]) -> Vec<EventResult> {
                 error: error.clone(),
                 out_after_s,
                 back_after_s,
+            }
+        })
+        .collect()
+}
+
+/// Gives each replica the suite's idle sessions (distinct ids per
+/// replica), through its `/migrate/import`.
+fn give_idle_sessions(cluster: &Cluster) -> Result<(), String> {
+    let n = cluster
+        .ctx
+        .suite
+        .cluster
+        .as_ref()
+        .map_or(0, |c| c.idle_sessions as usize);
+    if n == 0 {
+        return Ok(());
+    }
+    let replicas = cluster.replicas.lock().unwrap_or_else(|p| p.into_inner());
+    for (i, r) in replicas.iter().enumerate() {
+        let body = servers::state::migrate::idle_sessions(i as u64 + 1, n);
+        let answer = servers::probe::post(r.addr, "/migrate/import", body.as_bytes(), READY);
+        match answer {
+            Ok((200, text)) if text.trim() == format!("imported {n}") => {}
+            Ok((code, text)) => {
+                return Err(format!(
+                    "replica {} did not take its {n} idle sessions: {code} {}",
+                    i + 1,
+                    text.trim()
+                ))
+            }
+            Err(e) => return Err(format!("replica {} idle sessions: {e}", i + 1)),
+        }
+    }
+    Ok(())
+}
+
+/// Each applied migrate event with its report, and the latency clients
+/// saw around it: the intervals' p99 before it (their median) and while it
+/// ran (their highest), and the errors of the intervals it overlapped.
+fn migrations(
+    applied: &[Applied],
+    reports: Vec<Result<MigrationReport, String>>,
+    timeline: &[crate::results::TimePoint],
+) -> Vec<MigrationResult> {
+    let mut reports = reports.into_iter();
+    applied
+        .iter()
+        .filter(|(e, _, _)| matches!(e.action, Action::Migrate { .. }))
+        .map(|(_, at_s, error)| {
+            // An event that was not applied asked for no report.
+            let (report, error) = match error {
+                Some(why) => (None, Some(why.clone())),
+                None => match reports.next() {
+                    Some(Ok(r)) => (Some(r), None),
+                    Some(Err(why)) => (None, Some(why)),
+                    None => (None, Some("no report".to_string())),
+                },
+            };
+            let end_s = at_s + report.as_ref().map_or(0.0, |r| r.total_s);
+            let mut before: Vec<f64> = Vec::new();
+            let mut during: Option<f64> = None;
+            let mut errors_during = 0;
+            let mut start_s = 0.0;
+            for p in timeline {
+                // Each point covers (start_s, p.t_s].
+                if p.t_s <= *at_s {
+                    before.push(p.p99_ms);
+                } else if start_s <= end_s {
+                    during = Some(during.map_or(p.p99_ms, |d: f64| d.max(p.p99_ms)));
+                    errors_during += p.errors;
+                }
+                start_s = p.t_s;
+            }
+            before.sort_by(f64::total_cmp);
+            MigrationResult {
+                at_s: *at_s,
+                report,
+                error,
+                p99_before_ms: before.get(before.len() / 2).copied(),
+                p99_during_ms: during,
+                errors_during,
             }
         })
         .collect()
@@ -855,6 +1031,77 @@ mod tests {
         let c = split(&none, &none, 10, &[]);
         assert_eq!((c.replicas[0].cpu_s, c.dispatcher_cpu_s), (None, None));
         assert_eq!(c.replicas_us_per_request, None);
+    }
+
+    /// A migration's report pairs with its applied event; p99 before is
+    /// the median of the intervals ending by its start, p99 during the
+    /// highest of those it overlapped, with their errors; an event that was
+    /// not applied keeps its reason and takes no report.
+    #[test]
+    fn migrations_pair_reports_and_read_the_timeline_around_them() {
+        use crate::results::TimePoint;
+        use dispatch::migrate::{Method, Outcome, Report};
+        let migrate = Event {
+            at: Duration::from_secs(1),
+            replica: 1,
+            action: Action::Migrate {
+                to: 2,
+                method: Some(Method::PreCopy),
+                threshold: 50,
+                rounds: 8,
+                bandwidth: None,
+            },
+        };
+        let applied = vec![
+            (migrate, 1.0, None),
+            (migrate, 2.5, Some("refused".to_string())),
+        ];
+        let report = Report {
+            method: Method::PreCopy,
+            from: "a".into(),
+            to: "b".into(),
+            outcome: Outcome::Completed,
+            why: None,
+            total_s: 0.7,
+            pause_s: 0.01,
+            degraded_s: 0.0,
+            rounds: Vec::new(),
+            dirty_per_s: Vec::new(),
+            sessions: 10,
+            bytes: 400,
+            on_demand: 0,
+            background: 0,
+            lost: 0,
+            spans: Vec::new(),
+        };
+        let point = |t_s, p99_ms, errors| TimePoint {
+            t_s,
+            rps: 100.0,
+            p50_ms: 1.0,
+            p99_ms,
+            errors,
+        };
+        // Intervals of 0.5 s: the migration (1.0 to 1.7 s) overlaps the
+        // ones ending at 1.5 and 2.0 s.
+        let timeline = [
+            point(0.5, 3.0, 0),
+            point(1.0, 5.0, 0),
+            point(1.5, 40.0, 2),
+            point(2.0, 9.0, 1),
+            point(2.5, 80.0, 7),
+        ];
+        let m = migrations(&applied, vec![Ok(report.clone())], &timeline);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].report.as_ref(), Some(&report));
+        assert_eq!(
+            (m[0].p99_before_ms, m[0].p99_during_ms),
+            (Some(5.0), Some(40.0))
+        );
+        assert_eq!(m[0].errors_during, 3);
+        assert_eq!(
+            (m[1].report.as_ref(), m[1].error.as_deref()),
+            (None, Some("refused"))
+        );
     }
 
     /// An event's reaction is the first matching change of its replica at

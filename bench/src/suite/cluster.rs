@@ -2,7 +2,7 @@
 //! (`serverlab dispatch`) in front of replicas of each built-in contestant
 //! and makes the replica count, the balancing policy and the forwarding
 //! mode matrix dimensions; and the events scheduled during each run (kill a
-//! replica, restart it, make it slow).
+//! replica, restart it, make it slow, migrate its sessions to another).
 //!
 //! ```toml
 //! [cluster]
@@ -16,6 +16,16 @@
 //! replica = 2                        # 1-based
 //! action = "kill"                    # kill, restart or slow (cpus = 0.05)
 //!
+//! [[cluster.event]]                  # live migration (http mode, affinity)
+//! at = "1s"
+//! replica = 1
+//! action = "migrate"
+//! to = 2
+//! method = ["pre-copy", "stop-and-copy", "post-copy"]  # a list: a dimension
+//! threshold = 10                     # pre-copy's last live round (default 50)
+//! rounds = 8                         # pre-copy's most rounds (default 8)
+//! bandwidth = "20k"                  # bytes/s while clients are served
+//!
 //! [[cluster.dispatcher]]             # an external dispatcher, beside the
 //! name = "haproxy-http"              # built-in policies × modes
 //! command = "haproxy -db -f {config}"
@@ -25,6 +35,7 @@
 
 use super::error::Locator;
 use super::{External, SuiteError};
+use dispatch::migrate::Method;
 use dispatch::policy::Policy;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -53,6 +64,14 @@ pub struct Cluster {
     pub fall: u32,
     /// What happens during each run, in time order.
     pub events: Vec<Event>,
+    /// Migration methods (a dimension), when a migrate event lists
+    /// several; empty otherwise.
+    pub methods: Vec<Method>,
+    /// Idle sessions each replica holds when the measured window begins
+    /// (stateful and soft modes), as a server with many users between
+    /// requests would: the state a migration must move besides the
+    /// clients' own sessions.
+    pub idle_sessions: u32,
 }
 
 impl Cluster {
@@ -69,16 +88,38 @@ impl Cluster {
                 name: e.external.name.clone(),
             });
         }
+        let methods: Vec<Option<Method>> = if self.methods.is_empty() {
+            vec![None]
+        } else {
+            self.methods.iter().copied().map(Some).collect()
+        };
         let mut out = Vec::new();
         for &replicas in &self.replicas {
             for front in &fronts {
-                out.push(Topology {
-                    replicas,
-                    front: front.clone(),
-                });
+                for &migration in &methods {
+                    out.push(Topology {
+                        replicas,
+                        front: front.clone(),
+                        migration,
+                    });
+                }
             }
         }
         out
+    }
+
+    /// The events of a run of `topology`: a migrate event listing several
+    /// methods takes the run's.
+    pub fn events_of(&self, topology: &Topology) -> Vec<Event> {
+        let mut events = self.events.clone();
+        for e in &mut events {
+            if let Action::Migrate { method, .. } = &mut e.action {
+                if method.is_none() {
+                    *method = topology.migration;
+                }
+            }
+        }
+        events
     }
 
     /// The external dispatcher called `name`.
@@ -141,6 +182,9 @@ impl Mode {
 pub struct Topology {
     pub replicas: u32,
     pub front: Front,
+    /// The migration method of the run, when methods are a dimension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<Method>,
 }
 
 /// What stands in front of the replicas.
@@ -157,7 +201,7 @@ impl Topology {
     /// `x3-round-robin-http`, `x3-haproxy-http`: the part of run keys and
     /// names it adds.
     pub fn label(&self) -> String {
-        match &self.front {
+        let front = match &self.front {
             Front::Builtin { policy, mode } => format!(
                 "x{}-{}-{}",
                 self.replicas,
@@ -165,6 +209,10 @@ impl Topology {
                 mode.as_str()
             ),
             Front::External { name } => format!("x{}-{name}", self.replicas),
+        };
+        match self.migration {
+            Some(m) => format!("{front}-{}", m.as_str()),
+            None => front,
         }
     }
 }
@@ -200,6 +248,16 @@ pub enum Action {
     Restart,
     /// Cut the replica's CPU quota to `cpus` CPUs (needs the sandbox).
     Slow { cpus: f64 },
+    /// Migrate the replica's sessions live to replica `to` (1-based) by
+    /// the dispatcher (`dispatch::migrate`); `method` is `None` only in the
+    /// suite, when the run's [`Topology::migration`] decides.
+    Migrate {
+        to: u32,
+        method: Option<Method>,
+        threshold: u64,
+        rounds: u32,
+        bandwidth: Option<u64>,
+    },
 }
 
 impl Event {
@@ -209,6 +267,13 @@ impl Event {
             Action::Kill => ("kill", String::new()),
             Action::Restart => ("restart", String::new()),
             Action::Slow { cpus } => ("slow", format!(" to {cpus} CPUs")),
+            Action::Migrate { to, method, .. } => (
+                "migrate",
+                format!(
+                    " to replica {to} by {}",
+                    method.map_or("the run's method", Method::as_str)
+                ),
+            ),
         };
         format!("{verb} replica {}{how} at {:?}", self.replica, self.at)
     }
@@ -223,6 +288,7 @@ pub(super) struct RawCluster {
     check_interval: Option<Spanned<String>>,
     rise: Option<Spanned<i64>>,
     fall: Option<Spanned<i64>>,
+    idle_sessions: Option<Spanned<i64>>,
     #[serde(default)]
     event: Vec<Spanned<RawEvent>>,
     #[serde(default)]
@@ -247,16 +313,31 @@ struct RawEvent {
     replica: Spanned<i64>,
     action: Spanned<String>,
     cpus: Option<Spanned<f64>>,
+    to: Option<Spanned<i64>>,
+    method: Option<Spanned<Methods>>,
+    threshold: Option<Spanned<i64>>,
+    rounds: Option<Spanned<i64>>,
+    bandwidth: Option<Spanned<String>>,
+}
+
+/// One migration method, or a list of them (a dimension).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Methods {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Checks a `[cluster]` section. `duration` is the measured window the
 /// events must fall in; `fixed_load` whether every load level is a fixed
-/// one (events mean nothing across the steps of a capacity search).
+/// one (events mean nothing across the steps of a capacity search);
+/// `stateless` whether some run has no session table (nothing to migrate).
 pub(super) fn parse(
     loc: &Locator,
     raw: &RawCluster,
     duration: Duration,
     fixed_load: bool,
+    stateless: bool,
 ) -> Result<Cluster, SuiteError> {
     use super::parse::{duration as time, positive};
     let replicas = super::parse::counts(loc, &raw.replicas, "cluster.replicas", MAX_REPLICAS)?;
@@ -365,8 +446,22 @@ pub(super) fn parse(
         Some(f) => positive(loc, f, "cluster.fall", 100)? as u32,
         None => 2,
     };
+    let idle_sessions = match &raw.idle_sessions {
+        Some(n) => {
+            if stateless {
+                return Err(loc.at(
+                    n.span(),
+                    "cluster.idle_sessions",
+                    "idle sessions need a session table: states = [\"stateful\"] or [\"soft\"]",
+                ));
+            }
+            positive(loc, n, "cluster.idle_sessions", 1_000_000)? as u32
+        }
+        None => 0,
+    };
     let fewest = *replicas.iter().min().unwrap_or(&1);
     let mut events = Vec::new();
+    let mut methods = Vec::new();
     for e in &raw.event {
         let r = e.get_ref();
         let at = time(loc, &r.at, "cluster.event.at", true)?;
@@ -377,50 +472,80 @@ pub(super) fn parse(
                 format!("{at:?} is not inside the measured window ({duration:?})"),
             ));
         }
-        let replica = positive(loc, &r.replica, "cluster.event.replica", MAX_REPLICAS)? as u32;
-        if replica > fewest {
+        let source = replica(loc, &r.replica, "cluster.event.replica", fewest)?;
+        let verb = r.action.get_ref().as_str();
+        if !["kill", "restart", "slow", "migrate"].contains(&verb) {
             return Err(loc.at(
-                r.replica.span(),
-                "cluster.event.replica",
-                format!("replica {replica}: the smallest cluster of this suite has {fewest}"),
+                r.action.span(),
+                "cluster.event.action",
+                format!("{verb:?}: actions are kill, restart, slow and migrate"),
             ));
         }
-        let action = match (r.action.get_ref().as_str(), &r.cpus) {
-            ("kill", None) => Action::Kill,
-            ("restart", None) => Action::Restart,
-            ("slow", Some(c)) => {
+        // Fields that belong to another action are mistakes, not defaults.
+        if verb != "slow" {
+            if let Some(c) = &r.cpus {
+                return Err(loc.at(c.span(), "cluster.event.cpus", "only slow events take cpus"));
+            }
+        }
+        if verb != "migrate" {
+            let migrate_only = [
+                r.to.as_ref().map(|v| (v.span(), "to")),
+                r.method.as_ref().map(|v| (v.span(), "method")),
+                r.threshold.as_ref().map(|v| (v.span(), "threshold")),
+                r.rounds.as_ref().map(|v| (v.span(), "rounds")),
+                r.bandwidth.as_ref().map(|v| (v.span(), "bandwidth")),
+            ];
+            if let Some((span, field)) = migrate_only.into_iter().flatten().next() {
+                return Err(loc.at(
+                    span,
+                    &format!("cluster.event.{field}"),
+                    "only migrate events take it",
+                ));
+            }
+        }
+        let action = match verb {
+            "kill" => Action::Kill,
+            "restart" => Action::Restart,
+            "slow" => {
+                let Some(c) = &r.cpus else {
+                    return Err(loc.at(
+                        e.span(),
+                        "cluster.event.cpus",
+                        "a slow event says how slow: cpus = 0.05",
+                    ));
+                };
                 let cpus = *c.get_ref();
                 if !(cpus.is_finite() && (0.01..=64.0).contains(&cpus)) {
                     return Err(loc.at(c.span(), "cluster.event.cpus", "0.01 to 64 CPUs"));
                 }
                 Action::Slow { cpus }
             }
-            ("slow", None) => {
-                return Err(loc.at(
-                    e.span(),
-                    "cluster.event.cpus",
-                    "a slow event says how slow: cpus = 0.05",
-                ))
-            }
-            ("kill" | "restart", Some(c)) => {
-                return Err(loc.at(c.span(), "cluster.event.cpus", "only slow events take cpus"))
-            }
-            (other, _) => {
-                return Err(loc.at(
-                    r.action.span(),
-                    "cluster.event.action",
-                    format!("{other:?}: actions are kill, restart and slow"),
-                ))
-            }
+            _ => migrate_action(loc, e, fewest, source, &mut methods, stateless)?,
         };
         events.push((
             e.span(),
             Event {
                 at,
-                replica,
+                replica: source,
                 action,
             },
         ));
+    }
+    if let Some((span, _)) = events
+        .iter()
+        .find(|(_, e)| matches!(e.action, Action::Migrate { .. }))
+    {
+        // Only the http proxy can hold a session's clients, and only
+        // affinity knows where a session lives.
+        let builtin_http_affinity =
+            policies == [Policy::Affinity] && modes == [Mode::Http] && externals.is_empty();
+        if !builtin_http_affinity {
+            return Err(loc.at(
+                span.clone(),
+                "cluster.event",
+                "migrate events need policies = [\"affinity\"], modes = [\"http\"] and no external dispatcher: only the built-in http proxy can pause a session's clients and switch where they go",
+            ));
+        }
     }
     if !events.is_empty() && !fixed_load {
         return Err(loc.at(
@@ -435,7 +560,12 @@ pub(super) fn parse(
     for (span, e) in &events {
         let alive = !dead.contains(&e.replica);
         let why = match e.action {
-            Action::Kill | Action::Slow { .. } if !alive => "it was killed and not restarted",
+            Action::Kill | Action::Slow { .. } | Action::Migrate { .. } if !alive => {
+                "it was killed and not restarted"
+            }
+            Action::Migrate { to, .. } if dead.contains(&to) => {
+                "the destination was killed and not restarted"
+            }
             Action::Restart if alive => "it is running (kill it first)",
             _ => "",
         };
@@ -449,7 +579,7 @@ pub(super) fn parse(
         match e.action {
             Action::Kill => dead.insert(e.replica),
             Action::Restart => dead.remove(&e.replica),
-            Action::Slow { .. } => false,
+            Action::Slow { .. } | Action::Migrate { .. } => false,
         };
     }
     Ok(Cluster {
@@ -461,5 +591,113 @@ pub(super) fn parse(
         rise,
         fall,
         events: events.into_iter().map(|(_, e)| e).collect(),
+        methods,
+        idle_sessions,
+    })
+}
+
+/// A replica's number in an event: from 1 to the smallest cluster's size.
+fn replica(loc: &Locator, n: &Spanned<i64>, field: &str, fewest: u32) -> Result<u32, SuiteError> {
+    let replica = super::parse::positive(loc, n, field, MAX_REPLICAS)? as u32;
+    if replica > fewest {
+        return Err(loc.at(
+            n.span(),
+            field,
+            format!("replica {replica}: the smallest cluster of this suite has {fewest}"),
+        ));
+    }
+    Ok(replica)
+}
+
+/// A migrate event's action; a list of methods becomes the suite's
+/// `methods` dimension (one such event per suite).
+fn migrate_action(
+    loc: &Locator,
+    e: &Spanned<RawEvent>,
+    fewest: u32,
+    source: u32,
+    methods: &mut Vec<Method>,
+    stateless: bool,
+) -> Result<Action, SuiteError> {
+    use super::parse::positive;
+    let r = e.get_ref();
+    if stateless {
+        return Err(loc.at(
+            e.span(),
+            "cluster.event",
+            "a stateless replica holds no sessions to migrate: states = [\"stateful\"] or [\"soft\"]",
+        ));
+    }
+    let Some(to) = &r.to else {
+        return Err(loc.at(
+            e.span(),
+            "cluster.event.to",
+            "a migrate event says where the sessions go: to = 2",
+        ));
+    };
+    let to_n = replica(loc, to, "cluster.event.to", fewest)?;
+    if to_n == source {
+        return Err(loc.at(
+            to.span(),
+            "cluster.event.to",
+            "the destination must be another replica",
+        ));
+    }
+    let Some(method) = &r.method else {
+        return Err(loc.at(
+            e.span(),
+            "cluster.event.method",
+            "pre-copy, stop-and-copy or post-copy (or a list of them)",
+        ));
+    };
+    let names = match method.get_ref() {
+        Methods::One(m) => vec![m.clone()],
+        Methods::Many(v) => v.clone(),
+    };
+    let mut listed = Vec::new();
+    for name in &names {
+        let m: Method = name
+            .parse()
+            .map_err(|why: String| loc.at(method.span(), "cluster.event.method", why))?;
+        if listed.contains(&m) {
+            return Err(loc.at(method.span(), "cluster.event.method", "listed twice"));
+        }
+        listed.push(m);
+    }
+    let one = match listed[..] {
+        [] => return Err(loc.at(method.span(), "cluster.event.method", "an empty list")),
+        [m] => Some(m),
+        _ if !methods.is_empty() => return Err(loc.at(
+            method.span(),
+            "cluster.event.method",
+            "only one migrate event may list several methods (they are a dimension of the matrix)",
+        )),
+        _ => {
+            *methods = listed;
+            None
+        }
+    };
+    let defaults = dispatch::migrate::Plan::new(0, 1, Method::PreCopy);
+    let threshold = match &r.threshold {
+        Some(t) => positive(loc, t, "cluster.event.threshold", 1_000_000)? as u64,
+        None => defaults.threshold,
+    };
+    let rounds = match &r.rounds {
+        Some(n) => positive(loc, n, "cluster.event.rounds", 100)? as u32,
+        None => defaults.max_rounds,
+    };
+    let bandwidth = match &r.bandwidth {
+        Some(b) => Some(
+            dispatch::migrate::bytes_per_s(b.get_ref())
+                .map_err(|why| loc.at(b.span(), "cluster.event.bandwidth", why))?,
+        ),
+        None => None,
+    };
+    Ok(Action::Migrate {
+        to: to_n,
+        method: one,
+        threshold,
+        rounds,
+        bandwidth,
     })
 }

@@ -25,6 +25,7 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("full", include_str!("../../suites/full.toml")),
     ("state", include_str!("../../suites/state.toml")),
     ("cluster", include_str!("../../suites/cluster.toml")),
+    ("migration", include_str!("../../suites/migration.toml")),
 ];
 
 /// A checked suite, ready to run.

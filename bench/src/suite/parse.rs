@@ -296,7 +296,9 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
                     "a cluster suite's replicas are built-in architectures; external replicas are not supported",
                 ));
             }
-            Some(super::cluster::parse(&loc, c, duration, fixed)?)
+            // A suite without states runs the servers' default, stateful.
+            let stateless = states.contains(&Some(StateMode::Stateless));
+            Some(super::cluster::parse(&loc, c, duration, fixed, stateless)?)
         }
         None => None,
     };

@@ -593,6 +593,171 @@ fn bad_clusters_name_line_and_field() {
     assert_eq!(bad(&text).field(), Some("external"));
 }
 
+const MIGRATION: &str = r#"
+name = "m"
+architectures = ["event-loop"]
+states = ["stateful", "soft"]
+duration = "4s"
+objective = { percentile = 99.0, latency = "50ms" }
+
+[[workload]]
+name = "counter"
+path = "/counter"
+
+[load]
+rates = [300, 3000]
+
+[cluster]
+replicas = 3
+policies = ["affinity"]
+modes = ["http"]
+idle_sessions = 500
+
+[[cluster.event]]
+at = "1s"
+replica = 1
+action = "migrate"
+to = 2
+method = ["pre-copy", "stop-and-copy", "post-copy"]
+threshold = 10
+bandwidth = "20k"
+"#;
+
+/// A migrate event's method list is a dimension; its settings reach each
+/// run's event, which takes the run's method.
+#[test]
+fn migrate_events_parse_and_their_methods_are_a_dimension() {
+    use super::cluster::Action;
+    use dispatch::migrate::Method;
+    let s = Suite::parse("m.toml", MIGRATION).unwrap();
+    let c = s.cluster.as_ref().unwrap();
+    assert_eq!(c.methods, Method::ALL);
+    assert_eq!(c.idle_sessions, 500);
+    // 2 states × 2 rates × 3 methods.
+    let runs = s.runs();
+    assert_eq!(runs.len(), 12);
+    let keys: std::collections::BTreeSet<_> = runs.iter().map(RunSpec::key).collect();
+    assert_eq!(keys.len(), 12, "keys are unique: {keys:?}");
+    assert!(
+        keys.iter()
+            .any(|k| k.contains("x3-affinity-http-post-copy")),
+        "{keys:?}"
+    );
+    for run in &runs {
+        let topology = run.topology.as_ref().unwrap();
+        let events = c.events_of(topology);
+        assert_eq!(
+            events[0].action,
+            Action::Migrate {
+                to: 2,
+                method: topology.migration,
+                threshold: 10,
+                rounds: 8,
+                bandwidth: Some(20_000),
+            }
+        );
+        assert!(topology.migration.is_some());
+    }
+    // One method: no dimension, the event carries it.
+    let one = MIGRATION.replace(
+        "[\"pre-copy\", \"stop-and-copy\", \"post-copy\"]",
+        "\"post-copy\"",
+    );
+    let s = Suite::parse("m.toml", &one).unwrap();
+    let c = s.cluster.as_ref().unwrap();
+    assert!(c.methods.is_empty());
+    assert_eq!(s.runs().len(), 4);
+    assert!(matches!(
+        c.events[0].action,
+        Action::Migrate {
+            method: Some(Method::PostCopy),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn bad_migrations_name_line_and_field() {
+    let with = |from: &str, to: &str| {
+        assert!(MIGRATION.contains(from), "test bug: {from:?}");
+        MIGRATION.replacen(from, to, 1)
+    };
+    let cases = [
+        ("to = 2", "to = 1", "to = 1", "cluster.event.to"),
+        ("to = 2", "to = 4", "to = 4", "cluster.event.to"),
+        (
+            "\"post-copy\"]",
+            "\"teleport\"]",
+            "teleport",
+            "cluster.event.method",
+        ),
+        (
+            "\"post-copy\"]",
+            "\"pre-copy\"]",
+            "method",
+            "cluster.event.method",
+        ),
+        (
+            "threshold = 10",
+            "threshold = 0",
+            "threshold = 0",
+            "cluster.event.threshold",
+        ),
+        (
+            "bandwidth = \"20k\"",
+            "bandwidth = \"fast\"",
+            "fast",
+            "cluster.event.bandwidth",
+        ),
+        (
+            "idle_sessions = 500",
+            "idle_sessions = -1",
+            "idle_sessions = -1",
+            "cluster.idle_sessions",
+        ),
+        (
+            "action = \"migrate\"",
+            "action = \"kill\"",
+            "to = 2",
+            "cluster.event.to",
+        ),
+    ];
+    for (from, to, needle, field) in cases {
+        let text = with(from, to);
+        assert_names(&bad(&text), &text, needle, field);
+    }
+    // Only the built-in http proxy with affinity can migrate.
+    for (from, to) in [
+        ("policies = [\"affinity\"]", "policies = [\"round-robin\"]"),
+        ("modes = [\"http\"]", "modes = [\"http\", \"splice\"]"),
+    ] {
+        let e = bad(&with(from, to));
+        assert_eq!(e.field(), Some("cluster.event"), "{e}");
+        assert!(
+            e.to_string().contains("only the built-in http proxy"),
+            "{e}"
+        );
+    }
+    // Stateless replicas hold nothing to migrate.
+    let e = bad(&with(
+        "states = [\"stateful\", \"soft\"]",
+        "states = [\"stateless\"]",
+    ));
+    assert!(e.to_string().contains("session table"), "{e}");
+    // A destination killed before the migration.
+    let killed = with(
+        "[[cluster.event]]\nat = \"1s\"",
+        "[[cluster.event]]\nat = \"500ms\"\nreplica = 2\naction = \"kill\"\n\n[[cluster.event]]\nat = \"1s\"",
+    );
+    let e = bad(&killed);
+    assert!(e.to_string().contains("destination was killed"), "{e}");
+    // Two events listing several methods.
+    let twice = format!(
+        "{MIGRATION}\n[[cluster.event]]\nat = \"2s\"\nreplica = 2\naction = \"migrate\"\nto = 3\nmethod = [\"pre-copy\", \"post-copy\"]\n"
+    );
+    assert!(bad(&twice).to_string().contains("only one migrate event"));
+}
+
 #[test]
 fn external_dispatchers_are_fronts_of_their_own() {
     use super::cluster::Front;
