@@ -62,10 +62,18 @@ pub enum Metric {
     WorkersPeak,
     /// Cluster runs: the dispatcher's CPU per request, µs.
     DispatcherUs,
+    /// Cluster runs with a migration (the run's first): how long its
+    /// clients were held, ms.
+    MigrationPause,
+    /// ... how long it took in all, ms.
+    MigrationTotal,
+    /// ... sessions copied while the clients were held (pre-copy's last
+    /// round, stop-and-copy's only one).
+    PausedRound,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 14] = [
+    pub const ALL: [Metric; 17] = [
         Metric::Sustainable,
         Metric::Throughput,
         Metric::P50,
@@ -80,6 +88,9 @@ impl Metric {
         Metric::Starved,
         Metric::WorkersPeak,
         Metric::DispatcherUs,
+        Metric::MigrationPause,
+        Metric::MigrationTotal,
+        Metric::PausedRound,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,13 +109,20 @@ impl Metric {
             Metric::Starved => "starved",
             Metric::WorkersPeak => "workers_peak",
             Metric::DispatcherUs => "dispatcher_us",
+            Metric::MigrationPause => "migration_pause",
+            Metric::MigrationTotal => "migration_total",
+            Metric::PausedRound => "paused_round",
         }
     }
 
     fn unit(self) -> &'static str {
         match self {
             Metric::Sustainable | Metric::Throughput => " req/s",
-            Metric::P50 | Metric::P99 | Metric::P99Uncorrected => " ms",
+            Metric::P50
+            | Metric::P99
+            | Metric::P99Uncorrected
+            | Metric::MigrationPause
+            | Metric::MigrationTotal => " ms",
             Metric::RequestsPerCpu => " req/CPU-s",
             Metric::CpuShare => " CPU",
             Metric::Memory => " MiB",
@@ -136,6 +154,21 @@ impl Metric {
             Metric::Starved => m.starved_connections as f64,
             Metric::WorkersPeak => m.server_workers_peak? as f64,
             Metric::DispatcherUs => r.cluster.as_ref()?.dispatcher_us_per_request?,
+            Metric::MigrationPause | Metric::MigrationTotal | Metric::PausedRound => {
+                // One that outlasted the load measured something else.
+                let first = r.cluster.as_ref()?.migrations.first()?;
+                let m = first.report.as_ref().filter(|_| !first.after_window)?;
+                match self {
+                    Metric::MigrationPause => m.pause_s * 1e3,
+                    Metric::MigrationTotal => m.total_s * 1e3,
+                    _ => m
+                        .rounds
+                        .iter()
+                        .filter(|x| x.paused)
+                        .map(|x| x.sessions)
+                        .sum::<u64>() as f64,
+                }
+            }
         })
     }
 }
@@ -500,6 +533,79 @@ mod tests {
         spread.near = Some(4.0);
         let checked = spread.check(&runs);
         assert_eq!(checked.verdict, Verdict::Held, "{}", checked.figures);
+    }
+
+    /// The migration metrics read the run's first migration: its pause
+    /// and total in ms, and the sessions of its paused rounds; a run
+    /// without one has no such figure.
+    #[test]
+    fn migration_metrics_read_the_runs_first_migration() {
+        use crate::runner::cluster::{ClusterResult, MigrationResult};
+        use dispatch::migrate::{Method, Outcome, Report, Round};
+        let mut runs = runs();
+        let round = |sessions, paused| Round {
+            sessions,
+            bytes: sessions * 39,
+            secs: 0.1,
+            paused,
+        };
+        for (r, pause_s) in runs.iter_mut().zip([0.002, 0.004]) {
+            r.cluster = Some(ClusterResult {
+                migrations: vec![MigrationResult {
+                    at_s: 1.0,
+                    report: Some(Report {
+                        method: Method::PreCopy,
+                        from: "a".into(),
+                        to: "b".into(),
+                        outcome: Outcome::Completed,
+                        why: None,
+                        total_s: 2.0,
+                        pause_s,
+                        degraded_s: 0.0,
+                        rounds: vec![round(1000, false), round(60, false), round(12, true)],
+                        dirty_per_s: vec![30.0],
+                        sessions: 1000,
+                        bytes: 41_028,
+                        on_demand: 0,
+                        background: 0,
+                        lost: 0,
+                        spans: Vec::new(),
+                    }),
+                    error: None,
+                    p99_before_ms: None,
+                    p99_during_ms: None,
+                    errors_during: 0,
+                    after_window: false,
+                }],
+                ..ClusterResult::default()
+            });
+        }
+        let figure = |metric, of, runs: &[RunRecord]| {
+            let mut c = claim(metric, of, None);
+            c.at_least = Some(0.0);
+            c.check(runs)
+        };
+        // "fast" is the two runs given migrations: means of 2 and 4 ms.
+        assert!(figure(Metric::MigrationPause, "fast", &runs)
+            .figures
+            .contains("= 3.00"));
+        assert!(figure(Metric::MigrationTotal, "fast", &runs)
+            .figures
+            .contains("= 2000"));
+        assert!(figure(Metric::PausedRound, "fast", &runs)
+            .figures
+            .contains("= 12.00"));
+        let none = figure(Metric::MigrationPause, "slow", &runs).verdict;
+        assert!(matches!(none, Verdict::Unknown(_)), "{none:?}");
+        // A migration that outlasted the load is no figure of migrating
+        // under load.
+        for r in &mut runs {
+            if let Some(c) = &mut r.cluster {
+                c.migrations[0].after_window = true;
+            }
+        }
+        let late = figure(Metric::PausedRound, "fast", &runs).verdict;
+        assert!(matches!(late, Verdict::Unknown(_)), "{late:?}");
     }
 
     #[test]

@@ -85,6 +85,13 @@ pub const LABS: &[Lab] = &[
         "nothing (no root)",
         1
     ),
+    lab!(
+        8,
+        "08-live-migration",
+        "Live migration: pre-copy, stop-and-copy and post-copy",
+        "nothing (no root)",
+        1
+    ),
 ];
 
 /// The sections every handout has, in this order.

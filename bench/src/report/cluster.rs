@@ -234,6 +234,9 @@ fn migration_row(r: &RunRecord, c: &ClusterResult, m: &MigrationResult) -> [Stri
         .collect();
     let dirty: Vec<String> = rep.dirty_per_s.iter().map(|d| format!("{d:.0}")).collect();
     let outcome = match rep.outcome {
+        dispatch::migrate::Outcome::Completed if m.after_window => {
+            "completed AFTER THE WINDOW (without clients at the end)".to_string()
+        }
         dispatch::migrate::Outcome::Completed => "completed".to_string(),
         dispatch::migrate::Outcome::Aborted => {
             format!("ABORTED: {}", rep.why.as_deref().unwrap_or("?"))

@@ -82,6 +82,12 @@ pub struct MigrationResult {
     pub p99_during_ms: Option<f64>,
     /// Failed requests in the intervals it overlapped.
     pub errors_during: u64,
+    /// It ended after the measured window, when the clients had stopped:
+    /// its last part ran without load (pre-copy's rounds then shrink
+    /// because nobody writes), so it says little about migrating under
+    /// load.
+    #[serde(default)]
+    pub after_window: bool,
 }
 
 /// One replica's part.
@@ -599,8 +605,15 @@ pub(super) fn perform(
     result.other_errors = other_errors;
     result.client_longest = client_longest;
     let timeline = out.metrics.as_ref().map_or(&[][..], |m| &m.timeline[..]);
-    result.migrations = migrations(&applied, reports, timeline);
+    let window_s = out.metrics.as_ref().map_or(0.0, |m| m.duration_s);
+    result.migrations = migrations(&applied, reports, timeline, window_s);
     for m in &result.migrations {
+        if m.after_window {
+            out.notes.push(format!(
+                "the migration at {:.2} s ended after the measured window ({window_s:.2} s): its last part ran without clients; give the suite a longer duration",
+                m.at_s
+            ));
+        }
         match (&m.report, &m.error) {
             (Some(r), _) if r.outcome == dispatch::migrate::Outcome::Aborted => {
                 out.notes.push(format!(
@@ -832,6 +845,7 @@ fn migrations(
     applied: &[Applied],
     reports: Vec<Result<MigrationReport, String>>,
     timeline: &[crate::results::TimePoint],
+    window_s: f64,
 ) -> Vec<MigrationResult> {
     let mut reports = reports.into_iter();
     applied
@@ -847,6 +861,7 @@ fn migrations(
                     None => (None, Some("no report".to_string())),
                 },
             };
+            let ran = report.is_some();
             let end_s = at_s + report.as_ref().map_or(0.0, |r| r.total_s);
             let mut before: Vec<f64> = Vec::new();
             let mut during: Option<f64> = None;
@@ -870,6 +885,7 @@ fn migrations(
                 p99_before_ms: before.get(before.len() / 2).copied(),
                 p99_during_ms: during,
                 errors_during,
+                after_window: ran && end_s > window_s,
             }
         })
         .collect()
@@ -1090,8 +1106,14 @@ mod tests {
             point(2.0, 9.0, 1),
             point(2.5, 80.0, 7),
         ];
-        let m = migrations(&applied, vec![Ok(report.clone())], &timeline);
+        let m = migrations(&applied, vec![Ok(report.clone())], &timeline, 2.5);
         assert_eq!(m.len(), 2);
+        assert!(!m[0].after_window);
+        let late = migrations(&applied, vec![Ok(report.clone())], &timeline, 1.5);
+        assert!(
+            late[0].after_window,
+            "1.0 + 0.7 s ends after a 1.5 s window"
+        );
         assert_eq!(m[0].report.as_ref(), Some(&report));
         assert_eq!(
             (m[0].p99_before_ms, m[0].p99_during_ms),
