@@ -766,6 +766,25 @@ fn without_cgroups_runs_are_unlimited_only_when_allowed_and_say_so() {
     );
 }
 
+/// Runs `serverlab bench SUITE --out OUT` with its temporary files in
+/// `scratch` (at most 2 minutes), checks it succeeded, and gives its
+/// standard output.
+fn bench_suite(suite: &Path, out: &Path, scratch: &Path) -> String {
+    let child = serverlab()
+        .arg("bench")
+        .arg(suite)
+        .arg("--out")
+        .arg(out)
+        .env("TMPDIR", scratch)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_bounded(child, Duration::from_secs(120));
+    status_ok(&o.status, &o);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// A cluster suite end to end: two event-loop replicas behind the
 /// dispatcher in http mode, each component in a container of its own;
 /// replica 2 is killed and started again inside the measured window, and
@@ -821,19 +840,7 @@ cpus = 0.5
     let scratch = tmp.0.join("scratch");
     std::fs::create_dir(&scratch).unwrap();
     let out = tmp.0.join("results");
-    let child = serverlab()
-        .arg("bench")
-        .arg(&suite)
-        .arg("--out")
-        .arg(&out)
-        .env("TMPDIR", &scratch)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = wait_bounded(child, Duration::from_secs(120));
-    status_ok(&o.status, &o);
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stdout = bench_suite(&suite, &out, &scratch);
     assert!(stdout.contains("Clusters"), "{stdout}");
     let dir = results_dir(&out);
     let runs: Vec<serde_json::Value> = run_files(&dir, "json").iter().map(|p| json(p)).collect();
@@ -956,19 +963,10 @@ bandwidth = "50k"
 "#,
     )
     .unwrap();
+    let scratch = tmp.0.join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
     let out = tmp.0.join("results");
-    let child = serverlab()
-        .arg("bench")
-        .arg(&suite)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = wait_bounded(child, Duration::from_secs(120));
-    status_ok(&o.status, &o);
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stdout = bench_suite(&suite, &out, &scratch);
     assert!(stdout.contains("Migrations"), "{stdout}");
     let dir = results_dir(&out);
     let runs: Vec<serde_json::Value> = run_files(&dir, "json").iter().map(|p| json(p)).collect();
@@ -1016,4 +1014,6 @@ bandwidth = "50k"
     assert!(report.contains("id=\"migrations\""));
     assert_eq!(report.matches("<figure id=\"failover-").count(), 3);
     assert!(report.contains(">\npause\n</text>"), "the pause is marked");
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

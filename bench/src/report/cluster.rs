@@ -131,18 +131,7 @@ pub fn section(h: &mut String, runs: &[RunRecord]) {
         return;
     }
     h.push_str("<h2 id=\"clusters\">Clusters</h2>\n<p>Each replica ran in a container of its own, the dispatcher in another: CPU per request is each part's CPU over the measured window divided by the requests answered. A replica's share counts the answers it sent itself. State errors are counter-flow answers that broke a client's session (a 410 for a session the replica does not have, or a wrong value); other errors are failed connections, resets, timeouts and error answers. Events are applied during the measured window; \"out after\" is how long the dispatcher took to take a replica out of its rotation (its status read every 50 ms).</p>\n<table><tr>");
-    for head in HEAD {
-        let _ = write!(h, "<th>{}</th>", esc(head));
-    }
-    h.push_str("</tr>\n");
-    for row in &rows {
-        h.push_str("<tr>");
-        for cell in row {
-            let _ = write!(h, "<td>{}</td>", esc(cell));
-        }
-        h.push_str("</tr>\n");
-    }
-    h.push_str("</table>\n");
+    html_rows(h, &HEAD, &rows);
     migration_section(h, runs);
     for (i, (r, c)) in cluster_runs(runs).into_iter().enumerate() {
         if c.events.is_empty() {
@@ -312,11 +301,17 @@ fn migration_section(h: &mut String, runs: &[RunRecord]) {
         return;
     }
     h.push_str("<h2 id=\"migrations\">Migrations</h2>\n<p>Each migration moved one replica's sessions to another while clients ran the counter flow, coordinated by the dispatcher. <em>Pause</em> is how long the migrating sessions' clients were held at the dispatcher (the downtime); the longest client wait is the longest any client waited for one answer in the whole run. Rounds list the sessions (and bytes of session records) each copy round sent, the paused one starred; <em>dirtied/s</em> is how fast sessions changed during each pre-copy round after the first. Post-copy's <em>degraded</em> period runs from the switch until the destination held every session. State errors count increments lost or repeated (every method must have none). p99 is per interval: the median before the migration, the highest while it ran.</p>\n<table><tr>");
-    for head in MIGRATION_HEAD {
-        let _ = write!(h, "<th>{}</th>", esc(head));
+    html_rows(h, &MIGRATION_HEAD, &rows);
+}
+
+/// A table's head cells (its `<table><tr>` already written), its rows,
+/// and its end.
+fn html_rows<const N: usize>(h: &mut String, head: &[&str; N], rows: &[[String; N]]) {
+    for cell in head {
+        let _ = write!(h, "<th>{}</th>", esc(cell));
     }
     h.push_str("</tr>\n");
-    for row in &rows {
+    for row in rows {
         h.push_str("<tr>");
         for cell in row {
             let _ = write!(h, "<td>{}</td>", esc(cell));
