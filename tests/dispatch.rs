@@ -847,3 +847,95 @@ fn a_source_that_dies_during_post_copy_loses_what_was_not_fetched() {
         assert!(code == 200 || code == 410, "{code}");
     }
 }
+
+/// A replica whose only worker is held (a one-worker pool, prefork with
+/// one process, an iterative server; an idle keep-alive connection open on
+/// each) answers nothing on its address but still answers on its control
+/// address (`serve --control`), and a migration through it moves its
+/// sessions — by each method, one per architecture: the clients continue
+/// through the dispatcher where they were, from the destination.
+#[test]
+fn a_replica_whose_workers_are_all_held_migrates_through_its_control_address() {
+    use std::io::{Read, Write};
+    for (arch, method) in [
+        ("thread-pool", "post-copy"),
+        ("prefork", "pre-copy"),
+        ("iterative", "stop-and-copy"),
+    ] {
+        let controls: Vec<SocketAddr> = (0..2)
+            .map(|_| {
+                format!("127.0.0.1:{}", common::free_port())
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        let source = Server::start(
+            arch,
+            &[
+                "--workers",
+                "1",
+                "--route",
+                "r1",
+                "--state",
+                "stateful",
+                "--idle-timeout",
+                "30s",
+                "--control",
+                &controls[0].to_string(),
+            ],
+        );
+        let dest = Server::start(
+            "event-loop",
+            &[
+                "--route",
+                "r2",
+                "--state",
+                "stateful",
+                "--control",
+                &controls[1].to_string(),
+            ],
+        );
+        let mut args: Vec<String> = ["--mode", "http", "--policy", "affinity"]
+            .map(String::from)
+            .to_vec();
+        // No active checks: the held replica would fail them.
+        args.extend(["--check-interval".to_string(), "0".to_string()]);
+        for (s, (route, control)) in [&source, &dest]
+            .iter()
+            .zip([("r1", controls[0]), ("r2", controls[1])])
+        {
+            args.push("--replica".into());
+            args.push(format!("{},route={route},control={control}", s.addr));
+        }
+        let d = Dispatch::start(&args);
+        // Sessions made at the source, each on a connection of its own.
+        let mut clients: Vec<(String, u64)> =
+            (0..4).map(|_| (count(source.addr, "").2, 1u64)).collect();
+        ballast(controls[0], 100);
+        // Hold its only worker.
+        let mut held = std::net::TcpStream::connect(source.addr).unwrap();
+        held.write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut answer = [0u8; 256];
+        assert!(held.read(&mut answer).unwrap() > 0, "{arch}");
+        let blocked = servers::probe::get(source.addr, "/health", Duration::from_millis(300));
+        assert!(
+            blocked.is_err(),
+            "{arch}: its worker should be held: {blocked:?}"
+        );
+        let (status, _) =
+            servers::probe::get(controls[0], "/health", Duration::from_secs(2)).unwrap();
+        assert_eq!(status, 200, "{arch}: the control address answers");
+        let report = migrate(&d, method, &[]);
+        assert_eq!(report["outcome"], "completed", "{arch} {method}: {report}");
+        assert!(
+            report["sessions"].as_u64().unwrap() >= 104,
+            "{arch}: {report}"
+        );
+        for (cookie, value) in &mut clients {
+            step(d.addr, cookie, value, &format!("{arch} {method}: after"));
+        }
+        assert_eq!(sessions_held(controls[0]), 0, "{arch}: the source let go");
+        drop(held);
+    }
+}

@@ -78,6 +78,10 @@ pub struct Replica {
     pub handoff: Option<PathBuf>,
     /// The route its session ids end in (`serve --route`).
     pub route: Option<String>,
+    /// Its control address (`serve --control`), which a migration uses
+    /// because the replica's workers may all be held by this dispatcher's
+    /// own keep-alive connections.
+    pub control: Option<SocketAddr>,
     channel: Option<UnixDatagram>,
     open: AtomicUsize,
     connections: AtomicU64,
@@ -115,6 +119,7 @@ impl Replica {
             addr,
             handoff,
             route: None,
+            control: None,
             channel: None,
             open: AtomicUsize::new(0),
             connections: AtomicU64::new(0),
@@ -720,39 +725,58 @@ pub struct ReplicaArg {
     pub handoff: Option<PathBuf>,
     /// The route its session ids end in.
     pub route: Option<String>,
+    /// Its control address.
+    pub control: Option<SocketAddr>,
 }
 
 impl ReplicaArg {
     pub fn replica(self) -> Replica {
         let mut r = Replica::new(self.addr, self.handoff);
         r.route = self.route;
+        r.control = self.control;
         r
     }
 }
 
-/// Parses `ADDR[@HANDOFF_PATH][,route=ROUTE]`.
+/// Parses `ADDR[@HANDOFF_PATH][,route=ROUTE][,control=ADDR]`.
 pub fn parse_replica(text: &str) -> Result<ReplicaArg, String> {
-    let (text, route) = match text.split_once(",route=") {
-        Some((t, r)) if servers::protocol::valid_route(r) => (t, Some(r.to_string())),
-        Some((_, r)) => {
-            return Err(format!(
-                "route {r:?}: 1 to {} letters, digits, '-' or '_'",
-                servers::protocol::MAX_ROUTE
-            ))
-        }
-        None => (text, None),
-    };
-    let (addr, handoff) = match text.split_once('@') {
+    const FORM: &str = "a replica is ADDR[@HANDOFF_PATH][,route=ROUTE][,control=ADDR]";
+    let mut parts = text.split(',');
+    let head = parts.next().unwrap_or("");
+    let (addr, handoff) = match head.split_once('@') {
         Some((a, p)) => (a, Some(PathBuf::from(p))),
-        None => (text, None),
+        None => (head, None),
     };
-    let addr = addr.parse().map_err(|_| {
-        format!("{addr:?} is not host:port (a replica is ADDR[@HANDOFF_PATH][,route=ROUTE])")
-    })?;
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not host:port ({FORM})"))?;
+    let mut route = None;
+    let mut control = None;
+    for part in parts {
+        match part.split_once('=') {
+            Some(("route", r)) if route.is_none() => {
+                if !servers::protocol::valid_route(r) {
+                    return Err(format!(
+                        "route {r:?}: 1 to {} letters, digits, '-' or '_'",
+                        servers::protocol::MAX_ROUTE
+                    ));
+                }
+                route = Some(r.to_string());
+            }
+            Some(("control", c)) if control.is_none() => {
+                control = Some(
+                    c.parse()
+                        .map_err(|_| format!("control {c:?} is not host:port ({FORM})"))?,
+                );
+            }
+            _ => return Err(format!("{part:?}: {FORM}, each once")),
+        }
+    }
     Ok(ReplicaArg {
         addr,
         handoff,
         route,
+        control,
     })
 }
 
@@ -772,8 +796,16 @@ mod tests {
             (r.addr.port(), r.handoff.unwrap(), r.route.as_deref()),
             (9001, PathBuf::from("/tmp/r1.sock"), Some("r1"))
         );
+        let c = parse_replica("127.0.0.1:9001,route=r2,control=127.0.0.1:9101").unwrap();
+        assert_eq!(
+            (c.route.as_deref(), c.control),
+            (Some("r2"), Some("127.0.0.1:9101".parse().unwrap()))
+        );
         assert!(parse_replica("nowhere").is_err());
         assert!(parse_replica("127.0.0.1:9001,route=a.b").is_err());
+        assert!(parse_replica("127.0.0.1:9001,control=here").is_err());
+        assert!(parse_replica("127.0.0.1:9001,route=a,route=b").is_err());
+        assert!(parse_replica("127.0.0.1:9001,weight=2").is_err());
         assert!("teleport".parse::<Mode>().is_err());
         assert!(Dispatcher::new(
             Mode::Handoff,

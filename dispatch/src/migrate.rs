@@ -328,8 +328,10 @@ impl Dispatcher {
         let mut run = Run {
             d: self,
             plan,
-            source: from.addr,
-            dest: to.addr,
+            // Their control addresses when they have them: their workers
+            // may all be held by this dispatcher's pooled connections.
+            source: from.control.unwrap_or(from.addr),
+            dest: to.control.unwrap_or(to.addr),
             started: Instant::now(),
             report: Report {
                 method: plan.method,

@@ -9,6 +9,7 @@ pub mod arch;
 pub mod codec;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod handler;
 pub mod handoff;
 pub mod incoming;

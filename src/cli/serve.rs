@@ -92,6 +92,12 @@ pub struct Args {
     /// replica that holds it (`dispatch --replica ADDR,route=ROUTE`).
     #[arg(long)]
     route: Option<String>,
+    /// Serve the same routes on this address too, from a thread of the
+    /// server's own that the architecture's workers cannot hold up (each
+    /// connection on a thread, at most 16): the address a migration
+    /// coordinator uses (dispatch --replica ADDR,control=THIS).
+    #[arg(long)]
+    control: Option<std::net::SocketAddr>,
     /// Keep /stats's counters in this file as well (made or emptied at
     /// start): another process maps it and reads them while the server is
     /// too busy to answer /stats (the suite runner does).
@@ -165,6 +171,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let incoming = servers::Incoming::new(sources)?;
+    let control = match args.control {
+        Some(at) => Some(
+            servers::control::Control::start(
+                at,
+                handler.clone(),
+                options.clone(),
+                shutdown.clone(),
+            )
+            .with_context(|| format!("cannot listen on --control {at}"))?,
+        ),
+        None => None,
+    };
     // Registered before the first line: whoever waits for it can look
     // the name up at once.
     let _registration = match (&args.register, first_listener(&incoming)) {
@@ -196,15 +214,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let others: Vec<String> = others.iter().map(servers::Source::describe).collect();
         notes.push(format!("also serving {}", others.join(", ")));
     }
+    if let Some(c) = &control {
+        notes.push(format!("control on {}", c.addr()));
+    }
     let how = match notes.is_empty() {
         true => String::new(),
         false => format!(" ({})", notes.join("; ")),
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on {}{how}", first.describe()).and_then(|()| out.flush());
-    servers::start(arch, incoming, handler, options, shutdown)?
+    let stop = shutdown.clone();
+    let served = servers::start(arch, incoming, handler, options, shutdown)?
         .wait()
-        .with_context(|| format!("{} server failed", arch.name))
+        .with_context(|| format!("{} server failed", arch.name));
+    if let Some(c) = control {
+        // The server may have ended on its own (a failure): so does this.
+        stop.trigger();
+        c.join();
+    }
+    served
 }
 
 /// The first TCP listener among the sources.

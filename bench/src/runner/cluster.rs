@@ -156,6 +156,9 @@ impl Life {
 
 struct Replica {
     addr: SocketAddr,
+    /// Its control address (`serve --control`): migrations and idle
+    /// sessions reach it there even when its workers are all held.
+    control: SocketAddr,
     handoff: Option<PathBuf>,
     lives: Vec<Life>,
 }
@@ -210,6 +213,7 @@ impl Cluster<'_> {
         }
         // Its sessions name it, so that affinity can send them back.
         cmd.args(["--route", &route(i)]);
+        cmd.args(["--control", &r.control.to_string()]);
         server::log_and_pin(&mut cmd, &self.dir.log(), &self.cpus)?;
         let hint = format!("{}-r{}", self.spec.contestant.arch().unwrap_or("r"), i + 1);
         let container = self.spawn(&hint, &self.limits, cmd)?;
@@ -267,10 +271,16 @@ impl Cluster<'_> {
         let clients = connections(self.spec) + 64;
         cmd.args(["--max-connections", &clients.max(1024).to_string()]);
         for (i, r) in replicas.iter().enumerate() {
-            let replica = match &r.handoff {
-                Some(p) => format!("{}@{},route={}", r.addr, p.display(), route(i)),
-                None => format!("{},route={}", r.addr, route(i)),
-            };
+            let handoff = r
+                .handoff
+                .as_ref()
+                .map_or(String::new(), |p| format!("@{}", p.display()));
+            let replica = format!(
+                "{}{handoff},route={},control={}",
+                r.addr,
+                route(i),
+                r.control
+            );
             cmd.args(["--replica", &replica]);
         }
         Ok((cmd, "/health".to_string(), READY))
@@ -454,7 +464,7 @@ pub(super) fn perform(
         Err(why) => return fail(why),
     };
     let n = topology.replicas as usize;
-    let ports = match ports(n + 2) {
+    let ports = match ports(2 * n + 2) {
         Ok(p) => p,
         Err(e) => return fail(format!("no free port: {e}")),
     };
@@ -462,6 +472,7 @@ pub(super) fn perform(
     let replicas = (0..n)
         .map(|i| Replica {
             addr: at(ports[i]),
+            control: at(ports[n + 2 + i]),
             handoff: matches!(
                 topology.front,
                 Front::Builtin {
@@ -822,7 +833,7 @@ fn give_idle_sessions(cluster: &Cluster) -> Result<(), String> {
     let replicas = cluster.replicas.lock().unwrap_or_else(|p| p.into_inner());
     for (i, r) in replicas.iter().enumerate() {
         let body = servers::state::migrate::idle_sessions(i as u64 + 1, n);
-        let answer = servers::probe::post(r.addr, "/migrate/import", body.as_bytes(), READY);
+        let answer = servers::probe::post(r.control, "/migrate/import", body.as_bytes(), READY);
         match answer {
             Ok((200, text)) if text.trim() == format!("imported {n}") => {}
             Ok((code, text)) => {
