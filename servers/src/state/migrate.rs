@@ -159,7 +159,18 @@ pub fn answer(table: &SessionTable, pull: &PullSource, req: &Request) -> Respons
                     return bad(format!("since={since:?}: 'all' or a mark"));
                 };
                 let mark = table.mark();
-                (mark, table.changed_since(old))
+                let Some(changed) = table.changed_since(old) else {
+                    return Response::text(
+                        409,
+                        format!(
+                            "more sessions were removed since mark {old} than the removal log \
+                             holds ({}): what changed is no longer all known; copy again from \
+                             since=all",
+                            super::table::REMOVAL_LOG
+                        ),
+                    );
+                };
+                (mark, changed)
             };
             Response::text(200, lines(&format!("mark {mark}"), &records))
         }

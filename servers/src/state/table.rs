@@ -28,6 +28,16 @@
 //! A writer pays one load of a read-mostly word and one store into the slot
 //! it is already writing.
 //!
+//! A slot records only its last occupant, so a new session that takes the
+//! slot of one removed, expired or evicted would erase that removal from
+//! what `changed_since` can see, and a migration's destination would keep
+//! a session the source no longer has. Whoever overwrites such a slot
+//! first writes the old id and the epoch of its removal to the *removal
+//! log*, a ring of [`REMOVAL_LOG`] entries after the slots, which
+//! `changed_since` reads too. An entry overwritten in the ring raises the
+//! header's `lost` epoch: a mark older than it gets `None` (the changes
+//! since it are no longer all known), never an incomplete list.
+//!
 //! Migration (see [`super::migrate`]) adds a fourth slot state, *moved*:
 //! a session the destination has taken in post-copy ([`SessionTable::take`]).
 //! A moved slot keeps its id and value, so taking it again gives the same
@@ -60,6 +70,8 @@ const RECLAIM_WINDOWS: usize = 4;
 /// Bytes per slot.
 pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
 const HEADER_BYTES: usize = 64;
+/// Entries of the removal log (see the module doc).
+pub const REMOVAL_LOG: usize = 4096;
 
 const EMPTY: u32 = 0;
 const OCCUPIED: u32 = 1;
@@ -103,7 +115,25 @@ struct Header {
     epoch: AtomicU64,
     /// Held by an import (see the module doc).
     import_lock: AtomicU32,
+    /// Entries ever written to the removal log.
+    log_head: AtomicU64,
+    /// One more than the latest epoch whose removals the log lost (0:
+    /// none lost).
+    log_lost: AtomicU64,
 }
+
+/// A removal log entry: an id gone from a slot since reused.
+#[repr(C)]
+struct Removal {
+    /// 0 while being written; else the entry's index in the log + 1 (low
+    /// 32 bits), written last.
+    seq: AtomicU32,
+    /// The epoch of the removal (its low 32 bits, as a slot's `dirty`).
+    epoch: AtomicU32,
+    sid: [AtomicU64; 2],
+}
+
+const REMOVAL_BYTES: usize = std::mem::size_of::<Removal>();
 
 #[repr(C)]
 struct Slot {
@@ -234,7 +264,7 @@ impl SessionTable {
     ) -> io::Result<SessionTable> {
         let bytes = slots
             .checked_mul(SLOT_BYTES)
-            .and_then(|b| b.checked_add(HEADER_BYTES))
+            .and_then(|b| b.checked_add(HEADER_BYTES + REMOVAL_LOG * REMOVAL_BYTES))
             .ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidInput, "--max-sessions too large")
             })?;
@@ -261,6 +291,54 @@ impl SessionTable {
         unsafe { &*self.region.as_ptr().add(HEADER_BYTES).cast::<Slot>().add(i) }
     }
 
+    fn removal(&self, index: usize) -> &Removal {
+        let i = index % REMOVAL_LOG;
+        // SAFETY: the log lies after the slots inside the region (see
+        // `with_geometry`), 8-aligned (slots are 40 bytes), zero-valid.
+        unsafe {
+            &*self
+                .region
+                .as_ptr()
+                .add(HEADER_BYTES + self.slots * SLOT_BYTES)
+                .cast::<Removal>()
+                .add(i)
+        }
+    }
+
+    /// The full epoch of a 32-bit stamp made at most 2^31 epochs ago.
+    fn full_epoch(&self, stamp: u32) -> u64 {
+        let now = self.header().epoch.load(Ordering::Acquire);
+        now.wrapping_sub(u64::from((now as u32).wrapping_sub(stamp)))
+    }
+
+    /// Before `slot` (locked by the caller, in state `state`) is given to
+    /// a new session: logs its old occupant's removal if it had one — a
+    /// tombstone's at the epoch it was stamped, a live session's (expired
+    /// or evicted now) at the current epoch.
+    fn log_overwrite(&self, slot: &Slot, state: u32) {
+        let epoch = match state {
+            TOMBSTONE => slot.dirty.load(Ordering::Relaxed),
+            OCCUPIED => self.header().epoch.load(Ordering::Relaxed) as u32,
+            _ => return,
+        };
+        let h = self.header();
+        let index = h.log_head.fetch_add(1, Ordering::AcqRel) as usize;
+        let entry = self.removal(index);
+        let old = entry.seq.swap(0, Ordering::AcqRel);
+        if old != 0 {
+            // Its removal can no longer be reported.
+            let lost = self.full_epoch(entry.epoch.load(Ordering::Relaxed));
+            h.log_lost.fetch_max(lost + 1, Ordering::AcqRel);
+        }
+        let sid = slot.sid();
+        entry.epoch.store(epoch, Ordering::Relaxed);
+        entry.sid[0].store(sid[0], Ordering::Relaxed);
+        entry.sid[1].store(sid[1], Ordering::Relaxed);
+        entry
+            .seq
+            .store((index as u32).wrapping_add(1).max(1), Ordering::Release);
+    }
+
     fn now(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
@@ -277,12 +355,45 @@ impl SessionTable {
         (self.header().epoch.fetch_add(1, Ordering::AcqRel) as u32).wrapping_add(1)
     }
 
-    /// Every slot changed since `mark` (at or after it was made), each read
-    /// under its lock: live sessions with their counters, and sessions gone
-    /// since. Epochs compare with wrap-around, so a mark stays usable for
-    /// two billion later marks.
-    pub fn changed_since(&self, mark: u32) -> Vec<SessionRecord> {
-        self.scan(|slot| (slot.dirty.load(Ordering::Relaxed).wrapping_sub(mark) as i32) >= 0)
+    /// Every session changed since `mark` (at or after it was made): the
+    /// sessions gone since whose slots were reused (from the removal log),
+    /// then every slot changed, each read under its lock — live sessions
+    /// with their counters, and sessions gone since. Epochs compare with
+    /// wrap-around, so a mark stays usable for two billion later marks.
+    /// `None` when the removal log lost removals made since `mark`.
+    pub fn changed_since(&self, mark: u32) -> Option<Vec<SessionRecord>> {
+        let since = |stamp: u32| (stamp.wrapping_sub(mark) as i32) >= 0;
+        let h = self.header();
+        let lost = |h: &Header| {
+            let lost = h.log_lost.load(Ordering::Acquire);
+            lost > self.full_epoch(mark)
+        };
+        if lost(h) {
+            return None;
+        }
+        let mut out = Vec::new();
+        let head = h.log_head.load(Ordering::Acquire) as usize;
+        for index in head.saturating_sub(REMOVAL_LOG)..head {
+            let entry = self.removal(index);
+            let seq = entry.seq.load(Ordering::Acquire);
+            let epoch = entry.epoch.load(Ordering::Relaxed);
+            let sid = [
+                entry.sid[0].load(Ordering::Relaxed),
+                entry.sid[1].load(Ordering::Relaxed),
+            ];
+            // Skip entries being written or rewritten meanwhile.
+            if seq == 0 || entry.seq.load(Ordering::Acquire) != seq || !since(epoch) {
+                continue;
+            }
+            out.push(SessionRecord {
+                sid: SessionId(sid),
+                value: 0,
+                live: false,
+            });
+        }
+        out.extend(self.scan(|slot| since(slot.dirty.load(Ordering::Relaxed))));
+        // Rewritten while read: what was lost may matter.
+        (!lost(h)).then_some(out)
     }
 
     /// Every live session now, each read under its lock.
@@ -447,6 +558,7 @@ impl SessionTable {
                 }
                 _ => continue,
             }
+            self.log_overwrite(slot, g.state);
             slot.fill(sid, value, now);
             self.touch(slot);
             g.state = OCCUPIED;
@@ -464,6 +576,7 @@ impl SessionTable {
             h.sessions.fetch_sub(1, Ordering::Relaxed);
             h.evicted.fetch_add(1, Ordering::Relaxed);
         }
+        self.log_overwrite(victim, g.state);
         victim.fill(sid, value, now);
         self.touch(victim);
         g.state = OCCUPIED;

@@ -38,8 +38,8 @@ fn insert_increment_and_unknown_ids() {
     assert_eq!(t.increment(b), Some(43), "removing a must not lose b");
     let s = t.stats();
     assert_eq!((s.sessions, s.capacity), (1, 100));
-    // The header and 200 slots of 40 bytes, in whole pages.
-    let need = (HEADER_BYTES + 200 * SLOT_BYTES) as u64;
+    // The header, 200 slots of 40 bytes and the removal log, in whole pages.
+    let need = (HEADER_BYTES + 200 * SLOT_BYTES + REMOVAL_LOG * REMOVAL_BYTES) as u64;
     assert!(s.bytes >= need && s.bytes < need + 65536 && s.bytes % 4096 == 0);
     assert_eq!(SLOT_BYTES, 40);
 }
@@ -321,15 +321,24 @@ fn changes_since_a_mark_are_exactly_what_changed() {
     all.sort();
     assert_eq!(all, [1, 10, 100]);
     let m1 = t.mark();
-    assert!(t.changed_since(m1).is_empty(), "nothing changed yet");
+    assert!(t.changed_since(m1).unwrap().is_empty(), "nothing changed yet");
     assert_eq!(t.increment_at(a, ms(10)), Some(2));
     assert!(t.remove(b));
     t.insert_at(d, 7, ms(10)).unwrap();
+    // A session gone is known by its id (its slot may hold another now):
+    // reported here by the value it was made with.
+    let made_with = |sid: SessionId| {
+        [(a, 1), (b, 10), (c, 100), (d, 7)]
+            .into_iter()
+            .find(|(s, _)| s.same(sid.0))
+            .map_or(0, |(_, v)| v)
+    };
     let changed = |m| {
         let mut v: Vec<(u64, bool)> = t
             .changed_since(m)
+            .unwrap()
             .iter()
-            .map(|r| (r.value, r.live))
+            .map(|r| (if r.live { r.value } else { made_with(r.sid) }, r.live))
             .collect();
         v.sort();
         v
@@ -349,6 +358,44 @@ fn changes_since_a_mark_are_exactly_what_changed() {
     assert!(t.sessions().iter().all(|r| r.sid != c));
 }
 
+/// A slot reused by a new session, or taken from an evicted one, still
+/// reports the removal of its old occupant (through the removal log); a
+/// log that had to drop removals made since a mark says so (`None`)
+/// instead of answering with less, and a newer mark is whole again.
+#[test]
+fn removals_survive_their_slots_being_reused() {
+    // One slot: every new session takes it.
+    let t = SessionTable::with_geometry(1, 1, 1, Policy::Refuse).unwrap();
+    let (a, b) = (id(), id());
+    t.insert(a, 5).unwrap();
+    let m = t.mark();
+    assert!(t.remove(a));
+    t.insert(b, 9).unwrap();
+    let got = t.changed_since(m).unwrap();
+    let gone: Vec<bool> = got.iter().filter(|r| a.same(r.sid.0)).map(|r| r.live).collect();
+    assert_eq!(gone, [false], "a's removal: {got:?}");
+    assert!(got.iter().any(|r| b.same(r.sid.0) && r.live && r.value == 9));
+    // Evicted to make room (soft): the same.
+    let t = SessionTable::with_geometry(1, 1, 1, SOFT).unwrap();
+    t.insert(a, 5).unwrap();
+    let m = t.mark();
+    t.insert(b, 9).unwrap();
+    let got = t.changed_since(m).unwrap();
+    assert!(got.iter().any(|r| a.same(r.sid.0) && !r.live), "{got:?}");
+    // More reuses since the mark than the log holds.
+    let t = SessionTable::with_geometry(1, 1, 1, Policy::Refuse).unwrap();
+    let m = t.mark();
+    for _ in 0..=REMOVAL_LOG {
+        let s = id();
+        t.insert(s, 1).unwrap();
+        assert!(t.remove(s));
+    }
+    t.insert(id(), 1).unwrap();
+    assert_eq!(t.changed_since(m), None);
+    let fresh = t.mark();
+    assert_eq!(t.changed_since(fresh), Some(Vec::new()));
+}
+
 /// Epochs compare with wrap-around.
 #[test]
 fn marks_survive_the_epoch_wrapping() {
@@ -361,10 +408,10 @@ fn marks_survive_the_epoch_wrapping() {
     t.insert(a, 1).unwrap();
     let after = t.mark(); // wraps to 0
     assert_eq!((before, after), (u32::MAX, 0));
-    assert_eq!(t.changed_since(before).len(), 1);
-    assert!(t.changed_since(after).is_empty());
+    assert_eq!(t.changed_since(before).unwrap().len(), 1);
+    assert!(t.changed_since(after).unwrap().is_empty());
     assert_eq!(t.increment(a), Some(2));
-    assert_eq!(t.changed_since(after)[0].value, 2);
+    assert_eq!(t.changed_since(after).unwrap()[0].value, 2);
 }
 
 /// Imports: pre-copy overwrites and forgets, post-copy keeps the
