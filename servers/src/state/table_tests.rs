@@ -321,7 +321,10 @@ fn changes_since_a_mark_are_exactly_what_changed() {
     all.sort();
     assert_eq!(all, [1, 10, 100]);
     let m1 = t.mark();
-    assert!(t.changed_since(m1).unwrap().is_empty(), "nothing changed yet");
+    assert!(
+        t.changed_since(m1).unwrap().is_empty(),
+        "nothing changed yet"
+    );
     assert_eq!(t.increment_at(a, ms(10)), Some(2));
     assert!(t.remove(b));
     t.insert_at(d, 7, ms(10)).unwrap();
@@ -372,9 +375,15 @@ fn removals_survive_their_slots_being_reused() {
     assert!(t.remove(a));
     t.insert(b, 9).unwrap();
     let got = t.changed_since(m).unwrap();
-    let gone: Vec<bool> = got.iter().filter(|r| a.same(r.sid.0)).map(|r| r.live).collect();
+    let gone: Vec<bool> = got
+        .iter()
+        .filter(|r| a.same(r.sid.0))
+        .map(|r| r.live)
+        .collect();
     assert_eq!(gone, [false], "a's removal: {got:?}");
-    assert!(got.iter().any(|r| b.same(r.sid.0) && r.live && r.value == 9));
+    assert!(got
+        .iter()
+        .any(|r| b.same(r.sid.0) && r.live && r.value == 9));
     // Evicted to make room (soft): the same.
     let t = SessionTable::with_geometry(1, 1, 1, SOFT).unwrap();
     t.insert(a, 5).unwrap();
