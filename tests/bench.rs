@@ -922,7 +922,7 @@ cpus = 0.5
 
 /// A migration suite end to end: three event-loop replicas with idle
 /// sessions, replica 1's sessions migrated to replica 2 one second into
-/// each run, one run per method. Each run records the dispatcher's report
+/// each run, one run per method, in stateful and in soft mode. Each run records the dispatcher's report
 /// (completed, nothing lost, every session moved, the method's shape of
 /// rounds), the clients saw no state error, p99 around the migration is
 /// recorded, and the terminal and HTML reports show the migrations.
@@ -935,7 +935,7 @@ fn migration_suite_moves_sessions_by_each_method_and_reports_them() {
         r#"
 name = "migration"
 architectures = ["event-loop"]
-states = ["stateful"]
+states = ["stateful", "soft"]
 warmup = "300ms"
 duration = "3s"
 allow_unlimited = true
@@ -970,12 +970,15 @@ bandwidth = "50k"
     assert!(stdout.contains("Migrations"), "{stdout}");
     let dir = results_dir(&out);
     let runs: Vec<serde_json::Value> = run_files(&dir, "json").iter().map(|p| json(p)).collect();
-    assert_eq!(runs.len(), 3);
+    assert_eq!(runs.len(), 6);
     for r in &runs {
         let key = r["key"].as_str().unwrap();
         assert_eq!(r["status"], "ok", "{key}: {}", r["reason"]);
         let c = &r["cluster"];
         assert_eq!(c["state_errors"], 0, "{key}: an increment lost or repeated");
+        // Soft clients rebuild a lost session without an error: none may
+        // have had to.
+        assert_eq!(r["loadgen"]["restores"], 0, "{key}: a session was lost");
         assert_eq!(c["other_errors"], 0, "{key}: {c}");
         let m = &c["migrations"][0];
         let report = &m["report"];
@@ -1012,7 +1015,7 @@ bandwidth = "50k"
     }
     let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(report.contains("id=\"migrations\""));
-    assert_eq!(report.matches("<figure id=\"failover-").count(), 3);
+    assert_eq!(report.matches("<figure id=\"failover-").count(), 6);
     assert!(report.contains(">\npause\n</text>"), "the pause is marked");
     let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().flatten().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
