@@ -922,10 +922,11 @@ cpus = 0.5
 
 /// A migration suite end to end: three event-loop replicas with idle
 /// sessions, replica 1's sessions migrated to replica 2 one second into
-/// each run, one run per method, in stateful and in soft mode. Each run records the dispatcher's report
-/// (completed, nothing lost, every session moved, the method's shape of
-/// rounds), the clients saw no state error, p99 around the migration is
-/// recorded, and the terminal and HTML reports show the migrations.
+/// each run, one run per method, in stateful and in soft mode. Each run
+/// records the dispatcher's report (completed, nothing lost, every session
+/// moved, the method's shape of rounds), the clients saw no state error
+/// and rebuilt no session, p99 around the migration is recorded, and the
+/// terminal and HTML reports show the migrations.
 #[test]
 fn migration_suite_moves_sessions_by_each_method_and_reports_them() {
     let tmp = Tmp::new("migration");
