@@ -567,16 +567,19 @@ pub(super) fn perform(
     });
     let last = cluster.read();
     // A migration still running when the window ended is waited for: its
-    // report is the run's result as much as the clients' latencies.
-    let reports: Vec<Result<MigrationReport, String>> =
-        std::mem::take(&mut *cluster.migrations.lock().unwrap_or_else(|p| p.into_inner()))
-            .into_iter()
-            .map(|waiting| {
-                waiting
-                    .join()
-                    .unwrap_or_else(|_| Err("the migration's thread panicked".to_string()))
-            })
-            .collect();
+    // report is the run's result as much as the clients' latencies. Not
+    // after a stop request: stopping the dispatcher below ends it.
+    let waiting =
+        std::mem::take(&mut *cluster.migrations.lock().unwrap_or_else(|p| p.into_inner()));
+    let reports: Vec<Result<MigrationReport, String>> = waiting
+        .into_iter()
+        .filter(|_| !ctx.stop.load(Ordering::SeqCst))
+        .map(|waiting| {
+            waiting
+                .join()
+                .unwrap_or_else(|_| Err("the migration's thread panicked".to_string()))
+        })
+        .collect();
     let mut out = Outcome::new(Status::Ok);
     out.unlimited = ctx.unlimited;
     out.background = background.stop();
