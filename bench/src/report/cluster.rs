@@ -33,20 +33,17 @@ pub fn shares(c: &ClusterResult) -> String {
 /// "kill r2 at 1.01 s: out after 0.00 s" (`watched`: whether the
 /// dispatcher's rotation was seen, so that its reaction is known).
 pub fn event_text(e: &EventResult, watched: bool) -> String {
+    let r = e.event.replica;
     let what = match e.event.action {
-        Action::Kill => "kill".to_string(),
-        Action::Restart => "restart".to_string(),
-        Action::Slow { cpus } => format!("slow to {cpus} CPUs"),
-        Action::Migrate { .. } => "migrate".to_string(),
+        Action::Kill => format!("kill r{r}"),
+        Action::Restart => format!("restart r{r}"),
+        Action::Slow { cpus } => format!("slow to {cpus} CPUs r{r}"),
+        Action::Migrate { to, method, .. } => {
+            let by = method.map_or("?", |m| m.as_str());
+            format!("migrate r{r} to r{to} by {by}")
+        }
     };
-    let mut text = format!("{what} r{} at {:.2} s", e.event.replica, e.at_s);
-    if let Action::Migrate { to, method, .. } = e.event.action {
-        let by = method.map_or("?", |m| m.as_str());
-        text = format!(
-            "migrate r{} to r{to} by {by} at {:.2} s",
-            e.event.replica, e.at_s
-        );
-    }
+    let mut text = format!("{what} at {:.2} s", e.at_s);
     if let Some(why) = &e.error {
         text.push_str(&format!(": NOT APPLIED ({why})"));
     } else if matches!(e.event.action, Action::Migrate { .. }) {
