@@ -489,6 +489,114 @@ fn floods_are_bounded_and_nothing_leaks() {
     }
 }
 
+/// An http dispatcher over one thread-pool replica with `workers` workers
+/// and `,maxconn=N` when given.
+fn bounded_replica(workers: &str, maxconn: Option<u32>, timeout: &str) -> (Server, Dispatch) {
+    let r = Server::start("thread-pool", &["--workers", workers]);
+    let limit = maxconn.map_or(String::new(), |n| format!(",maxconn={n}"));
+    let args: Vec<String> = [
+        "--replica",
+        &format!("{}{limit}", r.addr),
+        "--mode",
+        "http",
+        "--check-interval",
+        "0",
+        "--answer-timeout",
+        timeout,
+    ]
+    .map(String::from)
+    .to_vec();
+    (r, Dispatch::start(&args))
+}
+
+/// `clients` keep-alive clients at once, each asking `path` `n` times;
+/// every status, and how long the slowest request took.
+fn concurrent(addr: SocketAddr, clients: usize, n: usize, path: &str) -> (Vec<u16>, Duration) {
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let mut out = Vec::new();
+                for _ in 0..n {
+                    let t = std::time::Instant::now();
+                    let r = c.request(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+                    out.push((r.status, t.elapsed()));
+                    if r.status != 200 {
+                        break;
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let all: Vec<(u16, Duration)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let slowest = all.iter().map(|a| a.1).max().unwrap_or_default();
+    (all.into_iter().map(|a| a.0).collect(), slowest)
+}
+
+/// http with `maxconn`: six keep-alive clients on a replica of two
+/// workers. Every request is answered and none waits for a pooled
+/// connection to idle out: the proxy never holds more than two connections
+/// to the replica (each has a worker), and the other requests wait in the
+/// proxy, which its status shows.
+#[test]
+fn http_mode_queues_requests_for_a_replica_at_its_connection_limit() {
+    let (_r, d) = bounded_replica("2", Some(2), "10s");
+    let status = d.status;
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let w = watching.clone();
+    let watcher = std::thread::spawn(move || {
+        let (mut most_open, mut most_queued) = (0, 0);
+        while w.load(std::sync::atomic::Ordering::Relaxed) {
+            let s: serde_json::Value =
+                serde_json::from_slice(&get(status, "/status").body).unwrap();
+            most_open = most_open.max(s["replicas"][0]["proxy_connections"].as_u64().unwrap());
+            most_queued = most_queued.max(s["replicas"][0]["queued"].as_u64().unwrap());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (most_open, most_queued)
+    });
+    let (statuses, slowest) = concurrent(d.addr, 6, 5, "/work?io_ms=40");
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (most_open, most_queued) = watcher.join().unwrap();
+    assert_eq!(statuses, vec![200; 30]);
+    assert!(
+        most_open <= 2,
+        "{most_open} connections to a replica limited to 2"
+    );
+    assert!(
+        most_queued >= 1,
+        "six clients on two connections: some waited"
+    );
+    // 15 rounds of 40 ms behind two workers: about 0.6 s for the last one,
+    // where a request stuck behind a pooled connection waits for the
+    // replica's idle timeout (seconds).
+    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+    assert_eq!(d.status()["replicas"][0]["maxconn"], 2);
+}
+
+/// http with `maxconn`: a request that waits in the proxy as long as the
+/// answer timeout gets a 503 (counted as refused), and the others are served.
+#[test]
+fn http_mode_answers_503_to_a_request_that_waited_too_long() {
+    // One worker, one connection, 300 ms per request, at most 1 s.
+    let (_r, d) = bounded_replica("1", Some(1), "1s");
+    let (statuses, _) = concurrent(d.addr, 6, 1, "/work?io_ms=300");
+    let served = statuses.iter().filter(|&&s| s == 200).count();
+    let refused = statuses.iter().filter(|&&s| s == 503).count();
+    assert_eq!(served + refused, 6, "{statuses:?}");
+    assert!(served >= 3 && refused >= 1, "{statuses:?}");
+    let s = d.status();
+    assert_eq!(s["refused"], refused as u64);
+    assert_eq!(s["replicas"][0]["queued"], 0);
+    let r = get(d.addr, "/hello");
+    assert_eq!(r.status, 200, "the dispatcher serves on");
+}
+
 /// Three replicas of different architectures behind an http affinity
 /// dispatcher; the `--replica` arguments name their routes r1..r3.
 fn routed_cluster(archs: [&str; 3], state: &str) -> (Vec<Server>, Dispatch) {

@@ -29,6 +29,7 @@ pub mod http;
 pub mod migrate;
 pub mod policy;
 pub mod proxy;
+pub mod queue;
 pub mod relay;
 
 use policy::{Candidate, Picker, Policy};
@@ -82,6 +83,15 @@ pub struct Replica {
     /// because the replica's workers may all be held by this dispatcher's
     /// own keep-alive connections.
     pub control: Option<SocketAddr>,
+    /// http: most connections the proxy opens to it (pooled idle ones
+    /// included); requests beyond wait in the proxy (`None`: no limit).
+    /// A replica with a bounded number of workers needs it: each
+    /// keep-alive connection holds one of its workers.
+    pub maxconn: Option<usize>,
+    /// http: requests waiting in the proxy for a connection to it.
+    queued: AtomicUsize,
+    /// http: connections the proxy holds open to it.
+    proxy_connections: AtomicUsize,
     channel: Option<UnixDatagram>,
     open: AtomicUsize,
     connections: AtomicU64,
@@ -113,6 +123,17 @@ struct Checked {
 }
 
 impl Replica {
+    /// Where active checks go: its control address when the proxy may hold
+    /// all its workers (a `maxconn` set to their number), since a check on
+    /// its own address would then wait for a worker the proxy keeps; its
+    /// address otherwise, so that a check also proves it accepts work.
+    fn check_addr(&self) -> SocketAddr {
+        match (self.maxconn, self.control) {
+            (Some(_), Some(control)) => control,
+            _ => self.addr,
+        }
+    }
+
     /// A replica at `addr` (and, for handoff, its socket at `handoff`).
     pub fn new(addr: SocketAddr, handoff: Option<PathBuf>) -> Replica {
         Replica {
@@ -120,6 +141,9 @@ impl Replica {
             handoff,
             route: None,
             control: None,
+            maxconn: None,
+            queued: AtomicUsize::new(0),
+            proxy_connections: AtomicUsize::new(0),
             channel: None,
             open: AtomicUsize::new(0),
             connections: AtomicU64::new(0),
@@ -244,6 +268,11 @@ pub struct ReplicaStatus {
     pub retired: bool,
     /// Where its sessions were migrated to.
     pub sessions_at: Option<String>,
+    /// http: its connection limit, the connections the proxy holds to it,
+    /// and the requests waiting for one.
+    pub maxconn: Option<usize>,
+    pub proxy_connections: usize,
+    pub queued: usize,
 }
 
 /// The dispatcher's status.
@@ -533,7 +562,10 @@ impl Dispatcher {
         loop {
             let started = Instant::now();
             for r in &self.replicas {
-                r.checked(healthy(r.addr, &checks.path, checks.interval), checks);
+                r.checked(
+                    healthy(r.check_addr(), &checks.path, checks.interval),
+                    checks,
+                );
             }
             let rest = checks.interval.saturating_sub(started.elapsed());
             if shutdown.sleep(rest).unwrap_or(true) {
@@ -572,6 +604,9 @@ impl Dispatcher {
                         .replicas
                         .get(r.moved_to.load(Ordering::Relaxed))
                         .map(|to| to.addr.to_string()),
+                    maxconn: r.maxconn,
+                    proxy_connections: r.proxy_connections.load(Ordering::Relaxed),
+                    queued: r.queued.load(Ordering::Relaxed),
                 })
                 .collect(),
         }
@@ -727,6 +762,8 @@ pub struct ReplicaArg {
     pub route: Option<String>,
     /// Its control address.
     pub control: Option<SocketAddr>,
+    /// http: its connection limit.
+    pub maxconn: Option<usize>,
 }
 
 impl ReplicaArg {
@@ -734,13 +771,14 @@ impl ReplicaArg {
         let mut r = Replica::new(self.addr, self.handoff);
         r.route = self.route;
         r.control = self.control;
+        r.maxconn = self.maxconn;
         r
     }
 }
 
-/// Parses `ADDR[@HANDOFF_PATH][,route=ROUTE][,control=ADDR]`.
+/// Parses `ADDR[@HANDOFF_PATH][,route=ROUTE][,control=ADDR][,maxconn=N]`.
 pub fn parse_replica(text: &str) -> Result<ReplicaArg, String> {
-    const FORM: &str = "a replica is ADDR[@HANDOFF_PATH][,route=ROUTE][,control=ADDR]";
+    const FORM: &str = "a replica is ADDR[@HANDOFF_PATH][,route=ROUTE][,control=ADDR][,maxconn=N]";
     let mut parts = text.split(',');
     let head = parts.next().unwrap_or("");
     let (addr, handoff) = match head.split_once('@') {
@@ -752,6 +790,7 @@ pub fn parse_replica(text: &str) -> Result<ReplicaArg, String> {
         .map_err(|_| format!("{addr:?} is not host:port ({FORM})"))?;
     let mut route = None;
     let mut control = None;
+    let mut maxconn = None;
     for part in parts {
         match part.split_once('=') {
             Some(("route", r)) if route.is_none() => {
@@ -769,6 +808,12 @@ pub fn parse_replica(text: &str) -> Result<ReplicaArg, String> {
                         .map_err(|_| format!("control {c:?} is not host:port ({FORM})"))?,
                 );
             }
+            Some(("maxconn", n)) if maxconn.is_none() => {
+                maxconn =
+                    Some(n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                        format!("maxconn {n:?}: a number of connections, 1 or more")
+                    })?);
+            }
             _ => return Err(format!("{part:?}: {FORM}, each once")),
         }
     }
@@ -777,6 +822,7 @@ pub fn parse_replica(text: &str) -> Result<ReplicaArg, String> {
         handoff,
         route,
         control,
+        maxconn,
     })
 }
 
@@ -801,6 +847,11 @@ mod tests {
             (c.route.as_deref(), c.control),
             (Some("r2"), Some("127.0.0.1:9101".parse().unwrap()))
         );
+        assert_eq!(plain.maxconn, None);
+        let m = parse_replica("127.0.0.1:9001,maxconn=2,route=r3").unwrap();
+        assert_eq!((m.maxconn, m.route.as_deref()), (Some(2), Some("r3")));
+        assert!(parse_replica("127.0.0.1:9001,maxconn=0").is_err());
+        assert!(parse_replica("127.0.0.1:9001,maxconn=two").is_err());
         assert!(parse_replica("nowhere").is_err());
         assert!(parse_replica("127.0.0.1:9001,route=a.b").is_err());
         assert!(parse_replica("127.0.0.1:9001,control=here").is_err());

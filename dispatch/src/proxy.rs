@@ -14,7 +14,11 @@
 //! that refuses the connection is taken out and the request tried on
 //! another; a pooled connection the replica closed while it idled gets the
 //! request once more on a fresh one; a request already sent is never sent
-//! to another replica (it may have had effects).
+//! to another replica (it may have had effects). A replica with a
+//! connection limit (`maxconn`) at its limit, with no idle pooled
+//! connection, makes the request wait in the proxy ([`crate::queue`]) for
+//! the first of its connections to come free; one that waits as long as
+//! the answer timeout is answered 503.
 //!
 //! Migration ([`crate::migrate`]) pauses a replica's sessions here: while
 //! its route is paused, requests for it are held (their clients wait) and
@@ -29,6 +33,7 @@
 //! it has bytes the kernel did not take; an answer is read from the replica
 //! only while the client's pending output is under `HIGH_WATER` (256 KiB).
 
+use crate::queue::{self, Queues};
 use crate::{Dispatcher, CONNECT_TIMEOUT};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -107,6 +112,8 @@ enum Phase {
     Waiting(usize),
     /// Its request is held: its sessions are paused for a migration.
     Held,
+    /// Its request waits for a connection to this replica (at its limit).
+    Queued(usize),
     /// Its last bytes are going out; then it is closed (lingering until
     /// the client closes too, or `LINGER` after `since`).
     Closing { since: Option<Instant> },
@@ -192,6 +199,8 @@ struct Proxy {
     paused: Vec<Option<(Instant, Option<Sender<()>>)>>,
     /// Held requests: the client, the request, its routing.
     held: Vec<(usize, Vec<u8>, Routing)>,
+    /// Requests waiting for a connection to a replica at its limit.
+    queues: Queues<(Vec<u8>, Routing)>,
 }
 
 impl Proxy {
@@ -208,6 +217,7 @@ impl Proxy {
             inflight: vec![0; n],
             paused: (0..n).map(|_| None).collect(),
             held: Vec::new(),
+            queues: Queues::new(n),
         }
     }
 
@@ -255,6 +265,7 @@ impl Proxy {
                 self.check_pauses();
                 next_tick = Instant::now() + TICK;
             }
+            self.serve_queues();
             self.check_drains();
         }
     }
@@ -447,7 +458,7 @@ impl Proxy {
 
     /// Sends `raw` for client `slot` to the replica the policy picks, or
     /// holds it while its sessions are paused.
-    fn send(&mut self, slot: usize, raw: Vec<u8>, mut routing: Routing) {
+    fn send(&mut self, slot: usize, raw: Vec<u8>, routing: Routing) {
         if let Some(home) = routing.home.filter(|&h| self.paused[h].is_some()) {
             let _ = home;
             if let Some(c) = client_at(&mut self.conns, slot) {
@@ -463,15 +474,24 @@ impl Proxy {
             self.d.refused.fetch_add(1, Ordering::Relaxed);
             return self.answer_and_close(slot, &Response::text(503, "no replica is up"));
         };
-        let deadline = Instant::now() + self.d.answer_timeout;
-        let pooled = loop {
-            match self.idle[i].pop() {
-                None => break None,
-                Some(u) if upstream_at(&mut self.conns, u).is_some() => break Some(u),
-                Some(_) => {}
+        self.place(slot, raw, routing, i);
+    }
+
+    /// Sends `raw` for client `slot` to replica `i`: on an idle pooled
+    /// connection, on a new one, or, at `i`'s limit, after those waiting.
+    fn place(&mut self, slot: usize, raw: Vec<u8>, mut routing: Routing, i: usize) {
+        self.prune_idle(i);
+        let r = &self.d.replicas[i];
+        let open = r.proxy_connections.load(Ordering::Relaxed);
+        if queue::must_wait(self.idle[i].len(), open, r.maxconn) {
+            r.queued.fetch_add(1, Ordering::Relaxed);
+            if let Some(c) = client_at(&mut self.conns, slot) {
+                c.phase = Phase::Queued(i);
             }
-        };
-        let up = match pooled {
+            return self.queues.push(i, slot, (raw, routing), Instant::now());
+        }
+        let deadline = Instant::now() + self.d.answer_timeout;
+        let up = match self.idle[i].pop() {
             Some(u) => u,
             None => match self.connect(i, deadline) {
                 Ok(u) => u,
@@ -498,6 +518,46 @@ impl Proxy {
             c.phase = Phase::Waiting(up);
         }
         self.upstream_ready(up);
+    }
+
+    /// Forgets pooled connections of replica `i` that are gone.
+    fn prune_idle(&mut self, i: usize) {
+        let conns = &mut self.conns;
+        self.idle[i].retain(|&u| upstream_at(conns, u).is_some());
+    }
+
+    /// Places waiting requests on replicas that can take them now: a
+    /// connection came free or closed, or the replica went out (then its
+    /// waiting requests are placed by the policy again). A request whose
+    /// sessions were paused meanwhile is held instead.
+    fn serve_queues(&mut self) {
+        let now = Instant::now();
+        let waiting: Vec<usize> = self.queues.waiting().collect();
+        for i in waiting {
+            // Bounded: a request placed again may come back to this queue.
+            for _ in 0..self.queues.len(i) {
+                self.prune_idle(i);
+                let r = &self.d.replicas[i];
+                let open = r.proxy_connections.load(Ordering::Relaxed);
+                let up = r.up(now);
+                if up && queue::must_wait(self.idle[i].len(), open, r.maxconn) {
+                    break;
+                }
+                let Some(w) = self.queues.pop(i) else { break };
+                r.queued.fetch_sub(1, Ordering::Relaxed);
+                let (raw, routing) = w.request;
+                if let Some(c) = client_at(&mut self.conns, w.client) {
+                    c.phase = Phase::Reading;
+                } else {
+                    continue;
+                }
+                if up && !routing.home.is_some_and(|h| self.paused[h].is_some()) {
+                    self.place(w.client, raw, routing, i);
+                } else {
+                    self.send(w.client, raw, routing);
+                }
+            }
+        }
     }
 
     /// A new, not yet connected connection to replica `i`.
@@ -527,6 +587,9 @@ impl Proxy {
             routing: Routing::default(),
         }));
         debug_assert_eq!(at, slot);
+        self.d.replicas[i]
+            .proxy_connections
+            .fetch_add(1, Ordering::Relaxed);
         Ok(slot)
     }
 
@@ -846,6 +909,9 @@ impl Proxy {
                 self.drop_conn(up);
             }
             Phase::Held => self.held.retain(|(s, _, _)| *s != slot),
+            Phase::Queued(i) if self.queues.remove(i, slot).is_some() => {
+                self.d.replicas[i].queued.fetch_sub(1, Ordering::Relaxed);
+            }
             _ => {}
         }
         self.drop_conn(slot);
@@ -872,7 +938,12 @@ impl Proxy {
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) {
             let mut sock = match conn {
                 Conn::Client(c) => c.sock,
-                Conn::Upstream(u) => u.sock,
+                Conn::Upstream(u) => {
+                    self.d.replicas[u.replica]
+                        .proxy_connections
+                        .fetch_sub(1, Ordering::Relaxed);
+                    u.sock
+                }
             };
             let _ = self.poll.registry().deregister(&mut sock);
             self.free.push(slot);
@@ -915,6 +986,17 @@ impl Proxy {
         }
         for slot in gone {
             self.close_client(slot);
+        }
+        for (i, w) in self.queues.expired(now, self.d.answer_timeout) {
+            self.d.replicas[i].queued.fetch_sub(1, Ordering::Relaxed);
+            self.d.refused.fetch_add(1, Ordering::Relaxed);
+            if let Some(c) = client_at(&mut self.conns, w.client) {
+                c.phase = Phase::Reading;
+            }
+            self.answer_and_close(
+                w.client,
+                &Response::text(503, "every connection to the replica stayed busy"),
+            );
         }
     }
 }

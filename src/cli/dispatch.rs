@@ -11,8 +11,12 @@ pub struct Args {
     listen: SocketAddr,
     /// A replica: ADDR, ADDR@PATH with its handoff socket (serve --handoff
     /// PATH), and `,route=ROUTE` when its session ids end in ROUTE (serve
-    /// --route ROUTE; affinity then sends each session to it). Repeat for
-    /// each.
+    /// --route ROUTE; affinity then sends each session to it),
+    /// `,control=ADDR` its control address (serve --control ADDR), and
+    /// `,maxconn=N` (http) the most connections the proxy opens to it, the
+    /// rest of the requests waiting in the proxy: set it to the workers of
+    /// a thread pool, prefork or iterative replica (with control=, active
+    /// checks then go there). Repeat for each.
     #[arg(long = "replica", required = true, value_parser = dispatch::parse_replica)]
     replicas: Vec<dispatch::ReplicaArg>,
     /// round-robin, least-connections, p2c, source or affinity.
@@ -46,6 +50,20 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    for r in &args.replicas {
+        if r.maxconn.is_some() && args.mode != dispatch::Mode::Http {
+            anyhow::bail!(
+                "replica {}: maxconn limits the http mode's proxy (--mode http)",
+                r.addr
+            );
+        }
+        if r.maxconn.is_some() && r.control.is_none() && !args.check_interval.is_zero() {
+            tracing::warn!(
+                "replica {}: maxconn without control=: active checks compete with the proxy's connections for its workers",
+                r.addr
+            );
+        }
+    }
     let replicas = args
         .replicas
         .into_iter()
