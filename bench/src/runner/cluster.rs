@@ -229,10 +229,10 @@ impl Cluster<'_> {
     /// ready, and how long it may take.
     fn dispatcher_command(
         &self,
-        front: &Front,
+        topology: &Topology,
         replicas: &[Replica],
     ) -> Result<(Command, String, Duration), String> {
-        let (policy, mode) = match front {
+        let (policy, mode) = match &topology.front {
             Front::Builtin { policy, mode } => (*policy, *mode),
             Front::External { name } => {
                 let e = self
@@ -275,8 +275,11 @@ impl Cluster<'_> {
                 .handoff
                 .as_ref()
                 .map_or(String::new(), |p| format!("@{}", p.display()));
+            let maxconn = topology
+                .maxconn
+                .map_or(String::new(), |n| format!(",maxconn={n}"));
             let replica = format!(
-                "{}{handoff},route={},control={}",
+                "{}{handoff},route={},control={}{maxconn}",
                 r.addr,
                 route(i),
                 r.control
@@ -508,7 +511,7 @@ pub(super) fn perform(
             return Some(Outcome::fail(Status::Skipped, why));
         }
     }
-    if let Err(why) = start(&cluster, &topology.front) {
+    if let Err(why) = start(&cluster, topology) {
         return if ctx.stop.load(Ordering::SeqCst) {
             None
         } else {
@@ -700,7 +703,7 @@ pub(super) fn perform(
 }
 
 /// Starts the replicas and then the dispatcher, each ready.
-fn start(cluster: &Cluster, front: &Front) -> Result<(), String> {
+fn start(cluster: &Cluster, topology: &Topology) -> Result<(), String> {
     let deadline = Instant::now() + READY;
     let still = || !cluster.ctx.stop.load(Ordering::SeqCst);
     let mut replicas = cluster.replicas.lock().unwrap_or_else(|p| p.into_inner());
@@ -714,7 +717,7 @@ fn start(cluster: &Cluster, front: &Front) -> Result<(), String> {
         })
         .map_err(|why| format!("replica {} {why}", i + 1))?;
     }
-    let (mut cmd, ready, ready_timeout) = cluster.dispatcher_command(front, &replicas)?;
+    let (mut cmd, ready, ready_timeout) = cluster.dispatcher_command(topology, &replicas)?;
     drop(replicas);
     server::log_and_pin(&mut cmd, &cluster.dir.log(), &cluster.cpus)?;
     let dispatcher = cluster.spawn(

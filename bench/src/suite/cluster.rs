@@ -10,6 +10,8 @@
 //! policies = ["round-robin", "affinity"]
 //! modes = ["http", "splice", "handoff"]
 //! check_interval = "200ms"           # active health checks (default)
+//! maxconn = 2                        # http: most connections to a replica;
+//!                                    # a list is a dimension: ["none", 2]
 //!
 //! [[cluster.event]]
 //! at = "2s"                          # into the measured window
@@ -72,6 +74,11 @@ pub struct Cluster {
     /// requests would: the state a migration must move besides the
     /// clients' own sessions.
     pub idle_sessions: u32,
+    /// The http mode's limits of connections to each replica (`--replica
+    /// ADDR,maxconn=N`; `None`: no limit), a dimension of the http fronts;
+    /// requests beyond wait in the proxy. Replicas with a fixed number of
+    /// workers need it set to that number. Empty when not set.
+    pub maxconn: Vec<Option<u32>>,
 }
 
 impl Cluster {
@@ -96,12 +103,21 @@ impl Cluster {
         let mut out = Vec::new();
         for &replicas in &self.replicas {
             for front in &fronts {
-                for &migration in &methods {
-                    out.push(Topology {
-                        replicas,
-                        front: front.clone(),
-                        migration,
-                    });
+                let limits = match front {
+                    Front::Builtin {
+                        mode: Mode::Http, ..
+                    } if !self.maxconn.is_empty() => self.maxconn.clone(),
+                    _ => vec![None],
+                };
+                for &maxconn in &limits {
+                    for &migration in &methods {
+                        out.push(Topology {
+                            replicas,
+                            front: front.clone(),
+                            migration,
+                            maxconn,
+                        });
+                    }
                 }
             }
         }
@@ -185,6 +201,9 @@ pub struct Topology {
     /// The migration method of the run, when methods are a dimension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<Method>,
+    /// The http proxy's connection limit per replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxconn: Option<u32>,
 }
 
 /// What stands in front of the replicas.
@@ -209,6 +228,10 @@ impl Topology {
                 mode.as_str()
             ),
             Front::External { name } => format!("x{}-{name}", self.replicas),
+        };
+        let front = match self.maxconn {
+            Some(n) => format!("{front}-maxconn{n}"),
+            None => front,
         };
         match self.migration {
             Some(m) => format!("{front}-{}", m.as_str()),
@@ -289,6 +312,7 @@ pub(super) struct RawCluster {
     rise: Option<Spanned<i64>>,
     fall: Option<Spanned<i64>>,
     idle_sessions: Option<Spanned<i64>>,
+    maxconn: Option<Spanned<toml::Value>>,
     #[serde(default)]
     event: Vec<Spanned<RawEvent>>,
     #[serde(default)]
@@ -459,6 +483,17 @@ pub(super) fn parse(
         }
         None => 0,
     };
+    let maxconn = match &raw.maxconn {
+        Some(v) if !modes.contains(&Mode::Http) => {
+            return Err(loc.at(
+                v.span(),
+                "cluster.maxconn",
+                "a limit of the http mode's proxy: modes has no \"http\"",
+            ))
+        }
+        Some(v) => limits(loc, v)?,
+        None => Vec::new(),
+    };
     let fewest = *replicas.iter().min().unwrap_or(&1);
     let mut events = Vec::new();
     let mut methods = Vec::new();
@@ -593,7 +628,33 @@ pub(super) fn parse(
         events: events.into_iter().map(|(_, e)| e).collect(),
         methods,
         idle_sessions,
+        maxconn,
     })
+}
+
+/// `maxconn`: a number of connections or "none", or a list of them.
+fn limits(loc: &Locator, v: &Spanned<toml::Value>) -> Result<Vec<Option<u32>>, SuiteError> {
+    const FIELD: &str = "cluster.maxconn";
+    let err = |m: String| loc.at(v.span(), FIELD, m);
+    let one = |item: &toml::Value| match item {
+        toml::Value::Integer(n) if (1..=100_000).contains(n) => Ok(Some(*n as u32)),
+        toml::Value::String(s) if s == "none" => Ok(None),
+        other => Err(err(format!(
+            "{other}: a number of connections from 1 to 100000, or \"none\""
+        ))),
+    };
+    let list = match v.get_ref() {
+        toml::Value::Array(items) if items.is_empty() => return Err(err("an empty list".into())),
+        toml::Value::Array(items) => items.iter().map(one).collect::<Result<Vec<_>, _>>()?,
+        item => vec![one(item)?],
+    };
+    for (i, l) in list.iter().enumerate() {
+        if list[..i].contains(l) {
+            let shown = l.map_or("\"none\"".to_string(), |n| n.to_string());
+            return Err(err(format!("{shown} is listed twice")));
+        }
+    }
+    Ok(list)
 }
 
 /// A replica's number in an event: from 1 to the smallest cluster's size.

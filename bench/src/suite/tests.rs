@@ -593,6 +593,53 @@ fn bad_clusters_name_line_and_field() {
     assert_eq!(bad(&text).field(), Some("external"));
 }
 
+/// `maxconn` reaches the http fronts' topologies (a list is a dimension
+/// of those fronts only); it is refused out of range, listed twice, or
+/// without the http mode it limits, naming the line and the field.
+#[test]
+fn cluster_maxconn_is_a_dimension_of_the_http_fronts() {
+    let s = Suite::parse("c.toml", CLUSTER).unwrap();
+    assert!(s.cluster.as_ref().unwrap().maxconn.is_empty());
+    let cells = s.cluster.as_ref().unwrap().cells();
+    assert_eq!(cells.len(), 8);
+    assert!(cells.iter().all(|t| t.maxconn.is_none()));
+    let modes = "modes = [\"http\", \"handoff\"]";
+    let with = |value: &str| cluster_with(modes, &format!("{modes}\nmaxconn = {value}"));
+    let one = Suite::parse("c.toml", &with("2")).unwrap();
+    assert_eq!(one.cluster.as_ref().unwrap().maxconn, [Some(2)]);
+    let both = Suite::parse("c.toml", &with("[\"none\", 2]")).unwrap();
+    let c = both.cluster.as_ref().unwrap();
+    assert_eq!(c.maxconn, [None, Some(2)]);
+    // Per replica count: 2 http fronts × 2 limits + 2 handoff fronts.
+    let cells = c.cells();
+    assert_eq!(cells.len(), 12);
+    let limited: Vec<String> = cells
+        .iter()
+        .filter(|t| t.maxconn.is_some())
+        .map(|t| t.label())
+        .collect();
+    assert_eq!(limited.len(), 4);
+    assert!(
+        limited.contains(&"x3-affinity-http-maxconn2".to_string()),
+        "{limited:?}"
+    );
+    let keys: std::collections::BTreeSet<_> = both.runs().iter().map(RunSpec::key).collect();
+    assert_eq!(keys.len(), both.runs().len(), "keys are unique");
+    for bad_value in ["0", "[2, 2]", "[]", "\"many\"", "1.5"] {
+        let text = with(bad_value);
+        assert_names(
+            &bad(&text),
+            &text,
+            &format!("maxconn = {bad_value}"),
+            "cluster.maxconn",
+        );
+    }
+    let handoff = cluster_with(modes, "modes = [\"handoff\"]\nmaxconn = 2");
+    let e = bad(&handoff);
+    assert_names(&e, &handoff, "maxconn = 2", "cluster.maxconn");
+    assert!(e.to_string().contains("http"), "{e}");
+}
+
 const MIGRATION: &str = r#"
 name = "m"
 architectures = ["event-loop"]
