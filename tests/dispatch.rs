@@ -597,6 +597,76 @@ fn http_mode_answers_503_to_a_request_that_waited_too_long() {
     assert_eq!(r.status, 200, "the dispatcher serves on");
 }
 
+/// A pool replica with `maxconn` migrates under load: eight clients count
+/// through the dispatcher (four times its two workers, so their requests
+/// wait in the proxy, also while the migration pauses their sessions), and
+/// not one increment is lost or refused; the active checks, which go to its
+/// control address, never take it out.
+#[test]
+fn a_bounded_replica_with_maxconn_migrates_under_load() {
+    let controls: Vec<SocketAddr> = (0..2)
+        .map(|_| {
+            format!("127.0.0.1:{}", common::free_port())
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let common_args = ["--state", "stateful", "--idle-timeout", "30s", "--control"];
+    let mut source_args = vec!["--workers", "2", "--route", "r1"];
+    let c0 = controls[0].to_string();
+    source_args.extend(common_args);
+    source_args.push(&c0);
+    let source = Server::start("thread-pool", &source_args);
+    let c1 = controls[1].to_string();
+    let mut dest_args = vec!["--route", "r2"];
+    dest_args.extend(common_args);
+    dest_args.push(&c1);
+    let dest = Server::start("event-loop", &dest_args);
+    let args: Vec<String> = [
+        "--mode".to_string(),
+        "http".into(),
+        "--policy".into(),
+        "affinity".into(),
+        "--check-interval".into(),
+        "100ms".into(),
+        "--replica".into(),
+        format!("{},route=r1,control={},maxconn=2", source.addr, controls[0]),
+        "--replica".into(),
+        format!("{},route=r2,control={}", dest.addr, controls[1]),
+    ]
+    .to_vec();
+    let d = Dispatch::start(&args);
+    let sessions: Vec<String> = (0..8).map(|_| count(source.addr, "").2).collect();
+    ballast(controls[0], 2000);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = d.addr;
+    let clients: Vec<_> = sessions
+        .into_iter()
+        .map(|cookie| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut value = 1;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && value < 400 {
+                    step(addr, &cookie, &mut value, "through the dispatcher");
+                }
+                value
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let report = migrate(&d, "stop-and-copy", &[]);
+    assert_eq!(report["outcome"], "completed", "{report}");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let counted: u64 = clients.into_iter().map(|c| c.join().unwrap() - 1).sum();
+    assert!(counted >= 16, "only {counted} increments");
+    let s = d.status();
+    assert_eq!(s["refused"], 0, "{s}");
+    assert_eq!(s["replicas"][0]["ejections"], 0, "{s}");
+    assert_eq!(s["replicas"][0]["queued"], 0, "{s}");
+    assert!(sessions_held(dest.addr) >= 2008, "the sessions moved");
+}
+
 /// Three replicas of different architectures behind an http affinity
 /// dispatcher; the `--replica` arguments name their routes r1..r3.
 fn routed_cluster(archs: [&str; 3], state: &str) -> (Vec<Server>, Dispatch) {

@@ -276,6 +276,18 @@ impl Proxy {
                 if let Some(p) = self.paused.get_mut(home) {
                     *p = Some((Instant::now(), Some(drained)));
                 }
+                // Requests for these sessions waiting for a connection are
+                // held too: released, they are placed again, on the
+                // sessions' new home after a switch.
+                let waiting = self.queues.take_if(|(_, r)| r.home == Some(home));
+                for (i, w) in waiting {
+                    self.d.replicas[i].queued.fetch_sub(1, Ordering::Relaxed);
+                    if let Some(c) = client_at(&mut self.conns, w.client) {
+                        c.phase = Phase::Held;
+                        let (raw, routing) = w.request;
+                        self.held.push((w.client, raw, routing));
+                    }
+                }
             }
             Command::Release { home } => self.release(home),
         }

@@ -54,6 +54,20 @@ impl<T> Queues<T> {
         q.remove(at)
     }
 
+    /// Takes out every request for which `pred` holds, with its replica,
+    /// in queue order.
+    pub fn take_if(&mut self, mut pred: impl FnMut(&T) -> bool) -> Vec<(usize, Waiting<T>)> {
+        let mut out = Vec::new();
+        for (i, q) in self.per_replica.iter_mut().enumerate() {
+            let (taken, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(q)
+                .into_iter()
+                .partition(|w| pred(&w.request));
+            *q = kept;
+            out.extend(taken.into_iter().map(|w| (i, w)));
+        }
+        out
+    }
+
     pub fn len(&self, replica: usize) -> usize {
         self.per_replica[replica].len()
     }
@@ -115,6 +129,23 @@ mod tests {
         assert!(q.remove(0, 4).is_none());
         assert_eq!(q.pop(0).map(|w| w.client), Some(3));
         assert_eq!(q.pop(0).map(|w| w.client), Some(5));
+    }
+
+    #[test]
+    fn requests_taken_by_what_they_carry_keep_their_order() {
+        let t = Instant::now();
+        let mut q = Queues::new(2);
+        for (replica, client, home) in [(0, 1, 'a'), (0, 2, 'b'), (1, 3, 'a'), (0, 4, 'a')] {
+            q.push(replica, client, home, t);
+        }
+        let taken: Vec<(usize, usize)> = q
+            .take_if(|&home| home == 'a')
+            .iter()
+            .map(|(i, w)| (*i, w.client))
+            .collect();
+        assert_eq!(taken, [(0, 1), (0, 4), (1, 3)]);
+        assert_eq!((q.len(0), q.len(1)), (1, 0));
+        assert_eq!(q.pop(0).map(|w| w.client), Some(2));
     }
 
     #[test]
