@@ -646,6 +646,7 @@ pub(super) fn perform(
             _ => {}
         }
     }
+    out.notes.extend(unlimited_bounded_note(spec));
     if matches!(spec.load, crate::suite::LoadLevel::Auto { .. }) {
         out.notes.push(
             "cluster figures (shares, CPU per request) are those of the capacity search's last step"
@@ -700,6 +701,29 @@ pub(super) fn perform(
     )
     .ok();
     Some(out)
+}
+
+/// A note for replicas that serve a fixed number of connections behind
+/// the http proxy without a connection limit: the proxy's pooled
+/// connections hold their workers, and its requests on further
+/// connections wait in their accept queues (results that look like a
+/// broken server are the setup's).
+fn unlimited_bounded_note(spec: &RunSpec) -> Option<String> {
+    let topology = spec.topology.as_ref()?;
+    let http = matches!(
+        topology.front,
+        Front::Builtin {
+            mode: Mode::Http,
+            ..
+        }
+    );
+    let arch = servers::arch::find(spec.contestant.arch()?).ok()?;
+    (http && arch.bounded && topology.maxconn.is_none()).then(|| {
+        format!(
+            "{} replicas behind the http proxy without maxconn: each of the proxy's keep-alive connections holds one of a replica's workers, and requests beyond them wait in its accept queue; set [cluster] maxconn to the replicas' workers",
+            arch.name
+        )
+    })
 }
 
 /// Starts the replicas and then the dispatcher, each ready.
@@ -1176,6 +1200,43 @@ mod tests {
         assert_eq!(
             (r[3].out_after_s, r[3].error.as_deref()),
             (None, Some("gone"))
+        );
+    }
+
+    /// Only a bounded architecture behind the http proxy without a limit
+    /// gets the note: not with maxconn, not in splice, not an event loop.
+    #[test]
+    fn bounded_replicas_without_maxconn_are_noted() {
+        let text = r#"
+name = "b"
+architectures = ["thread-pool:2", "event-loop"]
+duration = "2s"
+objective = { percentile = 99.0, latency = "50ms" }
+
+[[workload]]
+name = "hello"
+path = "/hello"
+
+[load]
+rates = [100]
+
+[cluster]
+replicas = 2
+policies = ["round-robin"]
+modes = ["http", "splice"]
+maxconn = ["none", 2]
+"#;
+        let suite = crate::suite::Suite::parse("b.toml", text).unwrap();
+        let noted: Vec<String> = suite
+            .runs()
+            .iter()
+            .filter(|r| unlimited_bounded_note(r).is_some())
+            .map(|r| r.key())
+            .collect();
+        assert_eq!(noted.len(), 1, "{noted:?}");
+        assert!(
+            noted[0].starts_with("thread-pool:2-x2-round-robin-http__"),
+            "{noted:?}"
         );
     }
 }

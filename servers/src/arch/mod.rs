@@ -41,6 +41,11 @@ pub struct Arch {
     /// Whether it binds several listeners to one address (`SO_REUSEPORT`):
     /// only reactor-per-core, whose loops each own a listener.
     pub shares_port: bool,
+    /// Whether it serves a fixed number of connections at once, each
+    /// holding a worker for its whole life (iterative, thread-pool,
+    /// prefork): kept-alive connections beyond that number wait in the
+    /// accept queue until one closes.
+    pub bounded: bool,
     /// Serves until shutdown.
     pub run: RunFn,
 }
@@ -53,6 +58,7 @@ pub const ALL: &[Arch] = &[
         workers: "threads",
         sized: false,
         shares_port: false,
+        bounded: true,
         run: iterative::run,
     },
     Arch {
@@ -61,6 +67,7 @@ pub const ALL: &[Arch] = &[
         workers: "threads",
         sized: false,
         shares_port: false,
+        bounded: false,
         run: thread_per_request::run,
     },
     Arch {
@@ -69,6 +76,7 @@ pub const ALL: &[Arch] = &[
         workers: "threads",
         sized: true,
         shares_port: false,
+        bounded: true,
         run: thread_pool::run,
     },
     Arch {
@@ -77,6 +85,7 @@ pub const ALL: &[Arch] = &[
         workers: "processes",
         sized: false,
         shares_port: false,
+        bounded: false,
         run: process_per_request::run,
     },
     Arch {
@@ -85,6 +94,7 @@ pub const ALL: &[Arch] = &[
         workers: "processes",
         sized: true,
         shares_port: false,
+        bounded: true,
         run: prefork::run,
     },
     Arch {
@@ -93,6 +103,7 @@ pub const ALL: &[Arch] = &[
         workers: "threads",
         sized: false,
         shares_port: false,
+        bounded: false,
         run: event_loop::run,
     },
     Arch {
@@ -101,6 +112,7 @@ pub const ALL: &[Arch] = &[
         workers: "threads",
         sized: true,
         shares_port: true,
+        bounded: false,
         run: reactor_per_core::run,
     },
     Arch {
@@ -109,6 +121,7 @@ pub const ALL: &[Arch] = &[
         workers: "threads",
         sized: false,
         shares_port: false,
+        bounded: false,
         run: amped::run,
     },
     Arch {
@@ -118,6 +131,7 @@ pub const ALL: &[Arch] = &[
         workers: "threads",
         sized: true,
         shares_port: false,
+        bounded: false,
         run: tokio_hyper::run,
     },
 ];
