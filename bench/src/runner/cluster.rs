@@ -275,8 +275,10 @@ impl Cluster<'_> {
                 .handoff
                 .as_ref()
                 .map_or(String::new(), |p| format!("@{}", p.display()));
-            let maxconn = topology
-                .maxconn
+            let maxconn = self
+                .ctx
+                .suite
+                .maxconn_of(self.spec)
                 .map_or(String::new(), |n| format!(",maxconn={n}"));
             let replica = format!(
                 "{}{handoff},route={},control={}{maxconn}",
@@ -646,7 +648,7 @@ pub(super) fn perform(
             _ => {}
         }
     }
-    out.notes.extend(unlimited_bounded_note(spec));
+    out.notes.extend(unlimited_bounded_note(ctx.suite, spec));
     if matches!(spec.load, crate::suite::LoadLevel::Auto { .. }) {
         out.notes.push(
             "cluster figures (shares, CPU per request) are those of the capacity search's last step"
@@ -708,7 +710,7 @@ pub(super) fn perform(
 /// connections hold their workers, and its requests on further
 /// connections wait in their accept queues (results that look like a
 /// broken server are the setup's).
-fn unlimited_bounded_note(spec: &RunSpec) -> Option<String> {
+fn unlimited_bounded_note(suite: &crate::suite::Suite, spec: &RunSpec) -> Option<String> {
     let topology = spec.topology.as_ref()?;
     let http = matches!(
         topology.front,
@@ -718,9 +720,9 @@ fn unlimited_bounded_note(spec: &RunSpec) -> Option<String> {
         }
     );
     let arch = servers::arch::find(spec.contestant.arch()?).ok()?;
-    (http && arch.bounded && topology.maxconn.is_none()).then(|| {
+    (http && arch.bounded && suite.maxconn_of(spec).is_none()).then(|| {
         format!(
-            "{} replicas behind the http proxy without maxconn: each of the proxy's keep-alive connections holds one of a replica's workers, and requests beyond them wait in its accept queue; set [cluster] maxconn to the replicas' workers",
+            "{} replicas behind the http proxy without maxconn: each of the proxy's keep-alive connections holds one of a replica's workers, and requests beyond them wait in its accept queue; set [cluster] maxconn to the replicas' workers (\"workers\")",
             arch.name
         )
     })
@@ -1230,7 +1232,7 @@ maxconn = ["none", 2]
         let noted: Vec<String> = suite
             .runs()
             .iter()
-            .filter(|r| unlimited_bounded_note(r).is_some())
+            .filter(|r| unlimited_bounded_note(&suite, r).is_some())
             .map(|r| r.key())
             .collect();
         assert_eq!(noted.len(), 1, "{noted:?}");

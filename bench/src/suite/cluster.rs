@@ -10,7 +10,8 @@
 //! policies = ["round-robin", "affinity"]
 //! modes = ["http", "splice", "handoff"]
 //! check_interval = "200ms"           # active health checks (default)
-//! maxconn = 2                        # http: most connections to a replica;
+//! maxconn = 2                        # http: most connections to a replica, or
+//!                                    # "workers" (each bounded contestant's);
 //!                                    # a list is a dimension: ["none", 2]
 //!
 //! [[cluster.event]]
@@ -78,7 +79,36 @@ pub struct Cluster {
     /// ADDR,maxconn=N`; `None`: no limit), a dimension of the http fronts;
     /// requests beyond wait in the proxy. Replicas with a fixed number of
     /// workers need it set to that number. Empty when not set.
-    pub maxconn: Vec<Option<u32>>,
+    pub maxconn: Vec<Option<MaxConn>>,
+}
+
+/// A connection limit per replica as a suite gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MaxConn {
+    Connections(u32),
+    /// `"workers"`: each bounded contestant's worker count (see
+    /// `servers::arch::Arch::bounded`); no limit for the others.
+    Per(Workers),
+}
+
+/// The word `"workers"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workers {
+    Workers,
+}
+
+impl MaxConn {
+    /// The limit for replicas of a contestant that serves a fixed number
+    /// (`bounded`) of `workers` connections at once.
+    pub fn resolve(self, bounded: bool, workers: Option<usize>) -> Option<u32> {
+        match self {
+            MaxConn::Connections(n) => Some(n),
+            MaxConn::Per(Workers::Workers) if bounded => workers.map(|w| w as u32),
+            MaxConn::Per(Workers::Workers) => None,
+        }
+    }
 }
 
 impl Cluster {
@@ -203,7 +233,7 @@ pub struct Topology {
     pub migration: Option<Method>,
     /// The http proxy's connection limit per replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub maxconn: Option<u32>,
+    pub maxconn: Option<MaxConn>,
 }
 
 /// What stands in front of the replicas.
@@ -230,7 +260,8 @@ impl Topology {
             Front::External { name } => format!("x{}-{name}", self.replicas),
         };
         let front = match self.maxconn {
-            Some(n) => format!("{front}-maxconn{n}"),
+            Some(MaxConn::Connections(n)) => format!("{front}-maxconn{n}"),
+            Some(MaxConn::Per(Workers::Workers)) => format!("{front}-maxconn-workers"),
             None => front,
         };
         match self.migration {
@@ -632,15 +663,51 @@ pub(super) fn parse(
     })
 }
 
-/// `maxconn`: a number of connections or "none", or a list of them.
-fn limits(loc: &Locator, v: &Spanned<toml::Value>) -> Result<Vec<Option<u32>>, SuiteError> {
+/// `maxconn = "workers"` needs the worker count of every contestant that
+/// serves a fixed number of connections: refused, naming the field, for
+/// one whose count the suite leaves to the server (it depends on the CPUs
+/// the server finds).
+pub(super) fn check_workers(
+    loc: &Locator,
+    raw: &RawCluster,
+    suite: &super::Suite,
+) -> Result<(), SuiteError> {
+    let (Some(v), Some(c)) = (&raw.maxconn, &suite.cluster) else {
+        return Ok(());
+    };
+    if !c.maxconn.contains(&Some(MaxConn::Per(Workers::Workers))) {
+        return Ok(());
+    }
+    for contestant in &suite.contestants {
+        let Some(arch) = contestant.arch().and_then(|a| servers::arch::find(a).ok()) else {
+            continue;
+        };
+        if arch.bounded && suite.workers_of(contestant).is_none() {
+            return Err(loc.at(
+                v.span(),
+                "cluster.maxconn",
+                format!(
+                    "\"workers\" needs {}'s worker count: name it {}:N, or set workers",
+                    arch.name, arch.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `maxconn`: a number of connections, "workers" or "none", or a list of them.
+fn limits(loc: &Locator, v: &Spanned<toml::Value>) -> Result<Vec<Option<MaxConn>>, SuiteError> {
     const FIELD: &str = "cluster.maxconn";
     let err = |m: String| loc.at(v.span(), FIELD, m);
     let one = |item: &toml::Value| match item {
-        toml::Value::Integer(n) if (1..=100_000).contains(n) => Ok(Some(*n as u32)),
+        toml::Value::Integer(n) if (1..=100_000).contains(n) => {
+            Ok(Some(MaxConn::Connections(*n as u32)))
+        }
         toml::Value::String(s) if s == "none" => Ok(None),
+        toml::Value::String(s) if s == "workers" => Ok(Some(MaxConn::Per(Workers::Workers))),
         other => Err(err(format!(
-            "{other}: a number of connections from 1 to 100000, or \"none\""
+            "{other}: a number of connections from 1 to 100000, \"workers\" or \"none\""
         ))),
     };
     let list = match v.get_ref() {
@@ -650,7 +717,11 @@ fn limits(loc: &Locator, v: &Spanned<toml::Value>) -> Result<Vec<Option<u32>>, S
     };
     for (i, l) in list.iter().enumerate() {
         if list[..i].contains(l) {
-            let shown = l.map_or("\"none\"".to_string(), |n| n.to_string());
+            let shown = match l {
+                None => "\"none\"".to_string(),
+                Some(MaxConn::Connections(n)) => n.to_string(),
+                Some(MaxConn::Per(_)) => "\"workers\"".to_string(),
+            };
             return Err(err(format!("{shown} is listed twice")));
         }
     }

@@ -367,6 +367,35 @@ impl Suite {
         parse::parse(file, text)
     }
 
+    /// How many workers a built-in contestant's server starts with, when
+    /// the suite says: its `ARCH:N`, the suite's `workers`, or `--workers`
+    /// in its `server_args`; 1 for an architecture that is not sized
+    /// (the iterative server's one thread).
+    pub fn workers_of(&self, c: &Contestant) -> Option<usize> {
+        let arch = servers::arch::find(c.arch()?).ok()?;
+        if !arch.sized {
+            return Some(1);
+        }
+        let in_args = || {
+            let args = self.server_args.get(arch.name)?;
+            let at = args.iter().position(|a| a == "--workers")?;
+            args.get(at + 1)?.parse().ok()
+        };
+        c.workers().or(self.workers).or_else(in_args)
+    }
+
+    /// The connection limit of the replicas of a cluster run (`--replica
+    /// ADDR,maxconn=N`), with `"workers"` resolved for its contestant.
+    pub fn maxconn_of(&self, spec: &RunSpec) -> Option<u32> {
+        let limit = spec.topology.as_ref()?.maxconn?;
+        let bounded = spec
+            .contestant
+            .arch()
+            .and_then(|a| servers::arch::find(a).ok())
+            .is_some_and(|a| a.bounded);
+        limit.resolve(bounded, self.workers_of(&spec.contestant))
+    }
+
     /// Loads a suite from a path, or a shipped suite by name (`quick`).
     pub fn load(name_or_path: &str) -> Result<Suite, SuiteError> {
         let path = Path::new(name_or_path);

@@ -326,6 +326,9 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
         claims: Vec::new(),
         fast: None,
     };
+    if let Some(c) = &raw.cluster {
+        super::cluster::check_workers(&loc, c, &suite)?;
+    }
     suite.claims = claims(&loc, &raw.claim, &suite)?;
     if let Some(f) = &raw.fast {
         let f = f.get_ref();

@@ -598,6 +598,7 @@ fn bad_clusters_name_line_and_field() {
 /// without the http mode it limits, naming the line and the field.
 #[test]
 fn cluster_maxconn_is_a_dimension_of_the_http_fronts() {
+    use super::cluster::MaxConn;
     let s = Suite::parse("c.toml", CLUSTER).unwrap();
     assert!(s.cluster.as_ref().unwrap().maxconn.is_empty());
     let cells = s.cluster.as_ref().unwrap().cells();
@@ -606,10 +607,13 @@ fn cluster_maxconn_is_a_dimension_of_the_http_fronts() {
     let modes = "modes = [\"http\", \"handoff\"]";
     let with = |value: &str| cluster_with(modes, &format!("{modes}\nmaxconn = {value}"));
     let one = Suite::parse("c.toml", &with("2")).unwrap();
-    assert_eq!(one.cluster.as_ref().unwrap().maxconn, [Some(2)]);
+    assert_eq!(
+        one.cluster.as_ref().unwrap().maxconn,
+        [Some(MaxConn::Connections(2))]
+    );
     let both = Suite::parse("c.toml", &with("[\"none\", 2]")).unwrap();
     let c = both.cluster.as_ref().unwrap();
-    assert_eq!(c.maxconn, [None, Some(2)]);
+    assert_eq!(c.maxconn, [None, Some(MaxConn::Connections(2))]);
     // Per replica count: 2 http fronts × 2 limits + 2 handoff fronts.
     let cells = c.cells();
     assert_eq!(cells.len(), 12);
@@ -638,6 +642,56 @@ fn cluster_maxconn_is_a_dimension_of_the_http_fronts() {
     let e = bad(&handoff);
     assert_names(&e, &handoff, "maxconn = 2", "cluster.maxconn");
     assert!(e.to_string().contains("http"), "{e}");
+}
+
+/// `maxconn = "workers"` gives each bounded contestant's replicas its
+/// worker count and the others no limit; a bounded contestant whose count
+/// the suite does not give is refused, naming the field.
+#[test]
+fn cluster_maxconn_workers_follows_each_contestant() {
+    let modes = "modes = [\"http\", \"handoff\"]";
+    let text = cluster_with(modes, &format!("{modes}\nmaxconn = \"workers\""));
+    let e = bad(&text);
+    assert_names(&e, &text, "maxconn = \"workers\"", "cluster.maxconn");
+    assert!(e.to_string().contains("thread-pool:N"), "{e}");
+    for (set, want) in [
+        ("workers = 4", 4),
+        ("[server_args]\nthread-pool = [\"--workers\", \"3\"]", 3),
+    ] {
+        let counted = text.replacen("duration = \"4s\"", &format!("duration = \"4s\"\n{set}"), 1);
+        let counted = if set.starts_with('[') {
+            // A table goes after the top-level keys.
+            text.replacen("[[workload]]", &format!("{set}\n\n[[workload]]"), 1)
+        } else {
+            counted
+        };
+        let s = Suite::parse("c.toml", &counted).unwrap_or_else(|e| panic!("{e}"));
+        let limits: std::collections::BTreeSet<(String, Option<u32>)> = s
+            .runs()
+            .iter()
+            .filter(|r| r.key().contains("-http"))
+            .map(|r| (r.contestant.name().to_string(), s.maxconn_of(r)))
+            .collect();
+        assert_eq!(
+            limits.into_iter().collect::<Vec<_>>(),
+            [
+                ("event-loop".to_string(), None),
+                ("thread-pool".to_string(), Some(want))
+            ],
+            "{set}"
+        );
+    }
+    // A variant names its own count; the iterative server has one thread.
+    let variants = text.replacen(
+        "[\"event-loop\", \"thread-pool\"]",
+        "[\"iterative\", \"thread-pool:8\"]",
+        1,
+    );
+    let s = Suite::parse("c.toml", &variants).unwrap_or_else(|e| panic!("{e}"));
+    let mut limits: Vec<Option<u32>> = s.runs().iter().map(|r| s.maxconn_of(r)).collect();
+    limits.sort();
+    limits.dedup();
+    assert_eq!(limits, [None, Some(1), Some(8)], "handoff: none");
 }
 
 const MIGRATION: &str = r#"
