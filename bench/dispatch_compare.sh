@@ -22,30 +22,10 @@ SERVER_CPU=${SERVER_CPU:-1}
 SERVERLAB=$(realpath "${SERVERLAB:-target/release/serverlab}")
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
-for tool in taskset jq "$SERVERLAB" "$HAPROXY"; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
-done
+source "$(dirname "$0")/lib.sh"
+need taskset jq "$SERVERLAB" "$HAPROXY"
+scratch dispatch
 
-tmp=$(mktemp -d /tmp/serverlab-dispatch.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
 # CPU ticks of one process (all its threads).
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)

@@ -24,18 +24,9 @@ SERVER_CPU=${SERVER_CPU:-1}
 SERVERLAB=${SERVERLAB:-target/release/serverlab}
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-for tool in taskset jq "$SERVERLAB" "$NGINX"; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
-done
-
-tmp=$(mktemp -d /tmp/serverlab-lean.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+source "$(dirname "$0")/lib.sh"
+need taskset jq "$SERVERLAB" "$NGINX"
+scratch lean
 
 # CPU ticks (user + system) of a server: the process, its reaped children
 # (process-per-request) and its live ones (prefork).
@@ -57,20 +48,12 @@ fi
 for arch in $contestants; do
     bin=$SERVERLAB
     [[ $arch == *@before ]] && bin=$BEFORE
-    taskset -c "$SERVER_CPU" "$bin" serve --arch "${arch%@before}" --workers 1 \
-        --listen 127.0.0.1:0 >"$tmp/$arch.out" 2>&1 &
-    pids+=($!)
-    server_pid[$arch]=$!
-    for _ in $(seq 100); do
-        grep -q '^listening on' "$tmp/$arch.out" 2>/dev/null && break
-        sleep 0.05
-    done
-    addr=$(awk '/^listening on/ {print $3; exit}' "$tmp/$arch.out")
-    [[ -n $addr ]] || { echo "$arch did not start:" >&2; cat "$tmp/$arch.out" >&2; exit 1; }
+    serve_on "$arch" "$SERVER_CPU" "$bin" --arch "${arch%@before}" --workers 1
+    server_pid[$arch]=$served_pid
     url[$arch]="http://$addr/hello"
 done
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 mkdir -p "$tmp/nginx"
 cat >"$tmp/nginx/nginx.conf" <<CONF
 daemon off;

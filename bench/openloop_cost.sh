@@ -40,29 +40,12 @@ PIPELINE=${PIPELINE:-1}
 SERVERLAB=${SERVERLAB:-target/release/serverlab}
 PROBE=${PROBE:-bench/probes/openloop-uring/target/release/openloop-uring}
 
-tools=(taskset jq "$SERVERLAB")
-[[ $MODES == *uring* ]] && tools+=("$PROBE")
-for tool in "${tools[@]}"; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
-done
+source "$(dirname "$0")/lib.sh"
+need taskset jq "$SERVERLAB"
+[[ $MODES == *uring* ]] && need "$PROBE"
+scratch olcost
 
-tmp=$(mktemp -d /tmp/serverlab-olcost.XXXXXX)
-server_pid=
-cleanup() {
-    if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-taskset -c "$SERVER_CPU" "$SERVERLAB" serve --arch "$ARCH" --workers "$WORKERS" \
-    --listen 127.0.0.1:0 >"$tmp/serve.out" 2>&1 &
-server_pid=$!
-for _ in $(seq 100); do
-    grep -q '^listening on' "$tmp/serve.out" 2>/dev/null && break
-    sleep 0.05
-done
-addr=$(awk '/^listening on/ {print $3; exit}' "$tmp/serve.out")
-[[ -n $addr ]] || { echo "server did not start:" >&2; cat "$tmp/serve.out" >&2; exit 1; }
+serve_on server "$SERVER_CPU" "$SERVERLAB" --arch "$ARCH" --workers "$WORKERS"
 url="http://$addr$PATH_"
 
 echo "server: serverlab serve --arch $ARCH --workers $WORKERS on cpu $SERVER_CPU; $url"

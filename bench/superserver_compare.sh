@@ -27,18 +27,9 @@ SERVER_CPU=${SERVER_CPU:-1}
 SERVERLAB=$(realpath "${SERVERLAB:-target/release/serverlab}")
 XINETD=$(command -v xinetd || echo /usr/sbin/xinetd)
 
-for tool in taskset jq cc "$SERVERLAB" "$XINETD" systemd-socket-activate; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
-done
-
-tmp=$(mktemp -d /tmp/serverlab-super.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+source "$(dirname "$0")/lib.sh"
+need taskset jq cc "$SERVERLAB" "$XINETD" systemd-socket-activate
+scratch super
 
 # The service every launcher starts: read the request, answer, exit.
 cat >"$tmp/hello.c" <<'C'
@@ -53,25 +44,11 @@ int main(void) {
 C
 cc -O2 -static -o "$tmp/hello" "$tmp/hello.c" 2>/dev/null || cc -O2 -o "$tmp/hello" "$tmp/hello.c"
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 # Busy ticks of SERVER_CPU so far.
 busy() {
     awk -v cpu="cpu$SERVER_CPU" '$1 == cpu {print $2 + $3 + $4 + $7 + $8}' /proc/stat
 }
 hz=$(getconf CLK_TCK)
-
-# Waits until something accepts on 127.0.0.1:$1.
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
 
 declare -A port
 p_now=$(free_port) p_hello=$(free_port) p_wait=$(free_port)

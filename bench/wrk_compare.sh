@@ -23,31 +23,15 @@ SERVER_CPU=${SERVER_CPU:-1}
 PATH_=${PATH_:-/hello}
 SERVERLAB=${SERVERLAB:-target/release/serverlab}
 
-for tool in wrk taskset jq /usr/bin/time "$SERVERLAB"; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
-done
-
-tmp=$(mktemp -d /tmp/serverlab-wrkcmp.XXXXXX)
-server_pid=
-cleanup() {
-    if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+source "$(dirname "$0")/lib.sh"
+need wrk taskset jq /usr/bin/time "$SERVERLAB"
+scratch wrkcmp
 
 if [[ $# -ge 1 ]]; then
     url=$1
     target="$url"
 else
-    taskset -c "$SERVER_CPU" "$SERVERLAB" serve --arch "$ARCH" --workers "$WORKERS" \
-        --listen 127.0.0.1:0 >"$tmp/serve.out" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 100); do
-        grep -q '^listening on' "$tmp/serve.out" 2>/dev/null && break
-        sleep 0.05
-    done
-    addr=$(awk '/^listening on/ {print $3; exit}' "$tmp/serve.out")
-    [[ -n $addr ]] || { echo "server did not start:" >&2; cat "$tmp/serve.out" >&2; exit 1; }
+    serve_on server "$SERVER_CPU" "$SERVERLAB" --arch "$ARCH" --workers "$WORKERS"
     url="http://$addr$PATH_"
     target="serverlab serve --arch $ARCH --workers $WORKERS (cpu $SERVER_CPU)"
 fi
