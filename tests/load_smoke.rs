@@ -116,3 +116,36 @@ fn load_fails_when_no_request_succeeded() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Requests/sec: 0.00 succeeded"), "{text}");
 }
+
+/// Ctrl-C ends a run early: what was measured is printed (JSON, with
+/// `stopped_early`), and the exit status is 130, so that a script looping
+/// over runs stops instead of starting the next.
+#[test]
+fn an_interrupted_load_prints_its_results_and_exits_130() {
+    let server = Server::start("event-loop", &[]);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_serverlab"))
+        .args(["load", &format!("http://{}/hello", server.addr)])
+        .args(["-c2", "-t1", "-d60s", "--warmup", "0s", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: signalling our own child, which has not been reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("load went on after Ctrl-C")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["stopped_early"], true, "{report}");
+    assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+}

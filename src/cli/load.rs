@@ -95,7 +95,9 @@ enum FlowArg {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    // Ctrl-C ends the run early; the results so far are still printed.
+    // Ctrl-C ends the run early; the results so far are still printed, and
+    // the exit status (130, as `serverlab bench`'s) tells a script that
+    // loops over runs to stop rather than start the next.
     super::on_termination(move || flag.store(true, Ordering::SeqCst))?;
     let url = match args.directory {
         Some(at) => resolve(&args.url, at)?,
@@ -141,6 +143,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.write_text(&mut out)?;
     }
     out.flush()?;
+    if stop.load(Ordering::SeqCst) {
+        eprintln!("serverlab: interrupted; the results above cover the run until then");
+        std::process::exit(130);
+    }
     if report.succeeded() == 0 {
         anyhow::bail!(
             "no request succeeded ({} failed, {} connect errors)",
