@@ -12,7 +12,9 @@
 # `uring-timer:RATE[/SLACK]` run the io_uring probe instead
 # (bench/probes/openloop-uring: every connection's system calls batched in
 # one ring submission; `uring-timer` wakes only when a send is due, SLACK in
-# µs, e.g. 50us); they need the probe built:
+# µs, e.g. 50us); `wake:RATE` runs it without a server, only waking RATE
+# times a second (how late a bare wake-up comes: the floor under any send
+# lag). They need the probe built:
 #   (cd bench/probes/openloop-uring && cargo build --release)
 #
 # Usage: bench/openloop_cost.sh
@@ -42,7 +44,7 @@ PROBE=${PROBE:-bench/probes/openloop-uring/target/release/openloop-uring}
 
 source "$(dirname "$0")/lib.sh"
 need taskset jq "$SERVERLAB"
-[[ $MODES == *uring* ]] && need "$PROBE"
+[[ $MODES == *uring* || $MODES == *wake:* ]] && need "$PROBE"
 scratch olcost
 
 serve_on server "$SERVER_CPU" "$SERVERLAB" --arch "$ARCH" --workers "$WORKERS"
@@ -55,6 +57,10 @@ printf '%-24s %4s %10s %11s %13s %13s %12s\n' mode rep "req/s" "µs/request" "se
 run_mode() {
     local mode=$1 spec
     case $mode in
+        wake:*)
+            taskset -c "$GEN_CPU" "$PROBE" none "${mode#wake:}" --duration "${DURATION%s}" --warmup 1
+            return
+            ;;
         uring:* | uring-timer:*)
             spec=${mode#*:}
             local probe=("$addr" "${spec%%/*}" --conns "$CONNS" --path "$PATH_"

@@ -26,6 +26,11 @@
 //! probe with an error; no response latency is reported, only CPU per
 //! request and send lag.
 //!
+//! With `none` for the address the probe only sleeps: it wakes at RATE
+//! evenly spaced times a second by the same ring wait and records how late
+//! each wake-up was — the floor that the machine's timers and scheduling
+//! set under any generator's send lag, and what a wake-up alone costs.
+//!
 //! Output: one JSON line with the fields of `serverlab load --json` that
 //! the comparison reads (`achieved_rate`, `cpu.us_per_request`,
 //! `send_lag.p50_us`/`p99_us`).
@@ -39,7 +44,7 @@ use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: openloop-uring HOST:PORT RATE [--conns N] [--duration SECS] \
+const USAGE: &str = "usage: openloop-uring HOST:PORT|none RATE [--conns N] [--duration SECS] \
 [--warmup SECS] [--slack MICROS] [--wake each|timer] [--pipeline N] [--path PATH]";
 
 /// Bytes one receive may take; several pipelined answers fit.
@@ -130,6 +135,9 @@ fn run(o: &Options) -> io::Result<()> {
     // Timers may fire this late (the default is 50 µs): the probe asks for
     // exactly the lateness it was given.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0, 0, 0) };
+    if o.addr == "none" {
+        return wake_only(o);
+    }
     let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", o.path, o.addr).into_bytes();
     let answer_len = answer_length(&o.addr, &request)?;
     let conns = (0..o.conns)
@@ -158,14 +166,62 @@ fn run(o: &Options) -> io::Result<()> {
         probe.harvest()?;
     }
     let cpu = thread_cpu() - cpu_at_start.unwrap_or_default();
+    report(probe.answered, o.duration, cpu, &probe.lags);
+    Ok(())
+}
+
+/// `none`: wake-ups alone, at `o.rate` a second, each one's lateness counted.
+fn wake_only(o: &Options) -> io::Result<()> {
+    let ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(8)?;
+    let interval = Duration::from_secs_f64(1.0 / o.rate);
+    let start = Instant::now() + Duration::from_millis(10);
+    let measured_from = start + o.warmup;
+    let end = measured_from + o.duration;
+    let (mut due, mut woken, mut cpu_at_start) = (start, 0u64, None);
+    let mut lags = vec![0u64; MAX_LAG_US + 1];
+    loop {
+        let now = Instant::now();
+        if cpu_at_start.is_none() && now >= measured_from {
+            cpu_at_start = Some(thread_cpu());
+            woken = 0;
+            lags.fill(0);
+        }
+        if now >= end {
+            break;
+        }
+        while due <= now {
+            lags[((now - due).as_micros() as usize).min(MAX_LAG_US)] += 1;
+            woken += 1;
+            due += interval;
+        }
+        let timeout =
+            types::Timespec::from((due + o.slack).saturating_duration_since(Instant::now()));
+        match ring
+            .submitter()
+            .submit_with_args(1, &types::SubmitArgs::new().timespec(&timeout))
+        {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let cpu = thread_cpu() - cpu_at_start.unwrap_or_default();
+    report(woken, o.duration, cpu, &lags);
+    Ok(())
+}
+
+/// The JSON line: events a second, CPU per event, send (or wake) lag.
+fn report(events: u64, duration: Duration, cpu: Duration, lags: &[u64]) {
     println!(
         "{{\"achieved_rate\":{:.1},\"cpu\":{{\"us_per_request\":{:.3}}},\"send_lag\":{{\"p50_us\":{},\"p99_us\":{}}}}}",
-        probe.answered as f64 / o.duration.as_secs_f64(),
-        cpu.as_secs_f64() * 1e6 / probe.answered.max(1) as f64,
-        quantile(&probe.lags, 0.5),
-        quantile(&probe.lags, 0.99)
+        events as f64 / duration.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / events.max(1) as f64,
+        quantile(lags, 0.5),
+        quantile(lags, 0.99)
     );
-    Ok(())
 }
 
 /// The loop's state: the ring, the connections and their schedule.
