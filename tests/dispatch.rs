@@ -597,6 +597,17 @@ fn http_mode_answers_503_to_a_request_that_waited_too_long() {
     assert_eq!(r.status, 200, "the dispatcher serves on");
 }
 
+/// `n` loopback addresses free now (for control addresses).
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    (0..n)
+        .map(|_| {
+            format!("127.0.0.1:{}", common::free_port())
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// A pool replica with `maxconn` migrates under load: eight clients count
 /// through the dispatcher (four times its two workers, so their requests
 /// wait in the proxy, also while the migration pauses their sessions), and
@@ -604,13 +615,7 @@ fn http_mode_answers_503_to_a_request_that_waited_too_long() {
 /// control address, never take it out.
 #[test]
 fn a_bounded_replica_with_maxconn_migrates_under_load() {
-    let controls: Vec<SocketAddr> = (0..2)
-        .map(|_| {
-            format!("127.0.0.1:{}", common::free_port())
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let controls = free_addrs(2);
     let common_args = ["--state", "stateful", "--idle-timeout", "30s", "--control"];
     let mut source_args = vec!["--workers", "2", "--route", "r1"];
     let c0 = controls[0].to_string();
@@ -1040,13 +1045,7 @@ fn a_replica_whose_workers_are_all_held_migrates_through_its_control_address() {
         ("prefork", "pre-copy"),
         ("iterative", "stop-and-copy"),
     ] {
-        let controls: Vec<SocketAddr> = (0..2)
-            .map(|_| {
-                format!("127.0.0.1:{}", common::free_port())
-                    .parse()
-                    .unwrap()
-            })
-            .collect();
+        let controls = free_addrs(2);
         let source = Server::start(
             arch,
             &[
