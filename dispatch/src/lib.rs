@@ -285,6 +285,9 @@ pub struct Status {
     pub open: usize,
     /// Connections closed because no replica was up, or at the limit.
     pub refused: u64,
+    /// http: requests free to go to any replica that wait for a connection
+    /// to any of them (every replica at its `maxconn`).
+    pub queued: usize,
     pub replicas: Vec<ReplicaStatus>,
 }
 
@@ -303,6 +306,8 @@ pub struct Dispatcher {
     relay: std::sync::OnceLock<relay::Handle>,
     /// http: the proxy thread, started by `run`.
     proxy: std::sync::OnceLock<proxy::Handle>,
+    /// http: requests waiting for whichever replica frees a connection first.
+    queued: AtomicUsize,
     /// http: idle keep-alive connections to the replicas.
     /// http: a replica silent this long gets its client a 504.
     pub answer_timeout: Duration,
@@ -345,6 +350,7 @@ impl Dispatcher {
             peeking: AtomicUsize::new(0),
             relay: std::sync::OnceLock::new(),
             proxy: std::sync::OnceLock::new(),
+            queued: AtomicUsize::new(0),
             answer_timeout: http::ANSWER_TIMEOUT,
         })
     }
@@ -402,6 +408,17 @@ impl Dispatcher {
         self.replicas
             .iter()
             .position(|r| r.route.as_deref() == Some(route))
+    }
+
+    /// Whether a request may go to any replica: the policy keeps no
+    /// client or session on one (round robin, least connections, p2c, or
+    /// affinity for a request without a session yet).
+    fn movable(&self, sid: Option<&str>) -> bool {
+        match self.picker.policy() {
+            Policy::RoundRobin | Policy::LeastConnections | Policy::P2c => true,
+            Policy::Affinity => sid.is_none(),
+            Policy::Source => false,
+        }
     }
 
     fn candidates(&self) -> Vec<Candidate> {
@@ -583,6 +600,7 @@ impl Dispatcher {
             accepted: self.accepted.load(Ordering::Relaxed),
             open: self.open.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed),
             replicas: self
                 .replicas
                 .iter()

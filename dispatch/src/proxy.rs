@@ -16,8 +16,11 @@
 //! request once more on a fresh one; a request already sent is never sent
 //! to another replica (it may have had effects). A replica with a
 //! connection limit (`maxconn`) at its limit, with no idle pooled
-//! connection, makes the request wait in the proxy ([`crate::queue`]) for
-//! the first of its connections to come free; one that waits as long as
+//! connection, makes the request wait in the proxy ([`crate::queue`]): a
+//! request the policy may send anywhere goes to the replica with room and
+//! the fewest requests, or, every replica full, waits for whichever frees
+//! a connection first; a request bound to its replica (by its session or
+//! its client's address) waits for that replica. One that waits as long as
 //! the answer timeout is answered 503.
 //!
 //! Migration ([`crate::migrate`]) pauses a replica's sessions here: while
@@ -112,7 +115,8 @@ enum Phase {
     Waiting(usize),
     /// Its request is held: its sessions are paused for a migration.
     Held,
-    /// Its request waits for a connection to this replica (at its limit).
+    /// Its request waits in this queue: a replica's (at its limit), or,
+    /// numbered after the replicas, the one for any replica.
     Queued(usize),
     /// Its last bytes are going out; then it is closed (lingering until
     /// the client closes too, or `LINGER` after `since`).
@@ -199,7 +203,8 @@ struct Proxy {
     paused: Vec<Option<(Instant, Option<Sender<()>>)>>,
     /// Held requests: the client, the request, its routing.
     held: Vec<(usize, Vec<u8>, Routing)>,
-    /// Requests waiting for a connection to a replica at its limit.
+    /// Requests waiting for a connection: one queue per replica at its
+    /// limit, and last ([`Proxy::any`]) the queue for whichever has room first.
     queues: Queues<(Vec<u8>, Routing)>,
 }
 
@@ -217,7 +222,7 @@ impl Proxy {
             inflight: vec![0; n],
             paused: (0..n).map(|_| None).collect(),
             held: Vec::new(),
-            queues: Queues::new(n),
+            queues: Queues::new(n + 1),
         }
     }
 
@@ -280,8 +285,8 @@ impl Proxy {
                 // held too: released, they are placed again, on the
                 // sessions' new home after a switch.
                 let waiting = self.queues.take_if(|(_, r)| r.home == Some(home));
-                for (i, w) in waiting {
-                    self.d.replicas[i].queued.fetch_sub(1, Ordering::Relaxed);
+                for (q, w) in waiting {
+                    self.dequeued(q);
                     if let Some(c) = client_at(&mut self.conns, w.client) {
                         c.phase = Phase::Held;
                         let (raw, routing) = w.request;
@@ -490,17 +495,19 @@ impl Proxy {
     }
 
     /// Sends `raw` for client `slot` to replica `i`: on an idle pooled
-    /// connection, on a new one, or, at `i`'s limit, after those waiting.
+    /// connection, on a new one, or, at `i`'s limit, to the replica with
+    /// room if the request may go anywhere, else after those waiting.
     fn place(&mut self, slot: usize, raw: Vec<u8>, mut routing: Routing, i: usize) {
-        self.prune_idle(i);
-        let r = &self.d.replicas[i];
-        let open = r.proxy_connections.load(Ordering::Relaxed);
-        if queue::must_wait(self.idle[i].len(), open, r.maxconn) {
-            r.queued.fetch_add(1, Ordering::Relaxed);
-            if let Some(c) = client_at(&mut self.conns, slot) {
-                c.phase = Phase::Queued(i);
-            }
-            return self.queues.push(i, slot, (raw, routing), Instant::now());
+        if !self.has_room(i) {
+            let queue = if self.d.movable(routing.sid.as_deref()) {
+                if let Some(j) = self.roomiest() {
+                    return self.place(slot, raw, routing, j);
+                }
+                self.any()
+            } else {
+                i
+            };
+            return self.enqueue(queue, slot, raw, routing);
         }
         let deadline = Instant::now() + self.d.answer_timeout;
         let up = match self.idle[i].pop() {
@@ -538,6 +545,51 @@ impl Proxy {
         self.idle[i].retain(|&u| upstream_at(conns, u).is_some());
     }
 
+    /// Whether replica `i` can take a request now: an idle pooled
+    /// connection, or fewer connections than its limit.
+    fn has_room(&mut self, i: usize) -> bool {
+        self.prune_idle(i);
+        let r = &self.d.replicas[i];
+        let open = r.proxy_connections.load(Ordering::Relaxed);
+        !queue::must_wait(self.idle[i].len(), open, r.maxconn)
+    }
+
+    /// Of the replicas taking requests that have room, the one with the
+    /// fewest requests now.
+    fn roomiest(&mut self) -> Option<usize> {
+        let now = Instant::now();
+        let d = self.d.clone();
+        (0..d.replicas.len())
+            .filter(|&j| d.replicas[j].up(now) && !d.replicas[j].retired.load(Ordering::Relaxed))
+            .filter(|&j| self.has_room(j))
+            .min_by_key(|&j| d.replicas[j].open.load(Ordering::Relaxed))
+    }
+
+    /// The queue of requests that may go to any replica.
+    fn any(&self) -> usize {
+        self.d.replicas.len()
+    }
+
+    fn enqueue(&mut self, queue: usize, slot: usize, raw: Vec<u8>, routing: Routing) {
+        match self.d.replicas.get(queue) {
+            Some(r) => r.queued.fetch_add(1, Ordering::Relaxed),
+            None => self.d.queued.fetch_add(1, Ordering::Relaxed),
+        };
+        if let Some(c) = client_at(&mut self.conns, slot) {
+            c.phase = Phase::Queued(queue);
+        }
+        self.queues
+            .push(queue, slot, (raw, routing), Instant::now());
+    }
+
+    /// A request left `queue`: the status's counts follow.
+    fn dequeued(&self, queue: usize) {
+        match self.d.replicas.get(queue) {
+            Some(r) => r.queued.fetch_sub(1, Ordering::Relaxed),
+            None => self.d.queued.fetch_sub(1, Ordering::Relaxed),
+        };
+    }
+
     /// Places waiting requests on replicas that can take them now: a
     /// connection came free or closed, or the replica went out (then its
     /// waiting requests are placed by the policy again). A request whose
@@ -545,28 +597,34 @@ impl Proxy {
     fn serve_queues(&mut self) {
         let now = Instant::now();
         let waiting: Vec<usize> = self.queues.waiting().collect();
-        for i in waiting {
+        for q in waiting {
             // Bounded: a request placed again may come back to this queue.
-            for _ in 0..self.queues.len(i) {
-                self.prune_idle(i);
-                let r = &self.d.replicas[i];
-                let open = r.proxy_connections.load(Ordering::Relaxed);
-                let up = r.up(now);
-                if up && queue::must_wait(self.idle[i].len(), open, r.maxconn) {
+            for _ in 0..self.queues.len(q) {
+                // Where the head of the queue goes (`None`: by the policy).
+                let target = if q == self.any() {
+                    match self.roomiest() {
+                        Some(j) => Some(j),
+                        None => break,
+                    }
+                } else if !self.d.replicas[q].up(now) {
+                    None
+                } else if self.has_room(q) {
+                    Some(q)
+                } else {
                     break;
-                }
-                let Some(w) = self.queues.pop(i) else { break };
-                r.queued.fetch_sub(1, Ordering::Relaxed);
+                };
+                let Some(w) = self.queues.pop(q) else { break };
+                self.dequeued(q);
                 let (raw, routing) = w.request;
-                if let Some(c) = client_at(&mut self.conns, w.client) {
-                    c.phase = Phase::Reading;
-                } else {
+                let Some(c) = client_at(&mut self.conns, w.client) else {
                     continue;
-                }
-                if up && !routing.home.is_some_and(|h| self.paused[h].is_some()) {
-                    self.place(w.client, raw, routing, i);
-                } else {
-                    self.send(w.client, raw, routing);
+                };
+                c.phase = Phase::Reading;
+                match target {
+                    Some(j) if !routing.home.is_some_and(|h| self.paused[h].is_some()) => {
+                        self.place(w.client, raw, routing, j)
+                    }
+                    _ => self.send(w.client, raw, routing),
                 }
             }
         }
@@ -921,9 +979,7 @@ impl Proxy {
                 self.drop_conn(up);
             }
             Phase::Held => self.held.retain(|(s, _, _)| *s != slot),
-            Phase::Queued(i) if self.queues.remove(i, slot).is_some() => {
-                self.d.replicas[i].queued.fetch_sub(1, Ordering::Relaxed);
-            }
+            Phase::Queued(q) if self.queues.remove(q, slot).is_some() => self.dequeued(q),
             _ => {}
         }
         self.drop_conn(slot);
@@ -999,15 +1055,15 @@ impl Proxy {
         for slot in gone {
             self.close_client(slot);
         }
-        for (i, w) in self.queues.expired(now, self.d.answer_timeout) {
-            self.d.replicas[i].queued.fetch_sub(1, Ordering::Relaxed);
+        for (q, w) in self.queues.expired(now, self.d.answer_timeout) {
+            self.dequeued(q);
             self.d.refused.fetch_add(1, Ordering::Relaxed);
             if let Some(c) = client_at(&mut self.conns, w.client) {
                 c.phase = Phase::Reading;
             }
             self.answer_and_close(
                 w.client,
-                &Response::text(503, "every connection to the replica stayed busy"),
+                &Response::text(503, "every connection to the replicas stayed busy"),
             );
         }
     }
