@@ -378,8 +378,13 @@ impl Suite {
         }
         let in_args = || {
             let args = self.server_args.get(arch.name)?;
-            let at = args.iter().position(|a| a == "--workers")?;
-            args.get(at + 1)?.parse().ok()
+            args.iter()
+                .enumerate()
+                .find_map(|(at, a)| match a.strip_prefix("--workers") {
+                    Some("") => args.get(at + 1)?.parse().ok(),
+                    Some(v) => v.strip_prefix('=')?.parse().ok(),
+                    None => None,
+                })
         };
         c.workers().or(self.workers).or_else(in_args)
     }

@@ -657,6 +657,7 @@ fn cluster_maxconn_workers_follows_each_contestant() {
     for (set, want) in [
         ("workers = 4", 4),
         ("[server_args]\nthread-pool = [\"--workers\", \"3\"]", 3),
+        ("[server_args]\nthread-pool = [\"--workers=5\"]", 5),
     ] {
         let counted = text.replacen("duration = \"4s\"", &format!("duration = \"4s\"\n{set}"), 1);
         let counted = if set.starts_with('[') {
