@@ -1181,3 +1181,22 @@ fn a_replica_whose_workers_are_all_held_migrates_through_its_control_address() {
         drop(held);
     }
 }
+
+/// `maxconn` limits the http proxy's connections: with splice or handoff
+/// the dispatcher refuses it at start, saying so.
+#[test]
+fn maxconn_outside_the_http_mode_is_refused() {
+    for mode in ["splice", "handoff"] {
+        let out = Command::new(BIN)
+            .args(["dispatch", "--listen", "127.0.0.1:0", "--mode", mode])
+            .args(["--replica", "127.0.0.1:9@/nowhere.sock,maxconn=2"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{mode}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("maxconn limits the http mode"),
+            "{mode}: {err}"
+        );
+    }
+}
