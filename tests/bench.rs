@@ -886,7 +886,11 @@ cpus = 0.5
         }
         let timeline = r["metrics"]["timeline"].as_array().unwrap();
         assert!(timeline.iter().all(|p| p["errors"].is_u64()), "{key}");
+        // Watched: the proxy's queue is read with its rotation (no
+        // maxconn here, so nothing waits in it).
+        assert_eq!(c["queued_peak"], 0, "{key}: {c}");
     }
+    assert!(stdout.contains("waiting in proxy"), "{stdout}");
     let (rr, affinity) = (
         state_errors("round-robin-http__counter__r300@8__none__stateful"),
         state_errors("affinity-http__counter__r300@8__none__stateful"),

@@ -69,8 +69,9 @@ fn micros(v: Option<f64>) -> String {
 }
 
 /// One row per cluster run: (run, answered req/s, state errors, other
-/// errors, shares, dispatcher µs/request, replicas µs/request, events).
-fn rows(runs: &[RunRecord]) -> Vec<[String; 8]> {
+/// errors, shares, dispatcher µs/request, replicas µs/request, the most
+/// requests seen waiting in the proxy, events).
+fn rows(runs: &[RunRecord]) -> Vec<[String; 9]> {
     cluster_runs(runs)
         .into_iter()
         .map(|(r, c)| {
@@ -85,13 +86,14 @@ fn rows(runs: &[RunRecord]) -> Vec<[String; 8]> {
                 shares(c),
                 micros(c.dispatcher_us_per_request),
                 micros(c.replicas_us_per_request),
+                c.queued_peak.map_or("—".into(), |n| n.to_string()),
                 events.join("; "),
             ]
         })
         .collect()
 }
 
-const HEAD: [&str; 8] = [
+const HEAD: [&str; 9] = [
     "run",
     "answers/s",
     "state errors",
@@ -99,6 +101,7 @@ const HEAD: [&str; 8] = [
     "share per replica",
     "dispatcher µs/req",
     "replicas µs/req",
+    "waiting in proxy (peak)",
     "events",
 ];
 
@@ -127,7 +130,7 @@ pub fn section(h: &mut String, runs: &[RunRecord]) {
     if rows.is_empty() {
         return;
     }
-    h.push_str("<h2 id=\"clusters\">Clusters</h2>\n<p>Each replica ran in a container of its own, the dispatcher in another: CPU per request is each part's CPU over the measured window divided by the requests answered. A replica's share counts the answers it sent itself. State errors are counter-flow answers that broke a client's session (a 410 for a session the replica does not have, or a wrong value); other errors are failed connections, resets, timeouts and error answers. Events are applied during the measured window; \"out after\" is how long the dispatcher took to take a replica out of its rotation (its status read every 50 ms).</p>\n<table><tr>");
+    h.push_str("<h2 id=\"clusters\">Clusters</h2>\n<p>Each replica ran in a container of its own, the dispatcher in another: CPU per request is each part's CPU over the measured window divided by the requests answered. A replica's share counts the answers it sent itself. State errors are counter-flow answers that broke a client's session (a 410 for a session the replica does not have, or a wrong value); other errors are failed connections, resets, timeouts and error answers. Waiting in proxy: the most requests the http proxy held for a connection to a replica at its <code>maxconn</code>, in its status read every 50 ms (— for an external dispatcher). Events are applied during the measured window; \"out after\" is how long the dispatcher took to take a replica out of its rotation (its status read every 50 ms).</p>\n<table><tr>");
     html_rows(h, &HEAD, &rows);
     migration_section(h, runs);
     for (i, (r, c)) in cluster_runs(runs).into_iter().enumerate() {

@@ -65,6 +65,11 @@ pub struct ClusterResult {
     /// held by a migration's pause waits at least that long).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_longest: Option<loadgen::report::ClientLongest>,
+    /// The most requests seen waiting in the http proxy for a connection
+    /// to a replica at its `maxconn` (the status read every 50 ms during
+    /// the window; `None` when not watched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_peak: Option<u64>,
 }
 
 /// A migration as the dispatcher reported it and as clients saw it.
@@ -382,19 +387,26 @@ impl Cluster<'_> {
         }
     }
 
-    /// Which replicas the dispatcher has in rotation now.
-    fn rotation(&self) -> Option<Vec<bool>> {
+    /// Which replicas the dispatcher has in rotation now, and how many
+    /// requests wait in its proxy for a connection.
+    fn rotation(&self) -> Option<(Vec<bool>, u64)> {
         let status = self.status?;
         let (code, body) = probe::get(status, "/status", Duration::from_millis(200)).ok()?;
         if code != 200 {
             return None;
         }
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["replicas"]
-            .as_array()?
+        let replicas = v["replicas"].as_array()?;
+        let up = replicas
             .iter()
             .map(|r| r["up"].as_bool())
-            .collect()
+            .collect::<Option<Vec<bool>>>()?;
+        let queued = v["queued"].as_u64().unwrap_or(0)
+            + replicas
+                .iter()
+                .map(|r| r["queued"].as_u64().unwrap_or(0))
+                .sum::<u64>();
+        Some((up, queued))
     }
 
     /// Times ejections from the dispatcher's status at the end.
@@ -544,7 +556,7 @@ pub(super) fn perform(
     // outlives the run (a container dies with the thread that spawned it,
     // PR_SET_PDEATHSIG). The measuring thread inherits this thread's
     // pinning to the generator's CPUs.
-    let (measured, (applied, health)) = std::thread::scope(|s| {
+    let (measured, (applied, health, queued_peak)) = std::thread::scope(|s| {
         let measurer = s.spawn(|| {
             let measured = measure::run_level(
                 ctx.suite,
@@ -618,6 +630,7 @@ pub(super) fn perform(
     let answered = out.metrics.as_ref().map_or(0, |m| m.requests);
     let mut result = split(&start, &last, answered, &ejections);
     result.events = follow(&applied, &health);
+    result.queued_peak = queued_peak;
     result.health = health;
     result.watched = cluster.status.is_some();
     result.state_errors = state_errors;
@@ -770,16 +783,17 @@ fn start(cluster: &Cluster, topology: &Topology) -> Result<(), String> {
 
 /// The watcher: once the measured window begins, applies each event when
 /// it is due and reads the dispatcher's rotation every [`POLL`], until
-/// `finished`. Returns the events applied (when, and any error) and the
-/// health changes.
+/// `finished`. Returns the events applied (when, and any error), the
+/// health changes, and the most requests seen waiting in the proxy.
 fn watch(
     cluster: &Cluster,
     events: &[Event],
     window: &OnceLock<Instant>,
     finished: &AtomicBool,
-) -> (Vec<Applied>, Vec<HealthChange>) {
+) -> (Vec<Applied>, Vec<HealthChange>, Option<u64>) {
     let mut applied = Vec::new();
     let mut health = Vec::new();
+    let mut queued_peak: Option<u64> = None;
     let mut rotation: Vec<bool> = Vec::new();
     let mut next_poll = Duration::ZERO;
     while !finished.load(Ordering::SeqCst) {
@@ -794,7 +808,8 @@ fn watch(
         }
         if now >= next_poll {
             next_poll = now + POLL;
-            if let Some(up) = cluster.rotation() {
+            if let Some((up, queued)) = cluster.rotation() {
+                queued_peak = Some(queued_peak.unwrap_or(0).max(queued));
                 let t_s = t0.elapsed().as_secs_f64();
                 if rotation.is_empty() {
                     rotation = vec![true; up.len()];
@@ -819,7 +834,7 @@ fn watch(
                 .min(Duration::from_millis(5)),
         );
     }
-    (applied, health)
+    (applied, health, queued_peak)
 }
 
 /// Each applied event with how long the dispatcher took to react: a kill
