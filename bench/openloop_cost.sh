@@ -65,7 +65,8 @@ run_mode() {
             spec=${mode#*:}
             local probe=("$addr" "${spec%%/*}" --conns "$CONNS" --path "$PATH_"
                 --pipeline "$PIPELINE" --duration "${DURATION%s}" --warmup 1)
-            [[ $spec == */* ]] && probe+=(--slack "${spec#*/}") && probe[-1]=${probe[-1]%us}
+            local slack=${spec#*/}
+            [[ $spec == */* ]] && probe+=(--slack "${slack%us}")
             [[ $mode == uring-timer:* ]] && probe+=(--wake timer)
             taskset -c "$GEN_CPU" "$PROBE" "${probe[@]}"
             return

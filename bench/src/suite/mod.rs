@@ -369,12 +369,12 @@ impl Suite {
 
     /// How many workers a built-in contestant's server starts with, when
     /// the suite says: its `ARCH:N`, the suite's `workers`, or `--workers`
-    /// in its `server_args`; 1 for an architecture that is not sized
-    /// (the iterative server's one thread).
+    /// in its `server_args`; 1 for the iterative server (bounded, not
+    /// sized: one thread); `None` for a thread or process per connection.
     pub fn workers_of(&self, c: &Contestant) -> Option<usize> {
         let arch = servers::arch::find(c.arch()?).ok()?;
         if !arch.sized {
-            return Some(1);
+            return arch.bounded.then_some(1);
         }
         let in_args = || {
             let args = self.server_args.get(arch.name)?;
