@@ -741,7 +741,11 @@ fn a_bounded_replica_with_maxconn_migrates_under_load() {
 /// dispatcher; the `--replica` arguments name their routes r1..r3.
 fn routed_cluster(archs: [&str; 3], state: &str) -> (Vec<Server>, Dispatch) {
     let mut replicas = Vec::new();
-    let mut args: Vec<String> = ["--mode", "http", "--policy", "affinity"]
+    // A replica slowed for a second or two by tests running side by side
+    // stays in: out, its sessions would be lost (410) and these tests,
+    // about migration, would fail for the health checks' sake (which have
+    // tests of their own).
+    let mut args: Vec<String> = ["--mode", "http", "--policy", "affinity", "--fall", "5"]
         .map(String::from)
         .to_vec();
     for (n, arch) in archs.into_iter().enumerate() {
@@ -804,8 +808,9 @@ fn migrate(d: &Dispatch, method: &str, extra: &[&str]) -> serde_json::Value {
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -903,6 +908,121 @@ fn each_migration_method_moves_sessions_under_load_without_losing_an_increment()
             "{method}"
         );
     }
+}
+
+/// A replica played by the test: it answers a new session's first
+/// `POST /counter` only after `hold`, and the migration endpoints with
+/// nothing to move; `events` says in which order it answered what.
+fn slow_to_start_sessions(
+    hold: Duration,
+) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = events.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + length {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..end + 4 + length);
+                    let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let (extra, body) = match target.split('?').next().unwrap() {
+                        "/counter" => {
+                            std::thread::sleep(hold);
+                            log.lock().unwrap().push("session started".to_string());
+                            ("Set-Cookie: sid=s1.r1\r\n", "1".to_string())
+                        }
+                        "/migrate/export" => {
+                            log.lock().unwrap().push("export".to_string());
+                            ("", "mark 1\n".to_string())
+                        }
+                        "/migrate/drop" => ("", "dropped 0".to_string()),
+                        "/stats" => ("", r#"{"sessions":0}"#.to_string()),
+                        _ => ("", "ok".to_string()),
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let close = head.to_ascii_lowercase().contains("connection: close");
+                    if stream.write_all(answer.as_bytes()).is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, events)
+}
+
+/// A request without a session that is with the source when a migration
+/// starts may start a session there: the pause waits for its answer
+/// before the source's sessions are copied, or that session would be left
+/// behind.
+#[test]
+fn a_migration_waits_for_a_session_being_started_at_the_source() {
+    let (source, events) = slow_to_start_sessions(Duration::from_millis(800));
+    let dest = Server::start("event-loop", &["--route", "r2", "--state", "stateful"]);
+    let args: Vec<String> = [
+        "--mode",
+        "http",
+        "--policy",
+        "affinity",
+        "--check-interval",
+        "0",
+        "--replica",
+        &format!("{source},route=r1"),
+        "--replica",
+        &format!("{},route=r2", dest.addr),
+    ]
+    .map(String::from)
+    .to_vec();
+    let d = Dispatch::start(&args);
+    // New sessions are placed in turn: one of two lands on the source.
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = d.addr;
+            std::thread::spawn(move || count(addr, "").0)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let report = migrate(&d, "stop-and-copy", &[]);
+    assert_eq!(report["outcome"], "completed", "{report}");
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["session started", "export"],
+        "the copy began before the session being started was"
+    );
 }
 
 /// Migration needs the http mode, affinity and routes; the dispatcher says

@@ -375,39 +375,47 @@ impl Dispatcher {
     }
 
     /// The replica for a connection or request: with affinity, the one
-    /// holding the session — the replica whose route ends the session id,
-    /// or the one its sessions migrated to — while it is up, and the next
-    /// in turn for a client without a session; else the policy's pick by
-    /// `key` (the session's hash, or the client's address). A retired
+    /// holding the session ([`Dispatcher::home`]) while it is up, and the
+    /// next in turn for a client without a session; else the policy's pick
+    /// by `key` (the session's hash, or the client's address). A retired
     /// replica takes no new client. `None` when no replica is up.
     fn choose(&self, key: u64, sid: Option<&str>) -> Option<usize> {
         if self.picker.policy() == Policy::Affinity {
             let Some(sid) = sid else {
                 return self.picker.in_turn(&self.candidates());
             };
-            if let Some(home) = self.home(sid) {
-                let now = Instant::now();
-                let moved = self.replicas[home].moved_to.load(Ordering::Relaxed);
-                if moved != NOWHERE && self.replicas[moved].up(now) {
-                    return Some(moved);
-                }
-                if self.replicas[home].up(now) {
-                    return Some(home);
-                }
+            if let Some(home) = self
+                .home(sid)
+                .filter(|&h| self.replicas[h].up(Instant::now()))
+            {
+                return Some(home);
             }
         }
         self.picker.pick(&self.candidates(), key)
     }
 
-    /// With affinity, the replica whose route ends the session id `sid`.
+    /// With affinity, the replica holding the session `sid`: the one whose
+    /// route ends the id, or the one its sessions migrated to (and on, if
+    /// they moved again). Never a source its sessions left: its copies are
+    /// stale, or dropped.
     pub(crate) fn home(&self, sid: &str) -> Option<usize> {
         if self.picker.policy() != Policy::Affinity {
             return None;
         }
         let route = servers::protocol::sid_route(sid)?;
-        self.replicas
+        let mut home = self
+            .replicas
             .iter()
-            .position(|r| r.route.as_deref() == Some(route))
+            .position(|r| r.route.as_deref() == Some(route))?;
+        // Bounded: a replica whose sessions moved away is never a
+        // migration's destination, so the chain has no loop.
+        for _ in 0..self.replicas.len() {
+            match self.replicas[home].moved_to.load(Ordering::Acquire) {
+                NOWHERE => break,
+                next => home = next,
+            }
+        }
+        Some(home)
     }
 
     /// Whether a request may go to any replica: the policy keeps no
@@ -883,6 +891,39 @@ mod tests {
             8
         )
         .is_err());
+    }
+
+    /// A session follows its replica's migrations, and is never sent back
+    /// to a source it left (whose copy is stale or dropped), even when its
+    /// new home is out: then it is a lost session, placed by the policy.
+    #[test]
+    fn sessions_follow_migrations_and_never_return_to_the_source() {
+        let replicas = (1..=3)
+            .map(|n| {
+                let mut r = Replica::new(format!("127.0.0.1:{n}").parse().unwrap(), None);
+                r.route = Some(format!("r{n}"));
+                r
+            })
+            .collect();
+        let d = Dispatcher::new(Mode::Http, Policy::Affinity, replicas, 8).unwrap();
+        assert_eq!(d.home("abc.r1"), Some(0));
+        assert_eq!(d.home("abc"), None, "no route");
+        d.replicas[0].retired.store(true, Ordering::Relaxed);
+        assert_eq!(
+            d.choose(0, Some("abc.r1")),
+            Some(0),
+            "retired, not yet moved"
+        );
+        d.replicas[0].moved_to.store(1, Ordering::Relaxed);
+        assert_eq!(d.home("abc.r1"), Some(1));
+        assert_eq!(d.choose(0, Some("abc.r1")), Some(1));
+        d.replicas[1].eject(&"refused");
+        for key in 0..10 {
+            assert_eq!(d.choose(key, Some("abc.r1")), Some(2), "never the source");
+        }
+        d.replicas[1].moved_to.store(2, Ordering::Relaxed);
+        assert_eq!(d.home("abc.r1"), Some(2), "moved twice");
+        assert_eq!(d.home("xyz.r2"), Some(2));
     }
 
     /// fall failures take a replica out, rise successes bring it back;

@@ -196,7 +196,9 @@ struct Proxy {
     limits: Limits,
     /// The buffer every read goes through (allocated and zeroed once).
     chunk: Box<[u8]>,
-    /// Requests with a replica now, by the replica their session names.
+    /// Requests with a replica now that may touch replica h's sessions:
+    /// those for its sessions, and those without a session at h (each may
+    /// start one there). A pause of h drains when this is 0.
     inflight: Vec<usize>,
     /// Paused routes (by home replica): since when, and who waits for the
     /// drain (taken when told).
@@ -986,20 +988,17 @@ impl Proxy {
         self.d.open.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A request for a session of `home` went to replica `i`.
+    /// A request for a session of `home` (`None`: no session yet) went to
+    /// replica `i`.
     fn started(&mut self, i: usize, home: Option<usize>) {
         self.d.replicas[i].open.fetch_add(1, Ordering::Relaxed);
-        if let Some(h) = home {
-            self.inflight[h] += 1;
-        }
+        self.inflight[home.unwrap_or(i)] += 1;
     }
 
     /// ... and came back (or failed).
     fn ended(&mut self, i: usize, home: Option<usize>) {
         self.d.replicas[i].open.fetch_sub(1, Ordering::Relaxed);
-        if let Some(h) = home {
-            self.inflight[h] -= 1;
-        }
+        self.inflight[home.unwrap_or(i)] -= 1;
     }
 
     fn drop_conn(&mut self, slot: usize) {
