@@ -890,7 +890,7 @@ cpus = 0.5
         // maxconn here, so nothing waits in it).
         assert_eq!(c["queued_peak"], 0, "{key}: {c}");
     }
-    assert!(stdout.contains("waiting in proxy"), "{stdout}");
+    assert!(stdout.contains("waiting in dispatcher"), "{stdout}");
     let (rr, affinity) = (
         state_errors("round-robin-http__counter__r300@8__none__stateful"),
         state_errors("affinity-http__counter__r300@8__none__stateful"),

@@ -673,6 +673,113 @@ fn http_mode_sends_a_movable_request_to_a_replica_with_room() {
     assert_eq!(d.status()["queued"], 0);
 }
 
+/// A splice dispatcher over two one-worker pools with `maxconn=1`, by
+/// `policy`.
+fn spliced_pools(policy: &str, timeout: &str) -> (Vec<Server>, Dispatch) {
+    let replicas: Vec<Server> = (0..2)
+        .map(|_| Server::start("thread-pool", &["--workers", "1"]))
+        .collect();
+    let mut args: Vec<String> = [
+        "--mode",
+        "splice",
+        "--policy",
+        policy,
+        "--check-interval",
+        "0",
+        "--answer-timeout",
+        timeout,
+    ]
+    .map(String::from)
+    .to_vec();
+    for r in &replicas {
+        args.extend(["--replica".into(), format!("{},maxconn=1", r.addr)]);
+    }
+    let d = Dispatch::start(&args);
+    (replicas, d)
+}
+
+/// A keep-alive client through `addr` that has had one answer.
+fn served(addr: SocketAddr) -> Client {
+    let mut c = Client::connect(addr);
+    c.send(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read().map(|r| r.status), Some(200));
+    c
+}
+
+/// splice with `maxconn`: a relayed connection holds a one-worker replica
+/// for as long as it lasts, so a client beyond the limit waits in the
+/// dispatcher (its status shows it) and takes whichever replica frees
+/// first — under round robin not the one its turn named, whose accept
+/// queue it would otherwise sit in — and one that waits longer than the
+/// answer timeout is closed and counted.
+#[test]
+fn splice_parks_a_client_beyond_maxconn_for_whichever_replica_frees_first() {
+    let (_replicas, d) = spliced_pools("round-robin", "10s");
+    let a = served(d.addr);
+    let b = served(d.addr);
+    // Its turn is a's; both are full.
+    let mut c = Client::connect(d.addr);
+    c.send(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(common::wait_for(Duration::from_secs(3), || d.status()
+        ["queued"]
+        == 1));
+    let waiting = std::thread::spawn(move || c.read().map(|r| r.status));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !waiting.is_finished(),
+        "answered while every replica was held"
+    );
+    drop(b);
+    assert_eq!(waiting.join().unwrap(), Some(200), "b's worker, freed");
+    let s = d.status();
+    assert_eq!(
+        (s["queued"].clone(), s["refused"].clone()),
+        (0.into(), 0.into())
+    );
+    assert_eq!(s["replicas"][0]["open"], 1, "a still holds its replica");
+    drop(a);
+
+    let (_replicas, d) = spliced_pools("round-robin", "300ms");
+    let (_a, _b) = (served(d.addr), served(d.addr));
+    let mut late = Client::connect(d.addr);
+    late.send(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    let started = std::time::Instant::now();
+    assert_eq!(
+        late.read().map(|r| r.status),
+        None,
+        "closed, never answered"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let s = d.status();
+    assert_eq!(
+        (s["queued"].clone(), s["refused"].clone()),
+        (0.into(), 1.into())
+    );
+}
+
+/// splice with `maxconn` and a policy that binds a client to its replica
+/// (`source`: every loopback client hashes alike): a client beyond the
+/// limit waits for that replica, even while the other has room.
+#[test]
+fn splice_parks_a_bound_client_for_its_own_replica() {
+    let (_replicas, d) = spliced_pools("source", "10s");
+    let first = served(d.addr);
+    let mine = (0..2)
+        .position(|i| d.status()["replicas"][i]["open"] == 1)
+        .unwrap();
+    let mut second = Client::connect(d.addr);
+    second.send(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(common::wait_for(Duration::from_secs(3), || d.status()
+        ["replicas"][mine]["queued"]
+        == 1));
+    let waiting = std::thread::spawn(move || second.read().map(|r| r.status));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!waiting.is_finished(), "sent to the other replica");
+    drop(first);
+    assert_eq!(waiting.join().unwrap(), Some(200));
+    assert_eq!(d.status()["replicas"][1 - mine]["connections"], 0);
+}
+
 /// A pool replica with `maxconn` migrates under load: eight clients count
 /// through the dispatcher (four times its two workers, so their requests
 /// wait in the proxy, also while the migration pauses their sessions), and
@@ -1302,21 +1409,19 @@ fn a_replica_whose_workers_are_all_held_migrates_through_its_control_address() {
     }
 }
 
-/// `maxconn` limits the http proxy's connections: with splice or handoff
-/// the dispatcher refuses it at start, saying so.
+/// A handed-off connection is the replica's, so the dispatcher cannot keep
+/// a count of them: `maxconn` with handoff is refused at start, saying so.
 #[test]
-fn maxconn_outside_the_http_mode_is_refused() {
-    for mode in ["splice", "handoff"] {
-        let out = Command::new(BIN)
-            .args(["dispatch", "--listen", "127.0.0.1:0", "--mode", mode])
-            .args(["--replica", "127.0.0.1:9@/nowhere.sock,maxconn=2"])
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{mode}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("maxconn limits the http mode"),
-            "{mode}: {err}"
-        );
-    }
+fn maxconn_in_the_handoff_mode_is_refused() {
+    let out = Command::new(BIN)
+        .args(["dispatch", "--listen", "127.0.0.1:0", "--mode", "handoff"])
+        .args(["--replica", "127.0.0.1:9@/nowhere.sock,maxconn=2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("maxconn needs the http or splice mode"),
+        "{err}"
+    );
 }

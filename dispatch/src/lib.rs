@@ -27,6 +27,7 @@
 
 pub mod http;
 pub mod migrate;
+mod parking;
 pub mod policy;
 pub mod proxy;
 pub mod queue;
@@ -268,8 +269,9 @@ pub struct ReplicaStatus {
     pub retired: bool,
     /// Where its sessions were migrated to.
     pub sessions_at: Option<String>,
-    /// http: its connection limit, the connections the proxy holds to it,
-    /// and the requests waiting for one.
+    /// Its connection limit (http and splice), the connections the http
+    /// proxy holds to it, and the requests (http) or clients (splice)
+    /// waiting for one.
     pub maxconn: Option<usize>,
     pub proxy_connections: usize,
     pub queued: usize,
@@ -285,8 +287,9 @@ pub struct Status {
     pub open: usize,
     /// Connections closed because no replica was up, or at the limit.
     pub refused: u64,
-    /// http: requests free to go to any replica that wait for a connection
-    /// to any of them (every replica at its `maxconn`).
+    /// Requests (http) or clients (splice) free to go to any replica that
+    /// wait for a connection to any of them (every replica at its
+    /// `maxconn`).
     pub queued: usize,
     pub replicas: Vec<ReplicaStatus>,
 }
@@ -306,10 +309,14 @@ pub struct Dispatcher {
     relay: std::sync::OnceLock<relay::Handle>,
     /// http: the proxy thread, started by `run`.
     proxy: std::sync::OnceLock<proxy::Handle>,
-    /// http: requests waiting for whichever replica frees a connection first.
+    /// http and splice: requests (http) or clients (splice) waiting for
+    /// whichever replica frees a connection first.
     queued: AtomicUsize,
-    /// http: idle keep-alive connections to the replicas.
-    /// http: a replica silent this long gets its client a 504.
+    /// splice: clients waiting for a replica at its `maxconn`.
+    parking: parking::Parking,
+    /// http: a replica silent this long gets its client a 504 (and a
+    /// request waiting this long for a connection a 503); splice: a client
+    /// waiting this long for a replica with room is closed.
     pub answer_timeout: Duration,
 }
 
@@ -339,6 +346,7 @@ impl Dispatcher {
                 r.channel = Some(channel);
             }
         }
+        let n = replicas.len();
         Ok(Dispatcher {
             mode,
             picker: Picker::new(policy),
@@ -351,6 +359,7 @@ impl Dispatcher {
             relay: std::sync::OnceLock::new(),
             proxy: std::sync::OnceLock::new(),
             queued: AtomicUsize::new(0),
+            parking: parking::Parking::new(n),
             answer_timeout: http::ANSWER_TIMEOUT,
         })
     }
@@ -364,6 +373,12 @@ impl Dispatcher {
         if self.mode == Mode::Splice && self.relay.get().is_none() {
             let me = self.clone();
             let _ = self.relay.set(relay::start(move |i| me.closed(i))?);
+            if self.replicas.iter().any(|r| r.maxconn.is_some()) {
+                let (me, stop) = (self.clone(), shutdown.clone());
+                std::thread::Builder::new()
+                    .name("splice-queue".into())
+                    .spawn(move || me.serve_parked(&stop))?;
+            }
         }
         if self.mode == Mode::Http && self.proxy.get().is_none() {
             let _ = self.proxy.set(proxy::start(self.clone())?);
@@ -476,7 +491,7 @@ impl Dispatcher {
     }
 
     /// Forwards `client` (whose session is `sid`) to a replica.
-    fn forward(self: &Arc<Self>, client: TcpStream, sid: Option<String>) {
+    fn forward(self: &Arc<Self>, mut client: TcpStream, sid: Option<String>) {
         let key = key_of(
             sid.as_deref(),
             || client.peer_addr().ok(),
@@ -513,18 +528,38 @@ impl Dispatcher {
                     if self.open.load(Ordering::Relaxed) >= self.max_connections {
                         break;
                     }
-                    match TcpStream::connect_timeout(&replica.addr, CONNECT_TIMEOUT) {
-                        Ok(upstream) => {
-                            replica.connections.fetch_add(1, Ordering::Relaxed);
-                            self.relay(i, client, upstream);
-                            return;
-                        }
-                        Err(e) => replica.eject(&format_args!("connect: {e}")),
+                    let j = match self.splice_slot(i, sid.as_deref()) {
+                        Ok(j) => j,
+                        Err(queue) => return self.park(queue, parking::Parked { client, sid }),
+                    };
+                    match self.splice_to(j, client) {
+                        Ok(()) => return,
+                        Err(back) => client = back,
                     }
                 }
             }
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// splice: connects to replica `j`, whose slot was taken, and relays
+    /// `client` there; a replica that cannot be reached is taken out and
+    /// the client given back.
+    fn splice_to(&self, j: usize, client: TcpStream) -> Result<(), TcpStream> {
+        let replica = &self.replicas[j];
+        match TcpStream::connect_timeout(&replica.addr, CONNECT_TIMEOUT) {
+            Ok(upstream) => {
+                replica.connections.fetch_add(1, Ordering::Relaxed);
+                self.relay(j, client, upstream);
+                Ok(())
+            }
+            Err(e) => {
+                replica.give_back();
+                self.parking.notify();
+                replica.eject(&format_args!("connect: {e}"));
+                Err(client)
+            }
+        }
     }
 
     /// http: a thread serves the connection's requests ([`http`]); beyond
@@ -555,10 +590,10 @@ impl Dispatcher {
         }
     }
 
-    /// splice: the link goes to the relay thread ([`relay`]).
+    /// splice: the link goes to the relay thread ([`relay`]); replica
+    /// `i`'s slot was taken.
     fn relay(&self, i: usize, client: TcpStream, upstream: TcpStream) {
         self.open.fetch_add(1, Ordering::Relaxed);
-        self.replicas[i].open.fetch_add(1, Ordering::Relaxed);
         let link = relay::NewLink {
             client,
             upstream,
@@ -574,9 +609,20 @@ impl Dispatcher {
         }
     }
 
+    /// splice: a link of replica `i` ended; a parked client may take its
+    /// place.
     fn closed(&self, i: usize) {
         self.open.fetch_sub(1, Ordering::Relaxed);
-        self.replicas[i].open.fetch_sub(1, Ordering::Relaxed);
+        self.replicas[i].give_back();
+        if self.replicas[i].maxconn.is_some() {
+            self.parking.notify();
+        }
+    }
+
+    /// The count of requests or clients waiting in `queue` (a replica's,
+    /// or, past the last replica, the queue for any).
+    fn queued_in(&self, queue: usize) -> &AtomicUsize {
+        self.replicas.get(queue).map_or(&self.queued, |r| &r.queued)
     }
 
     /// Checks every replica every `checks.interval` until `shutdown`.
@@ -649,7 +695,6 @@ pub fn session_of(cookie: &str) -> Option<String> {
     })
 }
 
-/// The key of a client's address, for the keyed policies.
 /// The key the keyed policies hash: the session id when there is one,
 /// else the client's address (0 for the others).
 /// (`peer` is asked only when the address is needed: a system call.)
@@ -924,6 +969,21 @@ mod tests {
         d.replicas[1].moved_to.store(2, Ordering::Relaxed);
         assert_eq!(d.home("abc.r1"), Some(2), "moved twice");
         assert_eq!(d.home("xyz.r2"), Some(2));
+    }
+
+    /// splice: a replica's connections are taken up to its `maxconn` and
+    /// given back as links end; without a limit, always.
+    #[test]
+    fn slots_are_bounded_by_maxconn() {
+        let mut bounded = Replica::new("127.0.0.1:1".parse().unwrap(), None);
+        bounded.maxconn = Some(2);
+        assert!(bounded.take_slot() && bounded.take_slot());
+        assert!(!bounded.take_slot(), "full");
+        bounded.give_back();
+        assert!(bounded.take_slot());
+        assert_eq!(bounded.open.load(Ordering::Relaxed), 2);
+        let free = Replica::new("127.0.0.1:2".parse().unwrap(), None);
+        assert!((0..100).all(|_| free.take_slot()));
     }
 
     /// fall failures take a replica out, rise successes bring it back;

@@ -573,10 +573,7 @@ impl Proxy {
     }
 
     fn enqueue(&mut self, queue: usize, slot: usize, raw: Vec<u8>, routing: Routing) {
-        match self.d.replicas.get(queue) {
-            Some(r) => r.queued.fetch_add(1, Ordering::Relaxed),
-            None => self.d.queued.fetch_add(1, Ordering::Relaxed),
-        };
+        self.d.queued_in(queue).fetch_add(1, Ordering::Relaxed);
         if let Some(c) = client_at(&mut self.conns, slot) {
             c.phase = Phase::Queued(queue);
         }
@@ -586,10 +583,7 @@ impl Proxy {
 
     /// A request left `queue`: the status's counts follow.
     fn dequeued(&self, queue: usize) {
-        match self.d.replicas.get(queue) {
-            Some(r) => r.queued.fetch_sub(1, Ordering::Relaxed),
-            None => self.d.queued.fetch_sub(1, Ordering::Relaxed),
-        };
+        self.d.queued_in(queue).fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Places waiting requests on replicas that can take them now: a

@@ -13,10 +13,11 @@ pub struct Args {
     /// PATH), and `,route=ROUTE` when its session ids end in ROUTE (serve
     /// --route ROUTE; affinity then sends each session to it),
     /// `,control=ADDR` its control address (serve --control ADDR), and
-    /// `,maxconn=N` (http) the most connections the proxy opens to it, the
-    /// rest of the requests waiting in the proxy: set it to the workers of
-    /// a thread pool, prefork or iterative replica (with control=, active
-    /// checks then go there). Repeat for each.
+    /// `,maxconn=N` (http and splice) the most connections the dispatcher
+    /// opens to it, the rest of the requests (http) or clients (splice)
+    /// waiting in the dispatcher: set it to the workers of a thread pool,
+    /// prefork or iterative replica (with control=, active checks then go
+    /// there). Repeat for each.
     #[arg(long = "replica", required = true, value_parser = dispatch::parse_replica)]
     replicas: Vec<dispatch::ReplicaArg>,
     /// round-robin, least-connections, p2c, source or affinity.
@@ -41,7 +42,9 @@ pub struct Args {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     fall: u32,
     /// http: a replica that gives no answer for this long gets its client
-    /// a 504.
+    /// a 504, and a request that waited this long for a connection a 503;
+    /// splice: a client that waited this long for a replica with room is
+    /// closed.
     #[arg(long, default_value = "10s", value_parser = super::duration)]
     answer_timeout: std::time::Duration,
     /// Passed checks in a row that bring it back.
@@ -51,15 +54,15 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     for r in &args.replicas {
-        if r.maxconn.is_some() && args.mode != dispatch::Mode::Http {
+        if r.maxconn.is_some() && args.mode == dispatch::Mode::Handoff {
             anyhow::bail!(
-                "replica {}: maxconn limits the http mode's proxy (--mode http)",
+                "replica {}: maxconn needs the http or splice mode: a handed-off connection is the replica's, and the dispatcher never learns when it closes",
                 r.addr
             );
         }
         if r.maxconn.is_some() && r.control.is_none() && !args.check_interval.is_zero() {
             tracing::warn!(
-                "replica {}: maxconn without control=: active checks compete with the proxy's connections for its workers",
+                "replica {}: maxconn without control=: active checks compete with the dispatcher's connections for its workers",
                 r.addr
             );
         }

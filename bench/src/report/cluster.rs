@@ -101,7 +101,7 @@ const HEAD: [&str; 9] = [
     "share per replica",
     "dispatcher µs/req",
     "replicas µs/req",
-    "waiting in proxy (peak)",
+    "waiting in dispatcher (peak)",
     "events",
 ];
 
@@ -130,7 +130,7 @@ pub fn section(h: &mut String, runs: &[RunRecord]) {
     if rows.is_empty() {
         return;
     }
-    h.push_str("<h2 id=\"clusters\">Clusters</h2>\n<p>Each replica ran in a container of its own, the dispatcher in another: CPU per request is each part's CPU over the measured window divided by the requests answered. A replica's share counts the answers it sent itself. State errors are counter-flow answers that broke a client's session (a 410 for a session the replica does not have, or a wrong value); other errors are failed connections, resets, timeouts and error answers. Waiting in proxy: the most requests the http proxy held for a connection to a replica at its <code>maxconn</code>, in its status read every 50 ms (— for an external dispatcher). Events are applied during the measured window; \"out after\" is how long the dispatcher took to take a replica out of its rotation (its status read every 50 ms).</p>\n<table><tr>");
+    h.push_str("<h2 id=\"clusters\">Clusters</h2>\n<p>Each replica ran in a container of its own, the dispatcher in another: CPU per request is each part's CPU over the measured window divided by the requests answered. A replica's share counts the answers it sent itself. State errors are counter-flow answers that broke a client's session (a 410 for a session the replica does not have, or a wrong value); other errors are failed connections, resets, timeouts and error answers. Waiting in dispatcher: the most requests (http) or client connections (splice) the dispatcher held for a connection to a replica at its <code>maxconn</code>, in its status read every 50 ms (— for an external dispatcher). Events are applied during the measured window; \"out after\" is how long the dispatcher took to take a replica out of its rotation (its status read every 50 ms).</p>\n<table><tr>");
     html_rows(h, &HEAD, &rows);
     migration_section(h, runs);
     for (i, (r, c)) in cluster_runs(runs).into_iter().enumerate() {

@@ -65,9 +65,9 @@ pub struct ClusterResult {
     /// held by a migration's pause waits at least that long).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_longest: Option<loadgen::report::ClientLongest>,
-    /// The most requests seen waiting in the http proxy for a connection
-    /// to a replica at its `maxconn` (the status read every 50 ms during
-    /// the window; `None` when not watched).
+    /// The most requests (http) or clients (splice) seen waiting in the
+    /// dispatcher for a connection to a replica at its `maxconn` (the
+    /// status read every 50 ms during the window; `None` when not watched).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_peak: Option<u64>,
 }

@@ -10,7 +10,7 @@
 //! policies = ["round-robin", "affinity"]
 //! modes = ["http", "splice", "handoff"]
 //! check_interval = "200ms"           # active health checks (default)
-//! maxconn = 2                        # http: most connections to a replica, or
+//! maxconn = 2                        # http, splice: most connections to a replica, or
 //!                                    # "workers" (each bounded contestant's);
 //!                                    # a list is a dimension: ["none", 2]
 //!
@@ -75,10 +75,11 @@ pub struct Cluster {
     /// requests would: the state a migration must move besides the
     /// clients' own sessions.
     pub idle_sessions: u32,
-    /// The http mode's limits of connections to each replica (`--replica
-    /// ADDR,maxconn=N`; `None`: no limit), a dimension of the http fronts;
-    /// requests beyond wait in the proxy. Replicas with a fixed number of
-    /// workers need it set to that number. Empty when not set.
+    /// The limits of connections to each replica (`--replica
+    /// ADDR,maxconn=N`; `None`: no limit), a dimension of the http and
+    /// splice fronts; requests (http) or clients (splice) beyond wait in
+    /// the dispatcher. Replicas with a fixed number of workers behind the
+    /// http proxy need it set to that number. Empty when not set.
     pub maxconn: Vec<Option<MaxConn>>,
 }
 
@@ -134,9 +135,11 @@ impl Cluster {
         for &replicas in &self.replicas {
             for front in &fronts {
                 let limits = match front {
-                    Front::Builtin {
-                        mode: Mode::Http, ..
-                    } if !self.maxconn.is_empty() => self.maxconn.clone(),
+                    Front::Builtin { mode, .. }
+                        if limits_connections(*mode) && !self.maxconn.is_empty() =>
+                    {
+                        self.maxconn.clone()
+                    }
                     _ => vec![None],
                 };
                 for &maxconn in &limits {
@@ -514,17 +517,16 @@ pub(super) fn parse(
         }
         None => 0,
     };
-    let maxconn = match &raw.maxconn {
-        Some(v) if !modes.contains(&Mode::Http) => {
-            return Err(loc.at(
+    let maxconn =
+        match &raw.maxconn {
+            Some(v) if !modes.iter().any(|&m| limits_connections(m)) => return Err(loc.at(
                 v.span(),
                 "cluster.maxconn",
-                "a limit of the http mode's proxy: modes has no \"http\"",
-            ))
-        }
-        Some(v) => limits(loc, v)?,
-        None => Vec::new(),
-    };
+                "a limit of the http and splice modes' connections to a replica: modes has neither",
+            )),
+            Some(v) => limits(loc, v)?,
+            None => Vec::new(),
+        };
     let fewest = *replicas.iter().min().unwrap_or(&1);
     let mut events = Vec::new();
     let mut methods = Vec::new();
@@ -661,6 +663,12 @@ pub(super) fn parse(
         idle_sessions,
         maxconn,
     })
+}
+
+/// Whether the dispatcher's `mode` can hold its connections to a replica
+/// to `maxconn` (a handed-off connection is the replica's: it cannot).
+fn limits_connections(mode: Mode) -> bool {
+    matches!(mode, Mode::Http | Mode::Splice)
 }
 
 /// `maxconn = "workers"` needs the worker count of every contestant that

@@ -593,11 +593,12 @@ fn bad_clusters_name_line_and_field() {
     assert_eq!(bad(&text).field(), Some("external"));
 }
 
-/// `maxconn` reaches the http fronts' topologies (a list is a dimension
-/// of those fronts only); it is refused out of range, listed twice, or
-/// without the http mode it limits, naming the line and the field.
+/// `maxconn` reaches the http and splice fronts' topologies (a list is a
+/// dimension of those fronts only); it is refused out of range, listed
+/// twice, or with only the handoff mode, which cannot keep it, naming the
+/// line and the field.
 #[test]
-fn cluster_maxconn_is_a_dimension_of_the_http_fronts() {
+fn cluster_maxconn_is_a_dimension_of_the_http_and_splice_fronts() {
     use super::cluster::MaxConn;
     let s = Suite::parse("c.toml", CLUSTER).unwrap();
     assert!(s.cluster.as_ref().unwrap().maxconn.is_empty());
@@ -641,7 +642,23 @@ fn cluster_maxconn_is_a_dimension_of_the_http_fronts() {
     let handoff = cluster_with(modes, "modes = [\"handoff\"]\nmaxconn = 2");
     let e = bad(&handoff);
     assert_names(&e, &handoff, "maxconn = 2", "cluster.maxconn");
-    assert!(e.to_string().contains("http"), "{e}");
+    assert!(e.to_string().contains("http and splice"), "{e}");
+    let splice = cluster_with(modes, "modes = [\"splice\", \"handoff\"]\nmaxconn = 2");
+    let cells = Suite::parse("c.toml", &splice)
+        .unwrap()
+        .cluster
+        .unwrap()
+        .cells();
+    let limited: Vec<String> = cells
+        .iter()
+        .filter(|t| t.maxconn.is_some())
+        .map(|t| t.label())
+        .collect();
+    assert_eq!(limited.len(), 4, "the splice fronts only: {limited:?}");
+    assert!(
+        limited.iter().all(|l| l.contains("-splice-maxconn2")),
+        "{limited:?}"
+    );
 }
 
 /// `maxconn = "workers"` gives each bounded contestant's replicas its
