@@ -76,8 +76,11 @@ pub struct Conn {
     pub connect_began: Instant,
     /// Requests written on the current socket.
     pub sent_on_socket: u64,
-    /// Consecutive failed connects (for back-off).
+    /// Connections in a row that failed to connect or ended without an
+    /// answer (for back-off); an answer resets it.
     pub failures: u32,
+    /// The current socket has had an answer.
+    pub answered_on_socket: bool,
     /// `--no-keepalive` with `--requests`: the ticket taken before
     /// connecting, so no connection is opened for a request that will not
     /// be sent.
@@ -115,6 +118,7 @@ impl Conn {
             restore_pending: false,
             connect_began: now,
             sent_on_socket: 0,
+            answered_on_socket: false,
             failures: 0,
             ticket: false,
             answered: false,
@@ -159,7 +163,7 @@ impl Conn {
                 stream.set_nodelay(true)?;
                 self.state = State::Open;
                 self.sent_on_socket = 0;
-                self.failures = 0;
+                self.answered_on_socket = false;
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
@@ -183,9 +187,11 @@ impl Conn {
         self.inflight.clear();
     }
 
-    /// How long to wait before reconnecting after `failures` failed connects
-    /// in a row: nothing at first, then 10 ms doubling to 1 s, so a dead
-    /// server is not hammered (and connect errors stay countable).
+    /// How long to wait before reconnecting after `failures` failures in a
+    /// row: none without one, then 20 ms doubling to 1 s, so that a dead
+    /// server, or one that closes every connection unanswered (a
+    /// dispatcher with no replica up, a server at its connection limit),
+    /// is not hammered by reconnects, and errors stay countable.
     pub fn backoff(&self) -> Duration {
         if self.failures == 0 {
             return Duration::ZERO;

@@ -641,8 +641,11 @@ impl<'a> Worker<'a> {
                     due.advance();
                 }
             } else if c.inflight.is_empty() && c.state != State::Open && !window.is_zero() {
-                // A closed-loop client still trying to connect.
-                waiting_since = Some(c.connect_began);
+                // A closed-loop client still trying to connect (or waiting
+                // to try again): waiting since its oldest unanswered
+                // request, or since it began this connect.
+                waiting_since =
+                    Some(waiting_since.map_or(c.connect_began, |w| w.min(c.connect_began)));
             }
             if !c.answered && !window.is_zero() && waiting_since.is_some_and(|w| w <= long_wait) {
                 tally.c.starved += 1;
@@ -708,14 +711,20 @@ impl<'a> Worker<'a> {
         self.queue(i, retry);
     }
 
-    /// Ends every request in flight on connection `i` with `f` and closes it.
+    /// Ends every request in flight on connection `i` with `f` and closes
+    /// it. A connection that ends without having had an answer counts as a
+    /// failure: the next connect waits the back-off.
     fn fail_all(&mut self, i: usize, now: Instant, f: Failure) {
         let c = &mut self.conns[i];
         for p in c.inflight.drain(..) {
             let waited = self.tally.finish(self.plan, &self.clock, p, now, Some(f));
             c.longest_us = c.longest_us.max(waited);
         }
-        c.close(self.poll.registry(), now);
+        if !c.answered_on_socket {
+            c.failures += 1;
+        }
+        let retry = now + c.backoff();
+        c.close(self.poll.registry(), retry);
     }
 
     /// Makes the loop come back to connection `i` at `at`.
@@ -833,6 +842,8 @@ impl<'a> Worker<'a> {
             self.fail_all(i, now, Failure::Parse);
             return false;
         };
+        c.answered_on_socket = true;
+        c.failures = 0;
         let counts = plan.counts(&self.clock, &p, now);
         // Warm: answered, and (open loop) no more than one gap behind its
         // schedule, so the backlog of a slow start has drained. A closed

@@ -555,6 +555,50 @@ fn send_slack_keeps_the_schedule_and_is_reported() {
     assert!(text.contains("sends up to 200 µs late"), "{text}");
 }
 
+/// A server that accepts and closes every connection unanswered (a
+/// dispatcher with no replica up, a server at its connection limit) is
+/// not hammered: each such connection is a failure, and reconnects back
+/// off as after failed connects, instead of thousands a second.
+#[test]
+fn connections_closed_unanswered_back_off() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let accepts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let closer = {
+        let (accepts, stop) = (accepts.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        accepts.fetch_add(1, Ordering::SeqCst);
+                        drop(client);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        })
+    };
+    let report = run(LoadConfig {
+        url: format!("http://{addr}/"),
+        connections: 2,
+        threads: 1,
+        duration: Duration::from_secs(1),
+        ..Default::default()
+    });
+    stop.store(true, Ordering::SeqCst);
+    closer.join().unwrap();
+    let accepted = accepts.load(Ordering::SeqCst);
+    // Back-off from 20 ms doubling: about seven connections each in a second.
+    assert!(
+        (2..=40).contains(&accepted),
+        "{accepted} connections in 1 s"
+    );
+    assert_eq!(report.responses, 0);
+    assert!(report.errors.read > 0, "{:?}", report.errors);
+}
+
 #[test]
 fn a_dead_server_gives_connect_errors_and_a_warning() {
     // Bind then drop a listener: nothing listens on that port now.
