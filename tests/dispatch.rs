@@ -710,8 +710,9 @@ fn served(addr: SocketAddr) -> Client {
 /// for as long as it lasts, so a client beyond the limit waits in the
 /// dispatcher (its status shows it) and takes whichever replica frees
 /// first — under round robin not the one its turn named, whose accept
-/// queue it would otherwise sit in — and one that waits longer than the
-/// answer timeout is closed and counted.
+/// queue it would otherwise sit in; one that closes while it waits leaves
+/// the queue, and one that waits longer than the answer timeout is closed
+/// and counted.
 #[test]
 fn splice_parks_a_client_beyond_maxconn_for_whichever_replica_frees_first() {
     let (_replicas, d) = spliced_pools("round-robin", "10s");
@@ -729,6 +730,17 @@ fn splice_parks_a_client_beyond_maxconn_for_whichever_replica_frees_first() {
         !waiting.is_finished(),
         "answered while every replica was held"
     );
+    // A client that gives up waiting leaves the queue (its request still
+    // unread in the dispatcher's socket).
+    let mut gone = Client::connect(d.addr);
+    gone.send(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(common::wait_for(Duration::from_secs(3), || d.status()
+        ["queued"]
+        == 2));
+    drop(gone);
+    assert!(common::wait_for(Duration::from_secs(3), || d.status()
+        ["queued"]
+        == 1));
     drop(b);
     assert_eq!(waiting.join().unwrap(), Some(200), "b's worker, freed");
     let s = d.status();

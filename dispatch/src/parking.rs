@@ -10,18 +10,36 @@
 //! connection that closes: at its own replica when the policy binds it
 //! (a session with affinity, `source`), at any replica otherwise. One
 //! thread ([`Dispatcher::serve_parked`]) places parked clients as links
-//! close and closes those that waited longer than the answer timeout,
-//! counted as refused.
+//! close, forgets those that closed their connection while they waited,
+//! and closes those that waited longer than the answer timeout, counted
+//! as refused.
 
 use crate::queue::Queues;
 use crate::{Dispatcher, Replica};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How often the placing thread looks at the queues' age without news.
 const TICK: Duration = Duration::from_millis(50);
+
+/// Whether a parked client has closed its connection, or it was reset.
+/// Its request is usually still unread in the socket, so a peek would find
+/// those bytes and not the end behind them: `POLLRDHUP` says the peer shut
+/// its side whatever is buffered.
+fn has_left(client: &TcpStream) -> bool {
+    let mut fd = libc::pollfd {
+        fd: client.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout; the descriptor is open for
+    // the call (borrowed from `client`).
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
 
 /// A client waiting for a replica, with what routes it.
 pub(crate) struct Parked {
@@ -154,6 +172,9 @@ impl Dispatcher {
             s.news = false;
             let now = Instant::now();
             let expired = s.queues.expired(now, self.answer_timeout);
+            // Clients that gave up waiting leave the queue (their closes
+            // would otherwise hold places until the timeout).
+            let left = s.queues.take_if(|p| has_left(&p.client));
             // Where each placed client goes (`None`: by the policy again,
             // its replica being out).
             let mut placed = Vec::new();
@@ -183,6 +204,9 @@ impl Dispatcher {
                 self.refused.fetch_add(1, Ordering::Relaxed);
             }
             drop(expired); // their clients close
+            for (q, _) in left {
+                self.queued_in(q).fetch_sub(1, Ordering::Relaxed);
+            }
             for (q, p, target) in placed {
                 self.queued_in(q).fetch_sub(1, Ordering::Relaxed);
                 match target {
