@@ -597,6 +597,27 @@ fn every_architecture_serves_a_handed_listener() {
     assert!(s.stop().success(), "{}", s.log());
 }
 
+/// A wait service with two addresses hands both listening sockets to one
+/// server (`LISTEN_FDS=2`), which serves each; started once, whichever
+/// address a client comes to first.
+#[test]
+fn a_wait_service_hands_every_listener_to_one_server() {
+    let (p1, p2) = (common::free_port(), common::free_port());
+    let mut s = Super::start(&format!(
+        "[[service]]\nname = \"pool\"\nlisten = [\"127.0.0.1:{p1}\", \"127.0.0.1:{p2}\"]\nmode = \"wait\"\ncommand = [\"{BIN}\", \"serve\", \"--arch\", \"thread-pool\", \"--workers\", \"2\"]\n"
+    ));
+    for p in [p2, p1, p2] {
+        assert_eq!(
+            common::get(addr(p), "/hello").text(),
+            "Hello, World!",
+            "{p}"
+        );
+    }
+    let pool = s.service("pool");
+    assert_eq!(pool["started"], 1, "one server for both: {pool}");
+    assert!(s.stop().success(), "{}", s.log());
+}
+
 /// A super server with `directory` registers each service, and the names
 /// resolve to the services' addresses.
 #[test]

@@ -23,7 +23,7 @@
 //! [[service]]
 //! name = "pool"
 //! listen = ["127.0.0.1:8082"]
-//! mode = "wait"                      # the listener handed to one server
+//! mode = "wait"                      # the listeners handed to one server
 //! command = ["serverlab", "serve", "--arch", "thread-pool"]
 //!
 //! [[service]]
@@ -74,7 +74,7 @@ pub enum Start {
     /// A new process per connection, the connection as its stdin and
     /// stdout (inetd `nowait`).
     Nowait(Command),
-    /// The listening socket handed to one process that accepts by itself
+    /// The listening sockets handed to one process that accepts by itself
     /// (inetd `wait`, systemd's `LISTEN_FDS`); watched again when it exits.
     Wait(Command),
     /// Served inside the super server, without a process.
@@ -282,13 +282,6 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Invalid> {
             listen.push(at);
         }
         let start = start(&loc, raw, span.clone())?;
-        if matches!(start, Start::Wait(_)) && listen.len() > 1 {
-            return Err(loc.at(
-                raw.listen.span(),
-                "listen",
-                "a wait service hands one listening socket to its server: one address",
-            ));
-        }
         let count = |v: &Option<Spanned<i64>>, field: &str| -> Result<Option<usize>, Invalid> {
             v.as_ref()
                 .map(|n| {

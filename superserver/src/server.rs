@@ -517,8 +517,13 @@ impl SuperServer {
             return;
         };
         if let Start::Wait(command) = &self.svcs[i].cfg.start {
+            // Every listener of the service goes to one server; another of
+            // its listeners readable in the same turn is already handed.
+            if !self.svcs[i].may_listen(Instant::now()) {
+                return;
+            }
             let command = command.clone();
-            return self.hand_listener(i, j, &command);
+            return self.hand_listeners(i, &command);
         }
         while self.svcs[i].watching {
             match self.svcs[i].listeners[j].accept() {
@@ -632,11 +637,16 @@ impl SuperServer {
         }
     }
 
-    /// wait: hands the listener to a new server and stops watching it.
-    fn hand_listener(&mut self, i: usize, j: usize, command: &crate::config::Command) {
+    /// wait: hands the service's listeners to a new server and stops
+    /// watching them.
+    fn hand_listeners(&mut self, i: usize, command: &crate::config::Command) {
         let name = self.svcs[i].cfg.name.clone();
-        let fd = self.svcs[i].listeners[j].as_raw_fd();
-        match spawn::spawn(command, Hand::Listener(fd), &name, &[]) {
+        let fds: Vec<_> = self.svcs[i]
+            .listeners
+            .iter()
+            .map(|l| l.as_raw_fd())
+            .collect();
+        match spawn::spawn(command, Hand::Listeners(&fds), &name, &[]) {
             Ok(s) => {
                 let pid = s.pid;
                 self.track(s, &name, None);

@@ -10,10 +10,11 @@
 //! What the child gets:
 //! - `nowait`: the connection as descriptors 0 and 1 (stderr stays the
 //!   super server's), `REMOTE_ADDR` and `REMOTE_PORT`;
-//! - `wait`: the listening socket as descriptor 3 with systemd's
-//!   `LISTEN_FDS=1`, `LISTEN_FDNAMES=<service>` and `LISTEN_PID=<its own
-//!   pid>` (written into the prepared environment after the fork, when the
-//!   pid is known), standard input from `/dev/null`;
+//! - `wait`: the service's listening sockets as descriptors 3, 4, … with
+//!   systemd's `LISTEN_FDS=<how many>`, `LISTEN_FDNAMES=<service>` once
+//!   per socket (colon-separated) and `LISTEN_PID=<its own pid>` (written
+//!   into the prepared environment after the fork, when the pid is known),
+//!   standard input from `/dev/null`;
 //! - the super server's environment without its own `LISTEN_*`/`REMOTE_*`,
 //!   plus the service's `env`; no blocked signal and `SIGPIPE` at its
 //!   default, whatever the super server had;
@@ -33,11 +34,12 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 /// What the new process is handed.
 #[derive(Debug, Clone, Copy)]
-pub enum Hand {
+pub enum Hand<'a> {
     /// A client connection, as stdin and stdout.
     Connection(RawFd),
-    /// A listening socket, as descriptor 3 (named for `LISTEN_FDNAMES`).
-    Listener(RawFd),
+    /// Listening sockets, as descriptors 3, 4, … (each named for
+    /// `LISTEN_FDNAMES`).
+    Listeners(&'a [RawFd]),
 }
 
 /// A started process.
@@ -96,19 +98,35 @@ pub fn spawn(
     let mut pid_entry: Vec<u8> = b"LISTEN_PID=".to_vec();
     let pid_at = pid_entry.len();
     pid_entry.resize(pid_at + PID_ROOM + 1, 0);
-    if let Hand::Listener(_) = hand {
-        env.push(cstr(b"LISTEN_FDS=1")?);
-        env.push(cstr(format!("LISTEN_FDNAMES={name}").as_bytes())?);
+    // A handed listener goes to descriptor 3 + k. Copies above every such
+    // slot, made here, are what the child moves there (`dup2` clears their
+    // close-on-exec), so that no handed descriptor overwrites another
+    // before it is moved; the copies close when this function returns.
+    let lifted: Vec<std::os::fd::OwnedFd> = match hand {
+        Hand::Listeners(fds) => fds
+            .iter()
+            .map(|&fd| lift_above(fd, 3 + fds.len() as RawFd))
+            .collect::<io::Result<_>>()?,
+        Hand::Connection(_) => Vec::new(),
+    };
+    let lifted_fds: Vec<RawFd> = lifted.iter().map(|f| f.as_raw_fd()).collect();
+    if let Hand::Listeners(fds) = hand {
+        env.push(cstr(format!("LISTEN_FDS={}", fds.len()).as_bytes())?);
+        let names = vec![name; fds.len()].join(":");
+        env.push(cstr(format!("LISTEN_FDNAMES={names}").as_bytes())?);
     }
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut env_ptrs: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
-    if let Hand::Listener(_) = hand {
+    if let Hand::Listeners(_) = hand {
         env_ptrs.push(pid_entry.as_ptr().cast());
     }
     env_ptrs.push(std::ptr::null());
     let null = match hand {
-        Hand::Listener(_) => Some(std::fs::File::open("/dev/null")?),
+        Hand::Listeners(fds) => Some(lift_above(
+            std::fs::File::open("/dev/null")?.as_raw_fd(),
+            3 + fds.len() as RawFd,
+        )?),
         Hand::Connection(_) => None,
     };
     let parent = std::process::id() as libc::pid_t;
@@ -121,7 +139,15 @@ pub fn spawn(
         // (which the suspended parent does not touch); see the module doc.
         unsafe {
             child(
-                hand, null_fd, parent, pid_text.0, &path, &argv_ptrs, &env_ptrs, &failed,
+                hand,
+                &lifted_fds,
+                null_fd,
+                parent,
+                pid_text.0,
+                &path,
+                &argv_ptrs,
+                &env_ptrs,
+                &failed,
             )
         }
     });
@@ -142,6 +168,16 @@ pub fn spawn(
     })
 }
 
+/// A close-on-exec copy of `fd` numbered `min` or above.
+fn lift_above(fd: RawFd, min: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+    // SAFETY: `fd` is open for the call (the caller holds it).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let copy = nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
 /// A pointer the child may write through (the parent is suspended).
 #[derive(Clone, Copy)]
 struct SendPtr(*mut u8);
@@ -151,6 +187,7 @@ struct SendPtr(*mut u8);
 #[allow(clippy::too_many_arguments)]
 unsafe fn child(
     hand: Hand,
+    lifted: &[RawFd],
     null: Option<RawFd>,
     parent: libc::pid_t,
     pid_text: *mut u8,
@@ -178,10 +215,14 @@ unsafe fn child(
                 fail()
             }
         }
-        Hand::Listener(fd) => {
-            let fd = lift(fd);
-            let null = null.map_or(-1, lift);
-            if fd < 0 || null < 0 || libc::dup2(fd, 3) < 0 || libc::dup2(null, 0) < 0 {
+        Hand::Listeners(_) => {
+            // Every lifted copy and `null` are above the handed slots.
+            for (k, &fd) in lifted.iter().enumerate() {
+                if libc::dup2(fd, 3 + k as RawFd) < 0 {
+                    fail()
+                }
+            }
+            if !null.is_some_and(|null| libc::dup2(null, 0) >= 0) {
                 fail()
             }
             // LISTEN_PID: this process's pid, in the prepared buffer.
@@ -270,6 +311,52 @@ mod tests {
         assert_ne!(reap(s.pid), 0);
     }
 
+    /// Two listeners go to descriptors 3 and 4, in order, whatever numbers
+    /// they had (here the second sits where the first must go), with
+    /// `LISTEN_FDS=2` and a name for each.
+    #[test]
+    fn a_wait_child_gets_every_listener_in_order() {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // A descriptor numbered 3 in the parent for `b` (the test harness
+        // may hold 3 already: then any number will do).
+        let b_fd = nix::fcntl::fcntl(&b, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).unwrap();
+        // SAFETY: a new descriptor that nothing else owns.
+        let b_copy = unsafe { OwnedFd::from_raw_fd(b_fd) };
+        let out =
+            std::env::temp_dir().join(format!("serverlab-test-spawn2-{}", std::process::id()));
+        // The port each handed descriptor listens on, from /proc.
+        let script = "for fd in 3 4; do readlink /proc/$$/fd/$fd; done > \"$0\"; \
+                      echo \"$LISTEN_FDS $LISTEN_FDNAMES\" >> \"$0\"";
+        let command = Command {
+            path: "/bin/sh".into(),
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                script.into(),
+                out.display().to_string(),
+            ],
+            env: BTreeMap::new(),
+        };
+        let s = spawn(
+            &command,
+            Hand::Listeners(&[a.as_raw_fd(), b_copy.as_raw_fd()]),
+            "web",
+            &[],
+        )
+        .unwrap();
+        assert!(s.exec_error.is_none());
+        assert_eq!(reap(s.pid), 0);
+        let text = std::fs::read_to_string(&out).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let inode = |fd: RawFd| std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        assert_eq!(lines[0], inode(a.as_raw_fd()).to_str().unwrap(), "3 is a");
+        assert_eq!(lines[1], inode(b.as_raw_fd()).to_str().unwrap(), "4 is b");
+        assert_eq!(lines[2], "2 web:web");
+    }
+
     /// A wait child gets the listener as descriptor 3 with LISTEN_PID equal
     /// to its own pid.
     #[test]
@@ -286,7 +373,13 @@ mod tests {
             ],
             env: BTreeMap::new(),
         };
-        let s = spawn(&command, Hand::Listener(listener.as_raw_fd()), "web", &[]).unwrap();
+        let s = spawn(
+            &command,
+            Hand::Listeners(&[listener.as_raw_fd()]),
+            "web",
+            &[],
+        )
+        .unwrap();
         assert!(s.exec_error.is_none());
         assert_eq!(reap(s.pid), 0, "descriptor 3 is open in the child");
         let text = std::fs::read_to_string(&out).unwrap();
