@@ -312,21 +312,21 @@ mod tests {
     }
 
     /// Two listeners go to descriptors 3 and 4, in order, whatever numbers
-    /// they had (here the second sits where the first must go), with
-    /// `LISTEN_FDS=2` and a name for each.
+    /// they had (the second is given the lowest free number from 3, where
+    /// the first may have to go), with `LISTEN_FDS=2` and a name for each.
     #[test]
     fn a_wait_child_gets_every_listener_in_order() {
         use std::os::fd::{FromRawFd, OwnedFd};
         let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        // A descriptor numbered 3 in the parent for `b` (the test harness
-        // may hold 3 already: then any number will do).
+        // The lowest free number from 3 for `b` (3 itself unless the test
+        // harness holds it).
         let b_fd = nix::fcntl::fcntl(&b, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).unwrap();
         // SAFETY: a new descriptor that nothing else owns.
         let b_copy = unsafe { OwnedFd::from_raw_fd(b_fd) };
         let out =
             std::env::temp_dir().join(format!("serverlab-test-spawn2-{}", std::process::id()));
-        // The port each handed descriptor listens on, from /proc.
+        // Which socket each handed descriptor is (its inode, from /proc).
         let script = "for fd in 3 4; do readlink /proc/$$/fd/$fd; done > \"$0\"; \
                       echo \"$LISTEN_FDS $LISTEN_FDNAMES\" >> \"$0\"";
         let command = Command {
