@@ -1,6 +1,12 @@
 //! Session flows against `POST /counter` (the wire contract is in the
 //! README): each connection is one client that increments its counter and
 //! checks that every answer is the previous value plus one.
+//!
+//! A request whose answer never came (a timeout, a reset, a proxy's 5xx)
+//! may or may not have been applied: the client cannot know. The next
+//! value may then be one higher per such request without the chain being
+//! broken, as an at-most-once client would accept; only a value outside
+//! that range is a lost or repeated increment.
 
 use crate::config::StateMode;
 use crate::response::Response;
@@ -38,6 +44,9 @@ pub struct CounterSession {
     last: u64,
     /// Soft mode: a restore request is being sent with this value.
     restoring: Option<u64>,
+    /// Requests on the session since the last answer whose outcome is
+    /// unknown (each may have been applied).
+    unsettled: u64,
 }
 
 impl CounterSession {
@@ -49,6 +58,16 @@ impl CounterSession {
             token: None,
             last: 0,
             restoring: None,
+            unsettled: 0,
+        }
+    }
+
+    /// A request of this session got no answer (or a 5xx, which a proxy
+    /// gives for a request its replica may have applied): the server may
+    /// have counted it.
+    pub fn on_lost(&mut self) {
+        if self.sid.is_some() && self.restoring.is_none() {
+            self.unsettled += 1;
         }
     }
 
@@ -80,6 +99,7 @@ impl CounterSession {
             200 => self.on_value(r),
             410 if r.session_unknown => {
                 self.sid = None;
+                self.unsettled = 0;
                 if self.mode == StateMode::Soft && self.restoring.is_none() {
                     self.restoring = Some(self.last);
                     Outcome::Restore
@@ -97,6 +117,7 @@ impl CounterSession {
                 Outcome::Status4xx
             }
             500..=599 => {
+                self.on_lost();
                 self.restoring = None;
                 Outcome::Status5xx
             }
@@ -117,6 +138,14 @@ impl CounterSession {
             Some(v) => v + 1,
             None if fresh => 1,
             None => self.last + 1,
+        };
+        // Each request of this session whose outcome was unknown may have
+        // counted (a new or restored session starts from a known value).
+        let unsettled = std::mem::take(&mut self.unsettled);
+        let tolerated = if fresh || restored.is_some() {
+            0
+        } else {
+            unsettled
         };
         // Keep what the server hands back, so one broken answer does not
         // break every later one.
@@ -141,7 +170,7 @@ impl CounterSession {
             // A new session must come with its cookie; later answers need not.
             StateMode::Stateful | StateMode::Soft => !fresh || r.sid.is_some(),
         };
-        if value != expected || !carried {
+        if !(expected..=expected + tolerated).contains(&value) || !carried {
             Outcome::StateError
         } else if fresh || restored.is_some() {
             Outcome::NewSession
@@ -187,6 +216,52 @@ mod tests {
         };
         assert_eq!(s.on_response(&gone), Outcome::StateError);
         assert!(!request(&s).contains("Cookie"));
+    }
+
+    /// A request whose answer was lost may have been counted: the next
+    /// value may skip one per such request, and no more.
+    #[test]
+    fn a_lost_answer_may_have_counted() {
+        let mut s = CounterSession::new(StateMode::Stateful);
+        s.on_response(&ok(1, Some("aa"), None));
+        s.on_lost();
+        assert_eq!(s.on_response(&ok(3, None, None)), Outcome::Ok, "applied");
+        s.on_lost();
+        assert_eq!(
+            s.on_response(&ok(4, None, None)),
+            Outcome::Ok,
+            "not applied"
+        );
+        s.on_lost();
+        assert_eq!(
+            s.on_response(&ok(7, None, None)),
+            Outcome::StateError,
+            "two more than one lost request"
+        );
+        let proxy_error = Response {
+            status: 502,
+            ..Default::default()
+        };
+        assert_eq!(s.on_response(&proxy_error), Outcome::Status5xx);
+        assert_eq!(
+            s.on_response(&ok(9, None, None)),
+            Outcome::Ok,
+            "the 502's request counted"
+        );
+        assert_eq!(
+            s.on_response(&ok(11, None, None)),
+            Outcome::StateError,
+            "nothing unsettled now"
+        );
+        // Stateless: the state travels with the client, a lost answer
+        // changes nothing on the server.
+        let mut t = CounterSession::new(StateMode::Stateless);
+        t.on_response(&ok(1, None, Some("1.ab")));
+        t.on_lost();
+        assert_eq!(
+            t.on_response(&ok(3, None, Some("3.cd"))),
+            Outcome::StateError
+        );
     }
 
     #[test]

@@ -719,6 +719,9 @@ impl<'a> Worker<'a> {
         for p in c.inflight.drain(..) {
             let waited = self.tally.finish(self.plan, &self.clock, p, now, Some(f));
             c.longest_us = c.longest_us.max(waited);
+            if let Some(s) = c.session.as_mut() {
+                s.on_lost();
+            }
         }
         if !c.answered_on_socket {
             c.failures += 1;
