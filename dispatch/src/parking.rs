@@ -159,6 +159,7 @@ impl Dispatcher {
     /// waited longer than the answer timeout, until `shutdown`.
     pub fn serve_parked(self: &Arc<Self>, shutdown: &servers::Shutdown) {
         let any = self.replicas.len();
+        let mut next_sweep = Instant::now();
         while !shutdown.is_triggered() {
             let mut s = self.parking.lock();
             if !s.news {
@@ -173,8 +174,14 @@ impl Dispatcher {
             let now = Instant::now();
             let expired = s.queues.expired(now, self.answer_timeout);
             // Clients that gave up waiting leave the queue (their closes
-            // would otherwise hold places until the timeout).
-            let left = s.queues.take_if(|p| has_left(&p.client));
+            // would otherwise hold places until the timeout): looked for
+            // once a tick, not at every link that closes (a poll each).
+            let left = if now >= next_sweep {
+                next_sweep = now + TICK;
+                s.queues.take_if(|p| has_left(&p.client))
+            } else {
+                Vec::new()
+            };
             // Where each placed client goes (`None`: by the policy again,
             // its replica being out).
             let mut placed = Vec::new();

@@ -361,6 +361,18 @@ impl RunSpec {
     }
 }
 
+/// What `--workers` is given in a server's arguments (`--workers N` or
+/// `--workers=N`; empty when nothing follows it), if it is there.
+pub(crate) fn workers_arg(args: &[String]) -> Option<&str> {
+    args.iter()
+        .enumerate()
+        .find_map(|(at, a)| match a.strip_prefix("--workers") {
+            Some("") => Some(args.get(at + 1).map_or("", String::as_str)),
+            Some(v) => v.strip_prefix('='),
+            None => None,
+        })
+}
+
 impl Suite {
     /// Parses suite text; `file` is what errors call it.
     pub fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
@@ -376,16 +388,7 @@ impl Suite {
         if !arch.sized {
             return arch.bounded.then_some(1);
         }
-        let in_args = || {
-            let args = self.server_args.get(arch.name)?;
-            args.iter()
-                .enumerate()
-                .find_map(|(at, a)| match a.strip_prefix("--workers") {
-                    Some("") => args.get(at + 1)?.parse().ok(),
-                    Some(v) => v.strip_prefix('=')?.parse().ok(),
-                    None => None,
-                })
-        };
+        let in_args = || workers_arg(self.server_args.get(arch.name)?)?.parse().ok();
         c.workers().or(self.workers).or_else(in_args)
     }
 

@@ -273,10 +273,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Suite, SuiteError> {
         }
         // Two places setting the workers would start a server that refuses
         // its arguments: every run of it would fail at start.
-        let sets_workers = args
-            .get_ref()
-            .iter()
-            .any(|a| a == "--workers" || a.starts_with("--workers="));
+        let sets_workers = super::workers_arg(args.get_ref()).is_some();
         if sets_workers && (workers.is_some() || of_arch.iter().any(|c| c.workers().is_some())) {
             return Err(loc.at(
                 args.span(),
