@@ -21,8 +21,14 @@ fn probes() -> Vec<(&'static str, bool)> {
     let v1_pids = Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists();
     let v2_pids = std::fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control")
         .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"));
+    // A cgroup2 tree: the unified hierarchy, or the controller-less one a
+    // hybrid host mounts beside v1 (where the v2 back end still runs for
+    // real, without limits).
+    let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|m| m.lines().any(|l| l.contains(" - cgroup2 ")));
     vec![
         ("serverlab_root", root),
+        ("serverlab_cgroup2", cgroup2),
         ("serverlab_multicore", cpus >= 2),
         ("serverlab_cgroup_v1_cpu", v1_cpu),
         ("serverlab_pids_cgroup", v1_pids || v2_pids),

@@ -165,13 +165,32 @@ impl Cgroup {
         pids
     }
 
-    /// Kills every task (v2 `cgroup.kill`; v1 freeze, SIGKILL each, thaw)
-    /// and waits (bounded) until the cgroup is empty.
+    /// Kills every task (v2 `cgroup.kill`; v1, and v2 kernels before 5.14:
+    /// freeze, SIGKILL each, thaw) and waits (bounded) until the cgroup is
+    /// empty.
     pub fn kill_all(&self) -> Result<()> {
         match self.layout.version {
             CgroupVersion::V2 => v2::kill_all(self)?,
             CgroupVersion::V1 => v1::kill_all(self)?,
         }
+        self.wait_empty()
+    }
+
+    /// [`Cgroup::kill_all`] the way a kernel without `cgroup.kill` must
+    /// (freeze, SIGKILL each task, thaw), even where `cgroup.kill` exists:
+    /// public so that this path is exercised on new kernels too.
+    pub fn kill_all_frozen(&self) -> Result<()> {
+        let freezer = match self.layout.version {
+            CgroupVersion::V2 => v2::freezer(self),
+            CgroupVersion::V1 => v1::freezer(self),
+        };
+        kill_frozen(self, freezer.as_ref())?;
+        self.wait_empty()
+    }
+
+    /// Waits up to 3 s for the last killed task to go; an error names the
+    /// survivors.
+    fn wait_empty(&self) -> Result<()> {
         wait_until(Duration::from_secs(3), || self.tasks().is_empty());
         let left = self.tasks();
         if left.is_empty() {
@@ -200,6 +219,47 @@ impl Cgroup {
     pub(crate) fn push_dir(&mut self, controller: &str, dir: PathBuf) {
         self.dirs.push((controller.to_string(), dir));
     }
+}
+
+/// A cgroup's freezer, as each version spells it.
+pub(crate) struct Freezer {
+    /// The file written to freeze and to thaw.
+    pub file: PathBuf,
+    /// What is written there: (freeze, thaw).
+    pub values: (&'static str, &'static str),
+    /// The file, and the line in it, that say every task has stopped
+    /// (freezing is asynchronous: a task may fork until then).
+    pub frozen: (PathBuf, &'static str),
+}
+
+/// Kills every task without `cgroup.kill`: freeze, so that no task forks
+/// between the listing and the signals; SIGKILL each task; thaw (a v1
+/// task frozen with a pending SIGKILL dies only when thawed). Repeated at
+/// most 5 times while tasks remain. Without a freezer, the signals alone.
+pub(crate) fn kill_frozen(cg: &Cgroup, freezer: Option<&Freezer>) -> Result<()> {
+    for _ in 0..5 {
+        if cg.tasks().is_empty() {
+            break;
+        }
+        if let Some(f) = freezer {
+            write_existing("kill", &f.file, f.values.0)?;
+            let (file, line) = (&f.frozen.0, f.frozen.1);
+            wait_until(Duration::from_secs(1), || {
+                read(file).is_ok_and(|s| s.lines().any(|l| l.trim() == line))
+            });
+        }
+        for pid in cg.tasks() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let Some(f) = freezer {
+            write_existing("kill", &f.file, f.values.1)?;
+        }
+        wait_until(Duration::from_millis(500), || cg.tasks().is_empty());
+    }
+    Ok(())
 }
 
 /// Removes one cgroup directory (its control files go with it), retrying

@@ -9,12 +9,10 @@
 //! `pids.events`; kill by freezing (`freezer.state`).
 
 use super::{
-    keyed, parse_flat_keyed, read, read_u64, set, set_number, ticks_to_us, user_hz, wait_until,
-    write_existing, Cgroup,
+    keyed, parse_flat_keyed, read, read_u64, set, set_number, ticks_to_us, user_hz, Cgroup,
 };
 use crate::limits::{io_weight_to_blkio, parse_cpu_list, weight_to_shares, Limits};
 use crate::{Accounting, Result, SandboxError};
-use std::time::Duration;
 
 /// Creates the cgroup in every hierarchy serverlab uses that is mounted
 /// (blkio only when an I/O weight is asked for).
@@ -229,30 +227,17 @@ pub(super) fn read_accounting(cg: &Cgroup, acc: &mut Accounting) -> Result<()> {
 /// between the list and the freeze; without a freezer hierarchy, just the
 /// kill loop.
 pub(super) fn kill_all(cg: &Cgroup) -> Result<()> {
-    let freezer = cg.dir("freezer").map(|d| d.join("freezer.state"));
-    for _ in 0..5 {
-        if cg.tasks().is_empty() {
-            break;
-        }
-        if let Some(f) = &freezer {
-            write_existing("kill", f, "FROZEN")?;
-            // FREEZING until every task has stopped.
-            wait_until(Duration::from_secs(1), || {
-                read(f).is_ok_and(|s| s.trim() == "FROZEN")
-            });
-        }
-        for pid in cg.tasks() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        if let Some(f) = &freezer {
-            write_existing("kill", f, "THAWED")?;
-        }
-        wait_until(Duration::from_millis(500), || cg.tasks().is_empty());
-    }
-    Ok(())
+    super::kill_frozen(cg, freezer(cg).as_ref())
+}
+
+/// `freezer.state`: FROZEN, then THAWED; FREEZING until every task stopped.
+pub(super) fn freezer(cg: &Cgroup) -> Option<super::Freezer> {
+    let state = cg.dir("freezer")?.join("freezer.state");
+    Some(super::Freezer {
+        file: state.clone(),
+        values: ("FROZEN", "THAWED"),
+        frozen: (state, "FROZEN"),
+    })
 }
 
 #[cfg(test)]
@@ -262,6 +247,7 @@ mod tests {
     use crate::detect::{Layout, V1_CONTROLLERS};
     use std::fs;
     use std::path::{Path, PathBuf};
+    use std::time::Duration;
 
     /// Separate mounts per controller, like this project's machine.
     fn fake_v1() -> (TempDir, Layout) {

@@ -36,6 +36,7 @@ pub(super) fn create(cg: &mut Cgroup, limits: &Limits) -> Result<()> {
         })
         .collect();
     if !missing.is_empty() {
+        refuse_internal_processes(&root, &missing)?;
         // One write, all of them: "+cpu +memory +pids".
         let value = missing
             .iter()
@@ -59,6 +60,34 @@ pub(super) fn create(cg: &mut Cgroup, limits: &Limits) -> Result<()> {
     })?;
     cg.push_dir("", dir);
     Ok(())
+}
+
+/// cgroup v2 hands controllers to a cgroup's children only if it holds no
+/// process of its own; the true root is exempt. A root that is not the
+/// true one (inside a container's cgroup namespace, where `/sys/fs/cgroup`
+/// is the container's cgroup and the container's processes sit in it)
+/// would refuse the write with a bare EBUSY: say why and what to do.
+fn refuse_internal_processes(root: &std::path::Path, controllers: &[&str]) -> Result<()> {
+    // The true root has no `cgroup.type`; every other cgroup has one.
+    if !root.join("cgroup.type").exists() {
+        return Ok(());
+    }
+    let procs = read(&root.join("cgroup.procs"))?;
+    let pids: Vec<&str> = procs.split_whitespace().collect();
+    if pids.is_empty() {
+        return Ok(());
+    }
+    let root = root.display();
+    Err(SandboxError::NoCgroups(format!(
+        "{root} is not the root cgroup and holds processes ({} of them, pids {}), so cgroup v2 \
+         will not hand its controllers ({}) to containers below it; move its processes into a leaf first, as \
+         container entrypoints do: mkdir {root}/init && for p in $(cat {root}/cgroup.procs); \
+         do echo $p > {root}/init/cgroup.procs; done",
+        pids.len(),
+        pids.iter().take(5).copied().collect::<Vec<_>>().join(" ")
+            + if pids.len() > 5 { " …" } else { "" },
+        controllers.join(" "),
+    )))
 }
 
 fn dir(cg: &Cgroup) -> &std::path::Path {
@@ -183,23 +212,22 @@ pub(super) fn read_accounting(cg: &Cgroup, acc: &mut Accounting) -> Result<()> {
 /// `cgroup.kill` (kernel ≥ 5.14) kills every task atomically, forks
 /// included; older kernels: freeze, SIGKILL each task, thaw.
 pub(super) fn kill_all(cg: &Cgroup) -> Result<()> {
-    let d = dir(cg);
-    let kill = d.join("cgroup.kill");
+    let kill = dir(cg).join("cgroup.kill");
     if kill.exists() {
         return write_existing("kill", &kill, "1");
     }
-    let freeze = d.join("cgroup.freeze");
-    let frozen = write_existing("kill", &freeze, "1").is_ok();
-    for pid in cg.tasks() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    if frozen {
-        write_existing("kill", &freeze, "0")?;
-    }
-    Ok(())
+    super::kill_frozen(cg, freezer(cg).as_ref())
+}
+
+/// `cgroup.freeze` (kernel ≥ 5.2): 1, then 0; `cgroup.events` says
+/// `frozen 1` once every task has stopped.
+pub(super) fn freezer(cg: &Cgroup) -> Option<super::Freezer> {
+    let d = dir(cg);
+    d.join("cgroup.freeze").exists().then(|| super::Freezer {
+        file: d.join("cgroup.freeze"),
+        values: ("1", "0"),
+        frozen: (d.join("cgroup.events"), "frozen 1"),
+    })
 }
 
 #[cfg(test)]
@@ -244,6 +272,38 @@ mod tests {
 
     fn content(dir: &Path, f: &str) -> String {
         fs::read_to_string(dir.join(f)).unwrap()
+    }
+
+    #[test]
+    fn a_root_with_processes_of_its_own_is_refused_with_the_way_out() {
+        // A container's cgroup namespace: the root it sees is a cgroup
+        // (it has cgroup.type) with the container's processes in it.
+        let root = fake_root();
+        fs::write(root.path().join("cgroup.type"), "domain\n").unwrap();
+        fs::write(root.path().join("cgroup.procs"), "1\n7\n").unwrap();
+        let layout = Layout::v2(root.path());
+        let err = Cgroup::create(&layout, "serverlab-t-1-0", &Limits::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, SandboxError::NoCgroups(_)), "{msg}");
+        assert!(
+            msg.contains("pids 1 7") && msg.contains("cpu pids"),
+            "{msg}"
+        );
+        assert!(msg.contains("/init/cgroup.procs"), "{msg}");
+        assert_eq!(content(root.path(), "cgroup.subtree_control"), "memory\n");
+        assert!(!root.path().join("serverlab-t-1-0").exists());
+
+        // Once the processes are in a leaf, or with every controller
+        // already handed down, nothing stands in the way.
+        fs::write(root.path().join("cgroup.procs"), "").unwrap();
+        Cgroup::create(&layout, "serverlab-t-1-1", &Limits::default()).unwrap();
+        fs::write(root.path().join("cgroup.procs"), "1\n").unwrap();
+        fs::write(
+            root.path().join("cgroup.subtree_control"),
+            "cpu memory pids\n",
+        )
+        .unwrap();
+        Cgroup::create(&layout, "serverlab-t-1-2", &Limits::default()).unwrap();
     }
 
     #[test]
