@@ -15,7 +15,7 @@ use common::wait_for;
 use sandbox::cgroup::Cgroup;
 use sandbox::owner::Owner;
 use sandbox::{CgroupVersion, Layout, Limits, Net, Sandbox, SandboxError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -241,4 +241,86 @@ fn leftovers_in_a_v2_tree_are_killed_and_removed() {
         sleeper.wait().unwrap().code().is_none(),
         "the task left inside was killed"
     );
+}
+
+/// What a test made in a cgroup tree, undone even when it fails: the
+/// task killed, the directories removed (deepest first), and a
+/// controller the test handed down at the root taken back.
+struct Undo {
+    task: Option<Child>,
+    dirs: Vec<PathBuf>,
+    root_control: Option<(PathBuf, String)>,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if let Some(t) = &mut self.task {
+            let _ = t.kill();
+            let _ = t.wait();
+        }
+        for d in self.dirs.iter().rev() {
+            let _ = sandbox::cgroup::rmdir_retry(d);
+        }
+        if let Some((file, value)) = &self.root_control {
+            let _ = std::fs::write(file, value);
+        }
+    }
+}
+
+/// Handing a controller down on the real kernel, with one the tree has
+/// (hugetlb, on a hybrid host): enabled and read back; refused, with the
+/// pids and the way out, in a cgroup that holds a process of its own —
+/// which the kernel itself refuses (EBUSY), so the message is no guess;
+/// allowed once the process is in a leaf.
+#[test]
+#[cfg_attr(
+    not(all(serverlab_root, serverlab_cgroup2)),
+    ignore = "needs root and a cgroup2 mount"
+)]
+fn controllers_are_handed_down_and_internal_processes_refused() {
+    use sandbox::cgroup::v2::enable_controllers;
+    let tree = cgroup2_tree();
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let has = |p: &Path, c: &str| read(p).split_whitespace().any(|x| x == c);
+    let Some(c) = read(&tree.join("cgroup.controllers"))
+        .split_whitespace()
+        .next()
+        .map(String::from)
+    else {
+        panic!("the cgroup2 tree at {tree:?} offers no controller to hand down");
+    };
+    let root_control = tree.join("cgroup.subtree_control");
+    let mut undo = Undo {
+        task: None,
+        dirs: Vec::new(),
+        root_control: (!has(&root_control, &c)).then(|| (root_control.clone(), format!("-{c}"))),
+    };
+    enable_controllers(&tree, &[&c]).unwrap();
+    assert!(has(&root_control, &c));
+
+    let x = tree.join(format!("serverlab-v2deleg-{}-0", Owner::me().tag()));
+    std::fs::create_dir(&x).unwrap();
+    undo.dirs.push(x.clone());
+    assert!(has(&x.join("cgroup.controllers"), &c), "{c} handed down");
+    let sleeper = Command::new("sleep").arg("61.875").spawn().unwrap();
+    let pid = sleeper.id();
+    undo.task = Some(sleeper);
+    std::fs::write(x.join("cgroup.procs"), pid.to_string()).unwrap();
+
+    let err = enable_controllers(&x, &[&c]).unwrap_err().to_string();
+    assert!(err.contains(&format!("pids {pid}")), "{err}");
+    assert!(err.contains("init/cgroup.procs"), "{err}");
+    let kernel = std::fs::write(x.join("cgroup.subtree_control"), format!("+{c}"));
+    assert_eq!(
+        kernel.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EBUSY)),
+        "the kernel refuses it too"
+    );
+
+    let leaf = x.join("init");
+    std::fs::create_dir(&leaf).unwrap();
+    undo.dirs.push(leaf.clone());
+    std::fs::write(leaf.join("cgroup.procs"), pid.to_string()).unwrap();
+    enable_controllers(&x, &[&c]).unwrap();
+    assert!(has(&leaf.join("cgroup.controllers"), &c));
 }

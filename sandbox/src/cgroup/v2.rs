@@ -16,7 +16,6 @@ use crate::{Accounting, Result, SandboxError};
 /// (cpu, memory, pids always, for accounting; cpuset and io on demand).
 pub(super) fn create(cg: &mut Cgroup, limits: &Limits) -> Result<()> {
     let root = cg.layout.v2_root.clone();
-    let available = read(&root.join("cgroup.controllers"))?;
     let mut wanted = vec!["cpu", "memory", "pids"];
     if limits.cpuset.is_some() {
         wanted.push("cpuset");
@@ -24,32 +23,7 @@ pub(super) fn create(cg: &mut Cgroup, limits: &Limits) -> Result<()> {
     if limits.io_weight.is_some() {
         wanted.push("io");
     }
-    let control = root.join("cgroup.subtree_control");
-    let enabled = read(&control)?;
-    let missing: Vec<&str> = wanted
-        .into_iter()
-        .filter(|c| available.split_whitespace().any(|a| a == *c))
-        .filter(|c| {
-            !enabled
-                .split_whitespace()
-                .any(|e| e.trim_start_matches('+') == *c)
-        })
-        .collect();
-    if !missing.is_empty() {
-        refuse_internal_processes(&root, &missing)?;
-        // One write, all of them: "+cpu +memory +pids".
-        let value = missing
-            .iter()
-            .map(|c| format!("+{c}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        set("controllers", &control, &value, |back| {
-            missing.iter().all(|c| {
-                back.split_whitespace()
-                    .any(|e| e.trim_start_matches('+') == *c)
-            })
-        })?;
-    }
+    enable_controllers(&root, &wanted)?;
     let dir = root.join(&cg.name);
     std::fs::create_dir(&dir).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => SandboxError::Permission {
@@ -60,6 +34,42 @@ pub(super) fn create(cg: &mut Cgroup, limits: &Limits) -> Result<()> {
     })?;
     cg.push_dir("", dir);
     Ok(())
+}
+
+/// Enables, for the children of `root`, those of `wanted` that `root` has
+/// (`cgroup.controllers`) and has not handed down yet, in one write to
+/// `cgroup.subtree_control` ("+cpu +memory +pids"), read back. A
+/// controller `root` lacks is left out here: the limit that needs it then
+/// finds its file missing and says so.
+pub fn enable_controllers(root: &std::path::Path, wanted: &[&str]) -> Result<()> {
+    let available = read(&root.join("cgroup.controllers"))?;
+    let control = root.join("cgroup.subtree_control");
+    let enabled = read(&control)?;
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|c| available.split_whitespace().any(|a| a == *c))
+        .filter(|c| {
+            !enabled
+                .split_whitespace()
+                .any(|e| e.trim_start_matches('+') == *c)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    refuse_internal_processes(root, &missing)?;
+    let value = missing
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    set("controllers", &control, &value, |back| {
+        missing.iter().all(|c| {
+            back.split_whitespace()
+                .any(|e| e.trim_start_matches('+') == *c)
+        })
+    })
 }
 
 /// cgroup v2 hands controllers to a cgroup's children only if it holds no
