@@ -316,6 +316,7 @@ fn open_loop_levels_decide_when_present() {
         factor: 2.0,
         max: 1e5,
         resolution: 0.05,
+        confirm: false,
         connections: 32,
     };
     auto.key = auto.spec.key();
@@ -366,6 +367,7 @@ fn auto_run(
         factor: 2.0,
         max: 1e6,
         resolution: 0.05,
+        confirm: false,
         connections: 512,
     };
     r.key = r.spec.key();

@@ -24,6 +24,7 @@ pub fn planned(suite: &Suite, spec: &RunSpec) -> Duration {
             factor,
             max,
             resolution,
+            confirm,
             ..
         } => {
             let ramp = ((max / start).ln() / factor.ln()).ceil().max(0.0) + 1.0;
@@ -31,7 +32,9 @@ pub fn planned(suite: &Suite, spec: &RunSpec) -> Duration {
                 .log2()
                 .ceil()
                 .max(0.0);
-            let steps = (ramp + narrow).min(MAX_AUTO_STEPS as f64) as u32;
+            // A confirmed failure is one step more.
+            let again = if confirm { 1.0 } else { 0.0 };
+            let steps = (ramp + narrow + again).min(MAX_AUTO_STEPS as f64) as u32;
             OVERHEAD + (step + SETTLE / 2) * steps
         }
     }

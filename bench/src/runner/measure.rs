@@ -273,6 +273,7 @@ pub fn run_level(
             factor,
             max,
             resolution,
+            confirm,
             connections,
         } => {
             let params = search::Params {
@@ -282,6 +283,7 @@ pub fn run_level(
                 resolution,
                 keep_up: KEEP_UP,
                 max_steps: MAX_AUTO_STEPS,
+                confirm,
             };
             let mut steps = Vec::new();
             let mut probes = Vec::new();
@@ -336,11 +338,20 @@ pub fn run_level(
                 measured.push((r, m));
             };
             // The run's result is the measurement at the bracket's
-            // sustainable end; when nothing was sustainable, the lowest
+            // sustainable end (a confirmed rate was measured twice: the
+            // passing one); when nothing was sustainable, the lowest
             // failing step (so the report shows why).
-            let pick = bracket.sustainable_rps.or(bracket.unsustainable_rps);
-            let Some(i) = pick.and_then(|rate| probes.iter().position(|p| p.offered == rate))
-            else {
+            let at = |rate: f64, pass: bool| {
+                probes
+                    .iter()
+                    .position(|p| p.offered == rate && p.sustainable == pass)
+            };
+            let pick = match (bracket.sustainable_rps, bracket.unsustainable_rps) {
+                (Some(rate), _) => at(rate, true),
+                (None, Some(rate)) => at(rate, false),
+                (None, None) => None,
+            };
+            let Some(i) = pick else {
                 return Err("the capacity search measured nothing".into());
             };
             let (report, metrics) = measured.swap_remove(i);

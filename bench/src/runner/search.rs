@@ -15,6 +15,12 @@
 //!
 //! The verdict is the bracket itself, not a grid point: two contestants
 //! whose brackets overlap are not told apart by this search.
+//!
+//! With `confirm`, a failure that may be one noisy moment — the step kept
+//! up with its offer but missed the latency objective, or had errors or a
+//! starved connection — is measured once more before it bounds the
+//! bracket, and a rate that passes either time counts as sustainable. A
+//! step that fell short of its offer is overload, believed at once.
 
 /// One measured step, as the search sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,6 +51,8 @@ pub struct Params {
     pub keep_up: f64,
     /// Most steps in all (a bound on time, whatever happens).
     pub max_steps: usize,
+    /// Measure a failure that kept up once more before believing it.
+    pub confirm: bool,
 }
 
 /// How a search ended.
@@ -97,7 +105,7 @@ const SAME: f64 = 1e-6;
 /// What `steps` show, ended for the reason `end`: the bracket between the
 /// highest sustainable rate below the lowest unsustainable one and that one.
 pub fn verdict(p: &Params, steps: &[Probe], end: End) -> Bracket {
-    let (lo, hi) = ends(steps);
+    let (lo, hi) = ends(p, steps);
     Bracket {
         sustainable_rps: lo.map(|s| s.offered),
         unsustainable_rps: hi.map(|s| s.offered),
@@ -113,11 +121,17 @@ pub fn verdict(p: &Params, steps: &[Probe], end: End) -> Bracket {
 }
 
 /// The bracket's ends: the highest sustainable step below the lowest
-/// unsustainable one, and that one.
-fn ends(steps: &[Probe]) -> (Option<&Probe>, Option<&Probe>) {
+/// unsustainable one, and that one. With `confirm`, a failing step at a
+/// rate that also passed does not count.
+fn ends<'a>(p: &Params, steps: &'a [Probe]) -> (Option<&'a Probe>, Option<&'a Probe>) {
+    let passed_at = |rate: f64| {
+        steps
+            .iter()
+            .any(|s| s.sustainable && same_rate(s.offered, rate))
+    };
     let hi = steps
         .iter()
-        .filter(|s| !s.sustainable)
+        .filter(|s| !(s.sustainable || p.confirm && passed_at(s.offered)))
         .min_by(|a, b| a.offered.total_cmp(&b.offered));
     let lo = steps
         .iter()
@@ -131,8 +145,14 @@ pub fn next(p: &Params, steps: &[Probe]) -> Next {
     let Some(last) = steps.last() else {
         return Next::Probe(p.start);
     };
-    let (lo, hi) = ends(steps);
+    let (lo, hi) = ends(p, steps);
     let done = |end: End| Next::Done(verdict(p, steps, end));
+    if let Some(h) = hi.filter(|h| p.confirm && unconfirmed(p, steps, h)) {
+        if steps.len() >= p.max_steps {
+            return done(End::StepLimit);
+        }
+        return Next::Probe(h.offered);
+    }
     let Some(hi) = hi else {
         // Still ramping.
         if last.offered >= p.max * (1.0 - SAME) {
@@ -154,6 +174,22 @@ pub fn next(p: &Params, steps: &[Probe]) -> Next {
         return done(End::StepLimit);
     }
     Next::Probe(cut(p, steps, lo, hi))
+}
+
+/// Whether two offers are the same rate.
+fn same_rate(a: f64, b: f64) -> bool {
+    (a / b - 1.0).abs() < SAME
+}
+
+/// A failure that may be noise (it kept up with its offer, and the
+/// generator was not saturated), measured only once at its rate.
+fn unconfirmed(p: &Params, steps: &[Probe], failed: &Probe) -> bool {
+    let kept_up = failed.achieved >= p.keep_up * failed.offered;
+    let measured = steps
+        .iter()
+        .filter(|s| same_rate(s.offered, failed.offered))
+        .count();
+    kept_up && !failed.generator_bound && measured == 1
 }
 
 /// Where to cut the bracket (lo, hi): beside the capacity estimate when
@@ -200,6 +236,7 @@ mod tests {
             resolution: 0.05,
             keep_up: 0.95,
             max_steps: 20,
+            confirm: false,
         }
     }
 
@@ -230,6 +267,105 @@ mod tests {
                 Next::Done(b) => return (steps, b),
             }
         }
+    }
+
+    /// `server` whose step at `noisy` (its first measurement there only)
+    /// misses the latency objective while keeping up: one noisy moment.
+    fn noisy_once(capacity: f64, noisy: f64) -> impl FnMut(f64, &[Probe]) -> Probe {
+        let honest = server(capacity, 0.9);
+        move |offered, before| {
+            let first = !before.iter().any(|s| same_rate(s.offered, offered));
+            let mut probe = honest(offered);
+            if same_rate(offered, noisy) && first {
+                probe.sustainable = false;
+            }
+            probe
+        }
+    }
+
+    fn search_with(
+        p: &Params,
+        mut measure: impl FnMut(f64, &[Probe]) -> Probe,
+    ) -> (Vec<Probe>, Bracket) {
+        let mut steps = Vec::new();
+        loop {
+            match next(p, &steps) {
+                Next::Probe(rate) => {
+                    let probe = measure(rate, &steps);
+                    steps.push(probe)
+                }
+                Next::Done(b) => return (steps, b),
+            }
+        }
+    }
+
+    #[test]
+    fn one_noisy_step_bounds_the_search_unless_failures_are_confirmed() {
+        // Capacity 30k; the first step at 4k misses its latency once.
+        let (_, b) = search_with(&params(), noisy_once(30_000.0, 4_000.0));
+        assert_eq!(b.end, End::Converged);
+        assert!(b.unsustainable_rps.unwrap() <= 4_000.0, "believed: {b:?}");
+
+        let confirm = Params {
+            confirm: true,
+            ..params()
+        };
+        let (steps, b) = search_with(&confirm, noisy_once(30_000.0, 4_000.0));
+        let (lo, hi) = (b.sustainable_rps.unwrap(), b.unsustainable_rps.unwrap());
+        assert!(
+            lo <= 30_000.0 && 30_000.0 < hi && hi / lo <= 1.05 + 1e-9,
+            "{b:?}"
+        );
+        let at_4k = steps
+            .iter()
+            .filter(|s| same_rate(s.offered, 4_000.0))
+            .count();
+        assert_eq!(at_4k, 2, "measured again once: {steps:?}");
+
+        // Noise at the very first rate: confirmed away as well, where
+        // believing it found nothing sustainable at all.
+        let (_, b) = search_with(&params(), noisy_once(30_000.0, 1_000.0));
+        assert_eq!(b.end, End::NoneSustainable);
+        let (_, b) = search_with(&confirm, noisy_once(30_000.0, 1_000.0));
+        assert_eq!(b.end, End::Converged, "{b:?}");
+    }
+
+    #[test]
+    fn a_failure_that_repeats_or_falls_short_is_believed() {
+        let confirm = Params {
+            confirm: true,
+            ..params()
+        };
+        // A real capacity of 30k: every failure there repeats, so the
+        // bracket is the same as without confirmation, a few steps later.
+        let (steps, b) = search_with(&confirm, |rate, _: &[Probe]| server(30_000.0, 1.0)(rate));
+        let (lo, hi) = (b.sustainable_rps.unwrap(), b.unsustainable_rps.unwrap());
+        assert!(
+            lo <= 30_000.0 && 30_000.0 < hi && hi / lo <= 1.05 + 1e-9,
+            "{b:?}"
+        );
+        // 64k fell short of its offer (overload, not measured again);
+        // 30.7k kept up yet failed: measured twice.
+        let count = |rate: f64| {
+            steps
+                .iter()
+                .filter(|s| (s.offered - rate).abs() < 1.0)
+                .count()
+        };
+        assert_eq!(count(64_000.0), 1, "{steps:?}");
+        assert_eq!(count(hi), 2, "{steps:?}");
+        // A server failing at its first rate fails twice there, then stops.
+        let (steps, b) = search_with(&confirm, |rate, _: &[Probe]| server(500.0, 1.0)(rate));
+        assert_eq!(b.end, End::NoneSustainable);
+        assert_eq!(steps.len(), 1, "1,000 fell short of its offer: {steps:?}");
+        let latency_only = |rate: f64, _: &[Probe]| Probe {
+            offered: rate,
+            achieved: rate,
+            sustainable: false,
+            generator_bound: false,
+        };
+        let (steps, b) = search_with(&confirm, latency_only);
+        assert_eq!((b.end, steps.len()), (End::NoneSustainable, 2));
     }
 
     #[test]

@@ -256,6 +256,12 @@ pub enum LoadLevel {
         /// Stop when the bracket's ends are within this share (0.05: 5 %).
         #[serde(default = "default_resolution")]
         resolution: f64,
+        /// A step that failed although it kept up with its offer (on
+        /// latency, errors or a starved connection: what one noisy moment
+        /// can cause) is measured once more before the search believes
+        /// it; a rate that passes either time counts as sustainable.
+        #[serde(default)]
+        confirm: bool,
         /// Connections carrying the requests.
         connections: u32,
     },

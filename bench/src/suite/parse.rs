@@ -154,6 +154,8 @@ struct RawAuto {
     max: f64,
     #[serde(default = "super::default_resolution")]
     resolution: f64,
+    #[serde(default)]
+    confirm: bool,
     /// Replaced by `resolution`; refused with a hint.
     refine: Option<u32>,
 }
@@ -796,6 +798,7 @@ fn loads(loc: &Locator, raw: &Spanned<RawLoad>) -> Result<Vec<LoadLevel>, SuiteE
                 factor: v.factor,
                 max: v.max,
                 resolution: v.resolution,
+                confirm: v.confirm,
                 connections,
             });
         }

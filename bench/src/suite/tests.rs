@@ -75,7 +75,16 @@ fn good_file_parses_into_the_matrix() {
             connections: 32
         }
     );
-    assert!(matches!(s.loads[3], LoadLevel::Auto { factor, .. } if factor == 2.0));
+    assert!(
+        matches!(s.loads[3], LoadLevel::Auto { factor, confirm, .. } if factor == 2.0 && !confirm)
+    );
+    let confirmed = GOOD.replace(
+        "auto = { start = 100, factor = 2 }",
+        "auto = { start = 100, factor = 2, confirm = true }",
+    );
+    let s = Suite::parse("t.toml", &confirmed).unwrap();
+    assert!(matches!(s.loads[3], LoadLevel::Auto { confirm: true, .. }));
+    let s = Suite::parse("t.toml", GOOD).unwrap();
     assert_eq!(s.limits[0].0, "half");
     assert_eq!(s.limits[0].1.cpus, Some(0.5));
     assert_eq!(s.limits[0].1.memory, Some(64 << 20));
