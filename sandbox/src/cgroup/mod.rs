@@ -262,6 +262,18 @@ pub(crate) fn kill_frozen(cg: &Cgroup, freezer: Option<&Freezer>) -> Result<()> 
     Ok(())
 }
 
+/// Creates one cgroup directory; not being allowed to is
+/// [`SandboxError::Permission`] (the message says to run as root).
+pub(crate) fn mkdir(dir: &Path) -> Result<()> {
+    std::fs::create_dir(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => SandboxError::Permission {
+            path: dir.to_path_buf(),
+            source: e,
+        },
+        _ => SandboxError::io("mkdir", dir, e),
+    })
+}
+
 /// Removes one cgroup directory (its control files go with it), retrying
 /// EBUSY for up to 3 s. A missing directory is success.
 pub fn rmdir_retry(dir: &Path) -> Result<()> {

@@ -28,13 +28,7 @@ pub(super) fn create(cg: &mut Cgroup, limits: &Limits) -> Result<()> {
         };
         let dir = root.join(&cg.name);
         if !made.contains(&dir) {
-            std::fs::create_dir(&dir).map_err(|e| match e.kind() {
-                std::io::ErrorKind::PermissionDenied => SandboxError::Permission {
-                    path: dir.clone(),
-                    source: e,
-                },
-                _ => SandboxError::io("mkdir", &dir, e),
-            })?;
+            super::mkdir(&dir)?;
             made.push(dir.clone());
             if c == "cpuset" {
                 // A fresh cpuset has empty cpus and mems and refuses tasks.

@@ -25,13 +25,7 @@ pub(super) fn create(cg: &mut Cgroup, limits: &Limits) -> Result<()> {
     }
     enable_controllers(&root, &wanted)?;
     let dir = root.join(&cg.name);
-    std::fs::create_dir(&dir).map_err(|e| match e.kind() {
-        std::io::ErrorKind::PermissionDenied => SandboxError::Permission {
-            path: dir.clone(),
-            source: e,
-        },
-        _ => SandboxError::io("mkdir", &dir, e),
-    })?;
+    super::mkdir(&dir)?;
     cg.push_dir("", dir);
     Ok(())
 }
