@@ -567,3 +567,57 @@ fn json_output_is_one_document() {
     assert!(doc.is_object(), "{doc}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("from the command"));
 }
+
+/// The sandbox's own helper threads (here the memory and task sampler)
+/// start outside the container's cpuset when other CPUs are allowed, so
+/// that they never wake up on the server's CPU; the caller's thread keeps
+/// its affinity.
+#[test]
+#[cfg_attr(
+    not(all(serverlab_root, serverlab_multicore)),
+    ignore = "needs root and two CPUs"
+)]
+fn helpers_run_outside_the_containers_cpus() {
+    use nix::sched::sched_getaffinity;
+    use nix::unistd::Pid;
+    let layout = usable();
+    // The weights test's containers share a cpuset with this one: one at a time.
+    let _cpu = CPU.lock().unwrap_or_else(|p| p.into_inner());
+    let me = Pid::from_raw(0);
+    let before = sched_getaffinity(me).unwrap();
+    let last = (0..nix::sched::CpuSet::count())
+        .rev()
+        .find(|&c| before.is_set(c).unwrap_or(false))
+        .unwrap();
+    let limits = Limits {
+        cpuset: Some(last.to_string()),
+        ..Default::default()
+    };
+    let c = Sandbox::spawn_in(&layout, "away", &limits, Net::Host, sh("sleep 30")).unwrap();
+    assert_eq!(
+        sched_getaffinity(me).unwrap(),
+        before,
+        "the caller's affinity"
+    );
+    // Samplers of other tests' containers (no cpuset) may run anywhere;
+    // this one runs on every allowed CPU but the container's.
+    let samplers: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "sampler")
+        })
+        .filter_map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("Cpus_allowed_list:"))?;
+            Some(line.split_whitespace().nth(1)?.to_string())
+        })
+        .collect();
+    let away = |list: &str| {
+        sandbox::limits::parse_cpu_list(list).is_ok_and(|cpus| !cpus.contains(&(last as u32)))
+    };
+    assert!(samplers.iter().any(|l| away(l)), "{samplers:?}");
+    c.stop().unwrap();
+}

@@ -67,7 +67,13 @@ impl Sandbox {
                 return Err(e);
             }
         };
-        // Helpers start after the command, so that a failed start leaves none.
+        // Helpers start after the command, so that a failed start leaves
+        // none, and away from the container's CPUs (they inherit this
+        // thread's affinity, set for their start only), as the runner
+        // keeps its own threads off the server's: a sampler woken every
+        // 20 ms must not take turns on the CPU it measures. (Its effect on
+        // a server's latency was below this VM's noise when tried.)
+        let _away = limits.cpuset.as_deref().and_then(AwayFrom::cpus);
         let (mem_peak, pids_peak) = cgroup.has_peaks();
         c.sampler = Some(
             Sampler::start(cgroup.clone(), !mem_peak, !pids_peak).map_err(SandboxError::Spawn)?,
@@ -131,6 +137,37 @@ fn new_name(hint: &str) -> (String, u32) {
     }
     let owner = super::owner::Owner::me().tag();
     (format!("{PREFIX}-{h}-{owner}-{n}"), n)
+}
+
+/// While alive, the calling thread runs on the CPUs it may use outside a
+/// cpuset (so that the threads it starts do too); dropped, it runs where
+/// it did before.
+struct AwayFrom(nix::sched::CpuSet);
+
+impl AwayFrom {
+    /// `None` when the thread's CPUs all lie in `cpuset`, or cannot be
+    /// read or set: then nothing changes.
+    fn cpus(cpuset: &str) -> Option<AwayFrom> {
+        use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+        let inside = super::limits::parse_cpu_list(cpuset).ok()?;
+        let me = nix::unistd::Pid::from_raw(0);
+        let before = sched_getaffinity(me).ok()?;
+        let mut away = CpuSet::new();
+        let mut any = false;
+        for cpu in 0..CpuSet::count() {
+            if before.is_set(cpu).ok()? && !inside.contains(&(cpu as u32)) {
+                away.set(cpu).ok()?;
+                any = true;
+            }
+        }
+        (any && sched_setaffinity(me, &away).is_ok()).then_some(AwayFrom(before))
+    }
+}
+
+impl Drop for AwayFrom {
+    fn drop(&mut self) {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &self.0);
+    }
 }
 
 /// The CPUs a credits policy may open up to: the cpuset, else the host's.
