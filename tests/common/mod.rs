@@ -467,16 +467,7 @@ macro_rules! every_arch {
 /// test can take it between this check and the server's bind, and never
 /// handed out twice in one test process.
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let start = std::process::id().wrapping_mul(7919);
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + (start.wrapping_add(n) % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    bench::runner::free_port().expect("a free port on 127.0.0.1")
 }
 
 /// A child process killed and reaped when dropped, even by a panic.

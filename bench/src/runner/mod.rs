@@ -15,6 +15,7 @@ mod eta;
 mod measure;
 pub mod placement;
 mod probe;
+pub use probe::free_port;
 pub mod search;
 mod server;
 
