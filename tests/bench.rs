@@ -845,13 +845,14 @@ cpus = 0.5
     let dir = results_dir(&out);
     let runs: Vec<serde_json::Value> = run_files(&dir, "json").iter().map(|p| json(p)).collect();
     assert_eq!(runs.len(), 4);
-    let state_errors = |key: &str| {
-        let r = runs
-            .iter()
+    let run_of = |key: &str| {
+        runs.iter()
             .find(|r| r["key"].as_str().unwrap().contains(key))
-            .unwrap_or_else(|| panic!("no run {key}"));
-        r["cluster"]["state_errors"].as_u64().unwrap()
+            .unwrap_or_else(|| panic!("no run {key}"))
     };
+    let state_errors = |key: &str| run_of(key)["cluster"]["state_errors"].as_u64().unwrap();
+    // What the first client with a state error saw, for a failure message.
+    let first = |key: &str| run_of(key)["loadgen"]["errors"]["state_example"].to_string();
     for r in &runs {
         let key = r["key"].as_str().unwrap();
         assert_eq!(r["status"], "ok", "{key}: {}", r["reason"]);
@@ -899,14 +900,12 @@ cpus = 0.5
     // are lost with it.
     assert!(affinity <= 8, "affinity lost {affinity}");
     assert!(rr > 30 && rr > affinity, "round robin lost only {rr}");
-    assert_eq!(
-        state_errors("round-robin-http__counter__r300@8__none__stateless"),
-        0
-    );
-    assert_eq!(
-        state_errors("affinity-http__counter__r300@8__none__stateless"),
-        0
-    );
+    for key in [
+        "round-robin-http__counter__r300@8__none__stateless",
+        "affinity-http__counter__r300@8__none__stateless",
+    ] {
+        assert_eq!(state_errors(key), 0, "{key}: first: {}", first(key));
+    }
     let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(report.contains("id=\"clusters\""));
     assert_eq!(report.matches("<figure id=\"failover-").count(), 4);

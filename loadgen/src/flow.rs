@@ -47,6 +47,8 @@ pub struct CounterSession {
     /// Requests on the session since the last answer whose outcome is
     /// unknown (each may have been applied).
     unsettled: u64,
+    /// Why the last answer was a state error.
+    why: Option<String>,
 }
 
 impl CounterSession {
@@ -59,7 +61,13 @@ impl CounterSession {
             last: 0,
             restoring: None,
             unsettled: 0,
+            why: None,
         }
+    }
+
+    /// Why the last answer was a state error (once: taken).
+    pub fn take_why(&mut self) -> Option<String> {
+        self.why.take()
     }
 
     /// A request of this session got no answer (or a 5xx, which a proxy
@@ -107,6 +115,7 @@ impl CounterSession {
                     // Stateful: a lost session is a broken chain (the
                     // server must never reset silently, and did not). Start
                     // over with a new session.
+                    self.why = Some(format!("410: session lost after value {}", self.last));
                     self.restoring = None;
                     self.last = 0;
                     Outcome::StateError
@@ -121,7 +130,10 @@ impl CounterSession {
                 self.restoring = None;
                 Outcome::Status5xx
             }
-            _ => Outcome::StateError,
+            s => {
+                self.why = Some(format!("status {s} in the counter flow"));
+                Outcome::StateError
+            }
         }
     }
 
@@ -162,6 +174,10 @@ impl CounterSession {
             }
         }
         let Some(value) = value else {
+            self.why = Some(format!(
+                "200 without a number: {:?}",
+                String::from_utf8_lossy(&r.body[..r.body.len().min(40)])
+            ));
             return Outcome::StateError;
         };
         self.last = value;
@@ -171,6 +187,20 @@ impl CounterSession {
             StateMode::Stateful | StateMode::Soft => !fresh || r.sid.is_some(),
         };
         if !(expected..=expected + tolerated).contains(&value) || !carried {
+            let range = if tolerated > 0 {
+                format!("{expected}..={}", expected + tolerated)
+            } else {
+                expected.to_string()
+            };
+            let what = match self.mode {
+                StateMode::Stateless => "state token",
+                StateMode::Stateful | StateMode::Soft => "session cookie",
+            };
+            self.why = Some(if carried {
+                format!("expected {range}, got {value}")
+            } else {
+                format!("expected {range}, got {value} without its {what}")
+            });
             Outcome::StateError
         } else if fresh || restored.is_some() {
             Outcome::NewSession
@@ -207,7 +237,10 @@ mod tests {
         assert_eq!(s.on_response(&ok(1, Some("aa"), None)), Outcome::NewSession);
         assert!(request(&s).contains("Cookie: sid=aa\r\n"));
         assert_eq!(s.on_response(&ok(2, None, None)), Outcome::Ok);
+        assert_eq!(s.take_why(), None);
         assert_eq!(s.on_response(&ok(4, None, None)), Outcome::StateError);
+        assert_eq!(s.take_why().as_deref(), Some("expected 3, got 4"));
+        assert_eq!(s.take_why(), None, "taken once");
         assert_eq!(s.on_response(&ok(5, None, None)), Outcome::Ok);
         let gone = Response {
             status: 410,
@@ -215,6 +248,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.on_response(&gone), Outcome::StateError);
+        assert_eq!(
+            s.take_why().as_deref(),
+            Some("410: session lost after value 5")
+        );
         assert!(!request(&s).contains("Cookie"));
     }
 
@@ -238,6 +275,7 @@ mod tests {
             Outcome::StateError,
             "two more than one lost request"
         );
+        assert_eq!(s.take_why().as_deref(), Some("expected 5..=6, got 7"));
         let proxy_error = Response {
             status: 502,
             ..Default::default()
@@ -296,5 +334,9 @@ mod tests {
         assert_eq!(s.on_response(&ok(2, None, Some("2.cd"))), Outcome::Ok);
         // A missing token breaks the chain.
         assert_eq!(s.on_response(&ok(3, None, None)), Outcome::StateError);
+        assert_eq!(
+            s.take_why().as_deref(),
+            Some("expected 3, got 3 without its state token")
+        );
     }
 }

@@ -144,6 +144,9 @@ impl LoadReport {
                 e.connect, e.read, e.write, e.timeout, e.status_4xx, e.status_5xx, e.parse, e.state
             )?;
         }
+        if let Some(example) = &e.state_example {
+            writeln!(w, "  First state error: {example}")?;
+        }
         if r.in_flight_at_end + r.behind_schedule_at_end > 0 {
             writeln!(
                 w,

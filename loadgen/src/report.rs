@@ -204,6 +204,10 @@ pub struct Errors {
     /// Counter flow: an answer that was not the previous value plus one, or
     /// a session the server lost.
     pub state: u64,
+    /// Counter flow: the first state error as its client saw it (what it
+    /// expected, what came), so that a count can be looked into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_example: Option<String>,
 }
 
 impl Errors {
@@ -228,6 +232,9 @@ impl Errors {
         self.status_5xx += o.status_5xx;
         self.parse += o.parse;
         self.state += o.state;
+        if self.state_example.is_none() {
+            self.state_example.clone_from(&o.state_example);
+        }
     }
 }
 

@@ -877,7 +877,14 @@ impl<'a> Worker<'a> {
                 c.restore_pending = true;
                 None
             }
-            Some(Outcome::StateError) => Some(Failure::State),
+            Some(Outcome::StateError) => {
+                let why = c.session.as_mut().and_then(|s| s.take_why());
+                let e = &mut self.tally.c.errors;
+                if counts && e.state_example.is_none() {
+                    e.state_example = why;
+                }
+                Some(Failure::State)
+            }
             Some(Outcome::Status4xx) => Some(Failure::Status4xx),
             Some(Outcome::Status5xx) => Some(Failure::Status5xx),
         };
