@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::wait_for;
+use common::{processes_running, wait_for};
 use sandbox::cgroup::Cgroup;
 use sandbox::owner::Owner;
 use sandbox::{CgroupVersion, Layout, Limits, Net, Sandbox, SandboxError};
@@ -44,15 +44,6 @@ fn cgroup(layout: &Layout, hint: &str) -> Cgroup {
         N.fetch_add(1, Ordering::Relaxed)
     );
     Cgroup::create(layout, &name, &Limits::default()).unwrap()
-}
-
-/// Whether any process runs with exactly this command line.
-fn running(argv: &[&str]) -> bool {
-    let want = argv.join("\0") + "\0";
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()))
 }
 
 /// Four chains of shells in `cg`: once the first shell is there, each
@@ -101,7 +92,10 @@ fn kills_a_forking_tree(
     assert_eq!(cg.tasks(), Vec::<i32>::new());
     assert!(child.wait().unwrap().code().is_none(), "killed by a signal");
     assert!(
-        wait_for(Duration::from_secs(2), || !running(&["sleep", tag])),
+        wait_for(Duration::from_secs(2), || processes_running(&[
+            "sleep", tag
+        ])
+        .is_empty()),
         "a forked task escaped the kill"
     );
     let mut acc = sandbox::Accounting::default();

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::wait_for;
+use common::{processes_running, wait_for};
 use sandbox::{self, Layout, Limits, Net, Sandbox};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -437,19 +437,6 @@ fn sigint_to_the_runner_leaves_nothing_behind() {
     assert_eq!(leftovers_of(pid), Vec::<String>::new());
 }
 
-/// Processes whose command line is exactly `argv`.
-fn processes_running(argv: &[&str]) -> Vec<u32> {
-    let want = argv.join("\0") + "\0";
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
-        })
-        .collect()
-}
-
 /// A runner killed outright (SIGKILL: none of its cleanup runs) takes its
 /// container's processes with it at once; what the kernel keeps (cgroups,
 /// the namespace) is removed by the next start.
@@ -600,24 +587,31 @@ fn helpers_run_outside_the_containers_cpus() {
         "the caller's affinity"
     );
     // Samplers of other tests' containers (no cpuset) may run anywhere;
-    // this one runs on every allowed CPU but the container's.
-    let samplers: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "sampler")
-        })
-        .filter_map(|t| {
-            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
-            let line = status
-                .lines()
-                .find(|l| l.starts_with("Cpus_allowed_list:"))?;
-            Some(line.split_whitespace().nth(1)?.to_string())
-        })
-        .collect();
+    // this one runs on every allowed CPU but the container's. A new thread
+    // names itself once it runs, so look until it has (at most 2 s).
+    let samplers = || -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "sampler")
+            })
+            .filter_map(|t| {
+                let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+                let line = status
+                    .lines()
+                    .find(|l| l.starts_with("Cpus_allowed_list:"))?;
+                Some(line.split_whitespace().nth(1)?.to_string())
+            })
+            .collect()
+    };
     let away = |list: &str| {
         sandbox::limits::parse_cpu_list(list).is_ok_and(|cpus| !cpus.contains(&(last as u32)))
     };
+    wait_for(Duration::from_secs(2), || {
+        samplers().iter().any(|l| away(l))
+    });
+    let samplers = samplers();
     assert!(samplers.iter().any(|l| away(l)), "{samplers:?}");
     c.stop().unwrap();
 }

@@ -470,6 +470,19 @@ pub fn free_port() -> u16 {
     bench::runner::free_port().expect("a free port on 127.0.0.1")
 }
 
+/// Processes whose command line is exactly `argv`.
+pub fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let want = argv.join("\0") + "\0";
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+        })
+        .collect()
+}
+
 /// A child process killed and reaped when dropped, even by a panic.
 pub struct Stopped(pub Child);
 

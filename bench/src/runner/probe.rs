@@ -46,10 +46,7 @@ pub fn wait_ready(
 pub fn free_port() -> std::io::Result<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
+    let low = ephemeral_low();
     // Never the privileged ports, nor the common ones just above them.
     let span = low.saturating_sub(10_000).min(12_000);
     // Processes running side by side (tests, runners) start apart.
@@ -66,14 +63,19 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// The first port of the kernel's ephemeral range (32768 if unreadable).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn free_ports_lie_below_the_ephemeral_range_and_differ() {
-        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|r| r.split_whitespace().next()?.parse().ok())
-            .unwrap_or(32_768);
+        let low = super::ephemeral_low() as u16;
         let a = super::free_port().unwrap();
         let b = super::free_port().unwrap();
         assert_ne!(a, b);
