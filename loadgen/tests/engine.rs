@@ -187,9 +187,11 @@ fn starved_connections_are_counted_with_the_age_of_what_they_wait_for() {
         "p99 {} µs: the waiting clients are not counted",
         report.corrected.p99_us
     );
-    // One connection at a time, 10 ms each: 1/w = 100 requests/s.
+    // One connection at a time, 10 ms each: at most 1/w = 100 requests/s.
+    // The floor only says the one client kept being served: a loaded
+    // machine stretches each 10 ms wait (CI measured 84 req/s once).
     let rate = report.statuses.s2xx as f64 / report.duration_s;
-    assert!((85.0..=105.0).contains(&rate), "{rate} req/s");
+    assert!((50.0..=105.0).contains(&rate), "{rate} req/s");
     // Starving clients is not a measurement fault: every connection had a
     // request in flight all the time.
     let little = report.littles_law.expect("closed loop");
