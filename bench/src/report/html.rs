@@ -48,6 +48,9 @@ pub fn page(suite: &str, env: &Env, runs: &[RunRecord]) -> String {
             runs.len()
         );
     }
+    if let Some(warning) = super::host_interference(runs) {
+        let _ = writeln!(h, "<p class=\"warn\" id=\"host\">{}</p>", esc(&warning));
+    }
     if runs.is_empty() {
         h.push_str("<p>No runs yet.</p></body></html>\n");
         return h;

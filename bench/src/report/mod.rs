@@ -36,6 +36,33 @@ pub fn render(dir: &Path) -> Result<PathBuf, StoreError> {
     store.write_file("report.html", html.as_bytes())
 }
 
+/// A warning when the virtual machine's host took a share of the CPUs
+/// during some runs' measurements (`None` when it never did).
+pub(crate) fn host_interference(runs: &[crate::results::RunRecord]) -> Option<String> {
+    let stolen = |r: &crate::results::RunRecord| {
+        let steps = r.auto_steps.iter().filter_map(|s| s.host_steal);
+        r.metrics
+            .as_ref()
+            .and_then(|m| m.host_steal)
+            .into_iter()
+            .chain(steps)
+            .filter(|s| s.disturbed())
+            .map(|s| s.server.max(s.generator))
+            .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
+    };
+    let worst: Vec<f64> = runs.iter().filter_map(stolen).collect();
+    let most = worst.iter().copied().fold(0.0, f64::max);
+    (!worst.is_empty()).then(|| {
+        format!(
+            "HOST INTERFERENCE: the virtual machine's host took at least {:.0} % of the CPUs during measurements of {} of {} runs (at most {:.0} %): a failed step measured then was measured again, and the runs' notes say which figures are doubtful",
+            crate::runner::steal::DISTURBED * 100.0,
+            worst.len(),
+            runs.len(),
+            most * 100.0
+        )
+    })
+}
+
 /// Escapes text for HTML.
 pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")

@@ -24,6 +24,10 @@ pub fn answer_table(runs: &[RunRecord]) -> String {
             runs.len()
         ));
     }
+    if let Some(warning) = super::host_interference(runs) {
+        out.push_str(&warning);
+        out.push('\n');
+    }
     let groups = analysis::groups(runs);
     for g in &groups {
         let a = g.answer();

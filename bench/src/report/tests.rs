@@ -80,6 +80,7 @@ pub(crate) fn run(
             server_connections_peak: Some(conns as u64 + 1),
             server_workers_peak: Some(2),
             generator_cpu_s: Some(0.1),
+            host_steal: None,
             spectrum: vec![
                 (0.0, p99 / 8.0),
                 (90.0, p99 / 2.0),
@@ -393,6 +394,7 @@ fn auto_run(
         resolution: 0.05,
         generator_bound,
         non_monotonic: false,
+        disturbed: false,
     });
     if generator_bound {
         r.loadgen = Some(serde_json::json!({ "cpu": { "generator_bound": true } }));
@@ -541,4 +543,32 @@ fn runs_table_shows_server_peaks_and_background_counts() {
         .unwrap()
         .contains("server_connections_peak,server_workers_peak,background"));
     assert!(csv.contains("8 idle: 8 open at the end"), "{csv}");
+}
+
+#[test]
+fn host_interference_is_announced_in_the_table_and_the_page() {
+    let mut runs = synthetic();
+    let quiet = super::answer_table(&runs);
+    assert!(!quiet.contains("HOST INTERFERENCE"), "{quiet}");
+    let stolen = |share: f64| crate::results::Steal {
+        server: share,
+        generator: share / 2.0,
+        server_worst: share,
+        generator_worst: share,
+    };
+    // Below the threshold: reported in the run, not announced.
+    runs[0].metrics.as_mut().unwrap().host_steal = Some(stolen(0.05));
+    assert!(!super::answer_table(&runs).contains("HOST INTERFERENCE"));
+    runs[1].metrics.as_mut().unwrap().host_steal = Some(stolen(0.31));
+    let text = super::answer_table(&runs);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("HOST INTERFERENCE"))
+        .expect("announced");
+    assert!(
+        line.contains(&format!("1 of {} runs (at most 31 %)", runs.len())),
+        "{line}"
+    );
+    let html = super::html::page("s", &Env::default(), &runs);
+    assert!(html.contains("id=\"host\""), "banner in the page");
 }

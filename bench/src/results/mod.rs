@@ -17,7 +17,7 @@ mod env;
 mod record;
 
 pub use env::Env;
-pub use record::{AutoStep, Metrics, Percentiles, Placement, RunRecord, Status, TimePoint};
+pub use record::{AutoStep, Metrics, Percentiles, Placement, RunRecord, Status, Steal, TimePoint};
 
 use std::collections::BTreeSet;
 use std::io::Write;

@@ -113,6 +113,24 @@ pub struct AutoStep {
     /// Responses per server CPU-second in the step.
     #[serde(default)]
     pub requests_per_cpu_s: Option<f64>,
+    /// What the virtual machine's host took from the step's CPUs
+    /// (`None` where the kernel does not count it).
+    #[serde(default)]
+    pub host_steal: Option<Steal>,
+}
+
+/// The share of their time the host took from the measurement's CPUs
+/// (see `runner::steal`): over the window, and in its worst 200 ms.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Steal {
+    /// Of the server's CPUs, over the window (0–1).
+    pub server: f64,
+    /// Of the generator's CPUs, over the window.
+    pub generator: f64,
+    /// Of the server's CPUs, in the worst sample of the window.
+    pub server_worst: f64,
+    /// Of the generator's CPUs, in the worst sample.
+    pub generator_worst: f64,
 }
 
 /// The measurements of a finished run.
@@ -172,6 +190,10 @@ pub struct Metrics {
     pub server_workers_peak: Option<u64>,
     /// CPU time the load generator used, s.
     pub generator_cpu_s: Option<f64>,
+    /// What the virtual machine's host took from the CPUs of the measured
+    /// window (`None` where the kernel does not count it).
+    #[serde(default)]
+    pub host_steal: Option<Steal>,
     /// The latency spectrum: (percentile, ms) pairs.
     pub spectrum: Vec<(f64, f64)>,
     /// Latency and throughput over time.
@@ -264,6 +286,7 @@ pub const CSV_HEADER: &[&str] = &[
     "memory_own_bytes",
     "memory_cache_bytes",
     "throttled_s",
+    "host_steal",
     "server_connections_peak",
     "server_workers_peak",
     "background",
@@ -329,6 +352,7 @@ impl RunRecord {
             m.memory_cache_bytes
                 .map_or(String::new(), |v| v.to_string()),
             opt(m.throttled_s),
+            opt(m.host_steal.map(|s| s.server.max(s.generator))),
             m.server_connections_peak
                 .map_or(String::new(), |v| v.to_string()),
             m.server_workers_peak

@@ -568,6 +568,9 @@ pub(super) fn perform(
                     state: spec.state,
                     stats: None,
                     on_window: Some(&on_window),
+                    cpus: (&cluster.cpus, ctx.generator_cpus),
+                    // Its events are timed from the one window.
+                    remeasure: false,
                 },
                 ctx.stop,
                 || cluster.dispatcher_running(),

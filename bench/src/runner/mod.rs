@@ -18,6 +18,7 @@ mod probe;
 pub use probe::free_port;
 pub mod search;
 mod server;
+pub mod steal;
 
 use crate::results::{Env, Placement, RunRecord, Status, Store, StoreError};
 use crate::suite::{Contestant, RunSpec, Suite};

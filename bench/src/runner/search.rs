@@ -21,6 +21,14 @@
 //! starved connection — is measured once more before it bounds the
 //! bracket, and a rate that passes either time counts as sustainable. A
 //! step that fell short of its offer is overload, believed at once.
+//!
+//! Whatever `confirm` says, a failure measured while the virtual machine's
+//! host took a good share of the CPUs (`disturbed`, see `runner::steal`) is
+//! not evidence about the server: its rate is measured again, up to
+//! [`DISTURBED_TRIES`] times in all. A pass at that rate settles it; a
+//! failure measured undisturbed counts as any other; a rate that failed
+//! every time, disturbed every time, is believed at last, and the bracket
+//! says so.
 
 /// One measured step, as the search sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,7 +42,13 @@ pub struct Probe {
     pub sustainable: bool,
     /// Whether the load generator was saturated during the step.
     pub generator_bound: bool,
+    /// Whether the host took enough of the CPUs during the step to make
+    /// its figures doubtful.
+    pub disturbed: bool,
 }
+
+/// Most measurements of one rate whose failures were all disturbed.
+pub const DISTURBED_TRIES: usize = 3;
 
 /// The search's settings (the suite's `auto`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,6 +102,10 @@ pub struct Bracket {
     /// Some step above the bracket was sustainable (noise, or a server
     /// whose capacity changed during the search).
     pub non_monotonic: bool,
+    /// The unsustainable end failed only in steps the host disturbed
+    /// (after [`DISTURBED_TRIES`] measurements): it may lie too low.
+    #[serde(default)]
+    pub disturbed: bool,
 }
 
 /// What to do next.
@@ -112,6 +130,7 @@ pub fn verdict(p: &Params, steps: &[Probe], end: End) -> Bracket {
         end,
         resolution: p.resolution,
         generator_bound: hi.is_some_and(|h| h.generator_bound),
+        disturbed: hi.is_some_and(|h| h.disturbed),
         non_monotonic: hi.is_some_and(|h| {
             steps
                 .iter()
@@ -121,17 +140,12 @@ pub fn verdict(p: &Params, steps: &[Probe], end: End) -> Bracket {
 }
 
 /// The bracket's ends: the highest sustainable step below the lowest
-/// unsustainable one, and that one. With `confirm`, a failing step at a
-/// rate that also passed does not count.
+/// unsustainable one, and that one. Failures that do not count are left
+/// out (see [`counts`]).
 fn ends<'a>(p: &Params, steps: &'a [Probe]) -> (Option<&'a Probe>, Option<&'a Probe>) {
-    let passed_at = |rate: f64| {
-        steps
-            .iter()
-            .any(|s| s.sustainable && same_rate(s.offered, rate))
-    };
     let hi = steps
         .iter()
-        .filter(|s| !(s.sustainable || p.confirm && passed_at(s.offered)))
+        .filter(|s| counts(p, steps, s))
         .min_by(|a, b| a.offered.total_cmp(&b.offered));
     let lo = steps
         .iter()
@@ -147,6 +161,12 @@ pub fn next(p: &Params, steps: &[Probe]) -> Next {
     };
     let (lo, hi) = ends(p, steps);
     let done = |end: End| Next::Done(verdict(p, steps, end));
+    if let Some(rate) = disturbed_retry(steps, hi) {
+        if steps.len() >= p.max_steps {
+            return done(End::StepLimit);
+        }
+        return Next::Probe(rate);
+    }
     if let Some(h) = hi.filter(|h| p.confirm && unconfirmed(p, steps, h)) {
         if steps.len() >= p.max_steps {
             return done(End::StepLimit);
@@ -181,15 +201,48 @@ fn same_rate(a: f64, b: f64) -> bool {
     (a / b - 1.0).abs() < SAME
 }
 
+/// The steps measured at `rate`.
+fn at(steps: &[Probe], rate: f64) -> impl Iterator<Item = &Probe> {
+    steps.iter().filter(move |s| same_rate(s.offered, rate))
+}
+
+/// Whether a step is a failure that bounds the bracket. Not when its rate
+/// also passed and the failure may be noise (`confirm`) or was disturbed;
+/// not when it was disturbed and its rate has not yet been measured
+/// undisturbed or [`DISTURBED_TRIES`] times.
+fn counts(p: &Params, steps: &[Probe], s: &Probe) -> bool {
+    if s.sustainable {
+        return false;
+    }
+    if (p.confirm || s.disturbed) && at(steps, s.offered).any(|x| x.sustainable) {
+        return false;
+    }
+    !s.disturbed || at(steps, s.offered).count() >= DISTURBED_TRIES
+}
+
+/// The lowest rate (below the bracket's unsustainable end, if any) whose
+/// every measurement is a disturbed failure, measured fewer than
+/// [`DISTURBED_TRIES`] times: it is to be measured again.
+fn disturbed_retry(steps: &[Probe], hi: Option<&Probe>) -> Option<f64> {
+    steps
+        .iter()
+        .filter(|s| hi.map_or(true, |h| s.offered < h.offered * (1.0 - SAME)))
+        .filter(|s| {
+            let mut here = at(steps, s.offered);
+            here.all(|x| x.disturbed && !x.sustainable)
+                && at(steps, s.offered).count() < DISTURBED_TRIES
+        })
+        .map(|s| s.offered)
+        .min_by(f64::total_cmp)
+}
+
 /// A failure that may be noise (it kept up with its offer, and the
-/// generator was not saturated), measured only once at its rate.
+/// generator was not saturated), measured only once undisturbed at its
+/// rate.
 fn unconfirmed(p: &Params, steps: &[Probe], failed: &Probe) -> bool {
     let kept_up = failed.achieved >= p.keep_up * failed.offered;
-    let measured = steps
-        .iter()
-        .filter(|s| same_rate(s.offered, failed.offered))
-        .count();
-    kept_up && !failed.generator_bound && measured == 1
+    let measured = at(steps, failed.offered).filter(|s| !s.disturbed).count();
+    kept_up && !failed.generator_bound && !failed.disturbed && measured == 1
 }
 
 /// Where to cut the bracket (lo, hi): beside the capacity estimate when
@@ -254,6 +307,7 @@ mod tests {
                 },
                 sustainable,
                 generator_bound: false,
+                disturbed: false,
             }
         }
     }
@@ -330,6 +384,82 @@ mod tests {
         assert_eq!(b.end, End::Converged, "{b:?}");
     }
 
+    /// `server` whose first `times` measurements at `rate` fail while the
+    /// host disturbs them; later ones are honest.
+    fn disturbed_at(capacity: f64, rate: f64, times: usize) -> impl FnMut(f64, &[Probe]) -> Probe {
+        let honest = server(capacity, 0.9);
+        move |offered, before| {
+            let earlier = at(before, offered).count();
+            let mut probe = honest(offered);
+            if same_rate(offered, rate) && earlier < times {
+                probe.sustainable = false;
+                probe.disturbed = true;
+            }
+            probe
+        }
+    }
+
+    #[test]
+    fn a_disturbed_failure_is_measured_again_until_it_passes() {
+        // The host takes the CPUs during the first two measurements at 4k;
+        // the third passes, and the search finds the real capacity, with
+        // or without `confirm`.
+        for confirm in [false, true] {
+            let p = Params {
+                confirm,
+                ..params()
+            };
+            let (steps, b) = search_with(&p, disturbed_at(30_000.0, 4_000.0, 2));
+            let (lo, hi) = (b.sustainable_rps.unwrap(), b.unsustainable_rps.unwrap());
+            assert!(lo <= 30_000.0 && 30_000.0 < hi, "{confirm}: {b:?}");
+            assert_eq!(at(&steps, 4_000.0).count(), 3, "{steps:?}");
+            assert!(!b.disturbed);
+        }
+        // Disturbed at the very first rate: measured again, not "none
+        // sustainable".
+        let (_, b) = search_with(&params(), disturbed_at(30_000.0, 1_000.0, 1));
+        assert_eq!(b.end, End::Converged, "{b:?}");
+    }
+
+    #[test]
+    fn a_rate_disturbed_every_time_is_believed_at_last_and_flagged() {
+        let (steps, b) = search_with(&params(), disturbed_at(30_000.0, 4_000.0, usize::MAX));
+        assert_eq!(at(&steps, 4_000.0).count(), DISTURBED_TRIES, "{steps:?}");
+        assert_eq!(b.unsustainable_rps, Some(4_000.0));
+        assert!(b.disturbed, "{b:?}");
+        // Once measured undisturbed, a failure is evidence like any other:
+        // here the second measurement at 4k is an honest failure.
+        let mut first = true;
+        let (steps, b) = search_with(&params(), |rate, before: &[Probe]| {
+            let mut probe = server(3_000.0, 1.0)(rate);
+            if same_rate(rate, 4_000.0) && std::mem::take(&mut first) {
+                probe.disturbed = true;
+            }
+            let _ = before;
+            probe
+        });
+        assert_eq!(at(&steps, 4_000.0).count(), 2, "{steps:?}");
+        assert!(!b.disturbed && b.unsustainable_rps.unwrap() <= 4_000.0);
+    }
+
+    #[test]
+    fn a_disturbed_pass_is_believed() {
+        // Sustaining a rate with part of the CPUs taken is still
+        // sustaining it: no step is repeated.
+        let honest = search(&params(), server(30_000.0, 1.0)).0.len();
+        let (steps, b) = search(&params(), |rate| Probe {
+            disturbed: true,
+            ..server(30_000.0, 1.0)(rate)
+        });
+        // Only failures are repeated; the failures here all fall short of
+        // their offer, each measured up to three times.
+        assert!(steps
+            .iter()
+            .filter(|s| s.sustainable)
+            .all(|s| at(&steps, s.offered).count() == 1));
+        assert!(steps.len() > honest && b.disturbed, "{b:?}");
+    }
+
     #[test]
     fn a_failure_that_repeats_or_falls_short_is_believed() {
         let confirm = Params {
@@ -363,6 +493,7 @@ mod tests {
             achieved: rate,
             sustainable: false,
             generator_bound: false,
+            disturbed: false,
         };
         let (steps, b) = search_with(&confirm, latency_only);
         assert_eq!((b.end, steps.len()), (End::NoneSustainable, 2));
@@ -428,6 +559,7 @@ mod tests {
             achieved: offered.min(50_000.0),
             sustainable: offered <= 31_000.0,
             generator_bound: false,
+            disturbed: false,
         };
         let (_, b) = search(&params(), measure);
         let (lo, hi) = (b.sustainable_rps.unwrap(), b.unsustainable_rps.unwrap());
@@ -470,6 +602,7 @@ mod tests {
             achieved: offered.min(60_000.0),
             sustainable: offered <= 60_000.0,
             generator_bound: offered > 60_000.0,
+            disturbed: false,
         };
         let (_, b) = search(&params(), measure);
         assert!(b.generator_bound, "{b:?}");
@@ -483,18 +616,21 @@ mod tests {
                 achieved: 1000.0,
                 sustainable: true,
                 generator_bound: false,
+                disturbed: false,
             },
             Probe {
                 offered: 4000.0,
                 achieved: 4000.0,
                 sustainable: false,
                 generator_bound: false,
+                disturbed: false,
             },
             Probe {
                 offered: 5000.0,
                 achieved: 5000.0,
                 sustainable: true,
                 generator_bound: false,
+                disturbed: false,
             },
         ];
         let p = Params {

@@ -190,6 +190,8 @@ pub fn perform(ctx: &Context, spec: &RunSpec) -> Option<Outcome> {
             state: spec.state,
             stats: stats.as_ref(),
             on_window: None,
+            cpus: (&server_cpus, ctx.generator_cpus),
+            remeasure: true,
         },
         ctx.stop,
         || shared.borrow_mut().is_running(),
