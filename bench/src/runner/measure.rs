@@ -269,12 +269,7 @@ pub fn run_level(
                 LoadLevel::Open { rate, .. } => Some(rate),
                 _ => None,
             };
-            let measured = least_disturbed(target.remeasure, |again| {
-                if again {
-                    steal::wait_quiet(target.cpus.0, target.cpus.1, stop);
-                }
-                one(connections, rate)
-            })?;
+            let measured = least_disturbed(target.remeasure, || one(connections, rate))?;
             let Some((report, metrics, tries)) = measured else {
                 return Ok(None);
             };
@@ -336,11 +331,6 @@ pub fn run_level(
                     // the server does after that step, and it must not fall
                     // into this one.
                     wait_until_quiet(&cpu, stop);
-                }
-                if probes.iter().any(|p| p.disturbed && p.offered == rate) {
-                    // Measured again because the host disturbed it: give
-                    // the host a moment to quieten first.
-                    steal::wait_quiet(target.cpus.0, target.cpus.1, stop);
                 }
                 let Some((r, m)) = one(connections, Some(rate))? else {
                     return Ok(None);
@@ -406,18 +396,18 @@ pub fn run_level(
     }
 }
 
-/// Measures (`measure(again)`) until a window the host did not disturb,
-/// at most [`search::DISTURBED_TRIES`] times (once unless `remeasure`),
-/// and keeps the least disturbed measurement; with how many were made.
-/// `None` when a measurement was stopped.
+/// Measures until a window the host did not disturb, at most
+/// [`search::DISTURBED_TRIES`] times (once unless `remeasure`), and keeps
+/// the least disturbed measurement; with how many were made. `None` when
+/// a measurement was stopped.
 fn least_disturbed<R>(
     remeasure: bool,
-    mut measure: impl FnMut(bool) -> Result<Option<(R, Metrics)>, String>,
+    mut measure: impl FnMut() -> Result<Option<(R, Metrics)>, String>,
 ) -> Result<Option<(R, Metrics, usize)>, String> {
     let stolen = |m: &Metrics| m.host_steal.map_or(0.0, |s| s.server.max(s.generator));
     let mut kept: Option<(R, Metrics)> = None;
     for tries in 1..=search::DISTURBED_TRIES {
-        let Some(measured) = measure(tries > 1)? else {
+        let Some(measured) = measure()? else {
             return Ok(None);
         };
         if kept
@@ -531,19 +521,18 @@ mod tests {
     fn a_disturbed_window_is_measured_again_and_the_calmest_kept() {
         // 30 %, 40 %, then 5 %: three measurements, the third kept.
         let shares = [0.30, 0.40, 0.05];
-        let mut made = Vec::new();
-        let got = least_disturbed(true, |again| {
-            made.push(again);
-            Ok(Some((made.len(), stolen(shares[made.len() - 1]))))
+        let mut n = 0;
+        let got = least_disturbed(true, || {
+            n += 1;
+            Ok(Some((n, stolen(shares[n - 1]))))
         })
         .unwrap()
         .unwrap();
         assert_eq!((got.0, got.2), (3, 3));
-        assert_eq!(made, [false, true, true], "waits before each repeat");
         // Disturbed every time: three tries, the least disturbed kept.
         let shares = [0.30, 0.20, 0.40];
         let mut n = 0;
-        let got = least_disturbed(true, |_| {
+        let got = least_disturbed(true, || {
             n += 1;
             Ok(Some((n, stolen(shares[n - 1]))))
         })
@@ -555,25 +544,25 @@ mod tests {
     #[test]
     fn a_calm_window_or_a_run_that_cannot_repeat_is_measured_once() {
         let mut n = 0;
-        let got = least_disturbed(true, |_| {
+        let got = least_disturbed(true, || {
             n += 1;
             Ok(Some((n, stolen(0.02))))
         })
         .unwrap()
         .unwrap();
         assert_eq!(got.2, 1);
-        let got = least_disturbed(false, |_| Ok(Some(((), stolen(0.5)))))
+        let got = least_disturbed(false, || Ok(Some(((), stolen(0.5)))))
             .unwrap()
             .unwrap();
         assert_eq!(got.2, 1, "cluster windows drive events: never repeated");
         // Without steal figures (not a VM, or no such column): once.
-        let got = least_disturbed(true, |_| Ok(Some(((), Metrics::default()))))
+        let got = least_disturbed(true, || Ok(Some(((), Metrics::default()))))
             .unwrap()
             .unwrap();
         assert_eq!(got.2, 1);
         // A stop during a repeat ends the run without a result.
         let mut n = 0;
-        let got = least_disturbed(true, |_| {
+        let got = least_disturbed(true, || {
             n += 1;
             Ok((n == 1).then(|| ((), stolen(0.5))))
         })
