@@ -712,7 +712,21 @@ impl<'h> Reactor<'h> {
         for slot in 0..self.conns.len() {
             let Some(e) = self.entry(slot) else { continue };
             match e.stage {
-                Stage::Serving if !e.write_pending => self.close(slot),
+                Stage::Serving if !e.write_pending => {
+                    // A request the client sent before the shutdown may be
+                    // unread (its readiness not yet handled in this turn):
+                    // it is answered, with `Connection: close`. What is
+                    // still idle after that is closed.
+                    self.drive(slot);
+                    let idle = self.entry(slot).is_some_and(|e| {
+                        matches!(e.stage, Stage::Serving)
+                            && !e.write_pending
+                            && !e.conn.is_closing()
+                    });
+                    if idle {
+                        self.close(slot);
+                    }
+                }
                 Stage::Serving => e.conn.close_after_output(),
                 // finish() sees the trigger and closes after this response.
                 Stage::Waiting { .. } | Stage::Offloaded | Stage::Lingering { .. } => {}
