@@ -1,6 +1,7 @@
 //! `serverlab load URL`: drive a server and report latency and throughput.
 
 use anyhow::Context;
+use bench::runner::{placement, steal};
 use loadgen::output::Which;
 use loadgen::{Arrivals, Flow, LoadConfig, StateMode};
 use std::io::Write;
@@ -128,7 +129,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         log: args.log,
         ..Default::default()
     };
-    let report = loadgen::run(&config, &stop)?;
+    // The server may be on any CPU: the host's share of all of them is
+    // watched, and of this process's (the generator's).
+    let watched = steal::watched(
+        (&steal::online_cpus(), &placement::allowed_cpus()),
+        |measuring| loadgen::run_signalling(&config, &stop, measuring),
+        |_| (),
+    );
+    let mut report = match watched.result {
+        Ok(report) => report?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    if let Some(stolen) = watched.steal.filter(|s| s.disturbed()) {
+        report
+            .warnings
+            .push(stolen.note_naming("the machine's CPUs"));
+    }
     if let Some(path) = &args.hgrm {
         write_file(path, |w| report.write_hgrm(w, Which::Corrected))?;
         if config.rate.is_some() {

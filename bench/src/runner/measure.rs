@@ -224,25 +224,23 @@ pub fn run_level(
     // measured part within milliseconds.
     let one = |conns: u32, rate: Option<f64>| -> Result<Option<(LoadReport, Metrics)>, String> {
         let cfg = config(suite, workload, target, conns, rate);
-        let measuring = AtomicBool::new(false);
-        let (result, before, after, stolen) = std::thread::scope(|s| {
-            let generator = s.spawn(|| loadgen::run_signalling(&cfg, stop, &measuring));
-            while !measuring.load(Ordering::SeqCst) && !generator.is_finished() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let before = cpu();
-            let mut watch = steal::Watch::start(target.cpus.0, target.cpus.1);
-            if let Some(f) = target.on_window {
-                f();
-            }
-            if let Some(stats) = target.stats {
-                stats.reset_peaks();
-            }
-            watch.until(|| generator.is_finished());
-            let after = cpu();
-            let stolen = watch.finish();
-            (generator.join(), before, after, stolen)
-        });
+        let watched = steal::watched(
+            target.cpus,
+            |measuring| loadgen::run_signalling(&cfg, stop, measuring),
+            |begins| {
+                let used = cpu();
+                if begins {
+                    if let Some(f) = target.on_window {
+                        f();
+                    }
+                    if let Some(stats) = target.stats {
+                        stats.reset_peaks();
+                    }
+                }
+                used
+            },
+        );
+        let (result, (before, after)) = (watched.result, watched.marks);
         let peaks = target.stats.map(|s| s.snapshot());
         let report = result
             .map_err(|_| "load generator panicked".to_string())?
@@ -251,7 +249,7 @@ pub fn run_level(
             return Ok(None);
         }
         let mut m = metrics(&report, &suite.objective);
-        m.host_steal = stolen;
+        m.host_steal = watched.steal;
         if let (Some(a), Some(b)) = (before, after) {
             let used = (b - a).max(0.0);
             m.server_cpu_s = Some(used);

@@ -22,6 +22,7 @@
 //! the host took during it.
 
 use crate::results::Steal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often the worst moment is sampled.
@@ -90,6 +91,20 @@ fn parse(stat: &str, cpus: &[usize]) -> Option<Ticks> {
         found += 1;
     }
     (found == cpus.len()).then_some(sum)
+}
+
+/// Every CPU the kernel counts in `/proc/stat` (online ones).
+pub fn online_cpus() -> Vec<usize> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter_map(|l| {
+            l.split_ascii_whitespace()
+                .next()?
+                .strip_prefix("cpu")?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// Watches the steal of the server's and the generator's CPUs over one
@@ -171,6 +186,45 @@ impl Watch {
     }
 }
 
+/// What [`watched`] saw.
+pub struct Watched<T, A> {
+    /// The generator's result (`Err` if it panicked).
+    pub result: std::thread::Result<T>,
+    /// What `mark` returned when the window began and when it ended.
+    pub marks: (A, A),
+    /// What the host took over the window.
+    pub steal: Option<Steal>,
+}
+
+/// Runs a load generator (`generate`, given the flag it raises when its
+/// measured window begins) on its own thread and watches the steal of
+/// `cpus` (the server's, the generator's) over that window. `mark(true)`
+/// is called the moment the window begins and `mark(false)` when the
+/// generator returns (to read the server's CPU time there, say).
+pub fn watched<T: Send, A>(
+    cpus: (&[usize], &[usize]),
+    generate: impl FnOnce(&AtomicBool) -> T + Send,
+    mut mark: impl FnMut(bool) -> A,
+) -> Watched<T, A> {
+    let measuring = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let generator = s.spawn(|| generate(&measuring));
+        while !measuring.load(Ordering::SeqCst) && !generator.is_finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let start = mark(true);
+        let mut watch = Watch::start(cpus.0, cpus.1);
+        watch.until(|| generator.is_finished());
+        let end = mark(false);
+        let steal = watch.finish();
+        Watched {
+            result: generator.join(),
+            marks: (start, end),
+            steal,
+        }
+    })
+}
+
 impl Steal {
     /// Whether the host took enough to make the step's figures doubtful.
     pub fn disturbed(&self) -> bool {
@@ -179,8 +233,14 @@ impl Steal {
 
     /// A sentence for a run's notes.
     pub fn note(&self) -> String {
+        self.note_naming("the server's CPUs")
+    }
+
+    /// The same, naming the first set of CPUs `server` ("the machine's
+    /// CPUs" where the server's are not known).
+    pub fn note_naming(&self, server: &str) -> String {
         format!(
-            "host interference: the virtual machine's host took {:.0} % of the server's CPUs and {:.0} % of the generator's during the measured window (at worst {:.0} % and {:.0} % over {} ms): the figures are not the server's alone; measure again when the host is quieter",
+            "host interference: the virtual machine's host took {:.0} % of {server} and {:.0} % of the generator's during the measured window (at worst {:.0} % and {:.0} % over {} ms): the figures are not the server's alone; measure again when the host is quieter",
             self.server * 100.0,
             self.generator * 100.0,
             self.server_worst * 100.0,
