@@ -352,7 +352,9 @@ pub fn run_level(
                     achieved: m.throughput_rps,
                     sustainable: m.meets_objective,
                     generator_bound: r.cpu.generator_bound,
-                    disturbed: m.host_steal.is_some_and(|s| s.disturbed()),
+                    disturbed: m
+                        .host_steal
+                        .is_some_and(|s| s.may_explain(rate, m.throughput_rps, KEEP_UP)),
                 });
                 measured.push((r, m));
             };

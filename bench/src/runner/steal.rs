@@ -231,6 +231,16 @@ impl Steal {
         self.server.max(self.generator) >= DISTURBED
     }
 
+    /// Whether the host may be why a search step failed: it disturbed the
+    /// step, and the step fell short of its offer (`offered`, achieving
+    /// `achieved`) by no more than what the host took can explain. A
+    /// server that achieved 60k of 128k offered while the host took 20 %
+    /// was overloaded whatever the host did: that failure is believed.
+    pub fn may_explain(&self, offered: f64, achieved: f64, keep_up: f64) -> bool {
+        let left = 1.0 - self.server.max(self.generator);
+        self.disturbed() && achieved >= keep_up * offered * left
+    }
+
     /// A sentence for a run's notes.
     pub fn note(&self) -> String {
         self.note_naming("the server's CPUs")
@@ -308,6 +318,23 @@ ctxt 99
             ..quiet
         };
         assert!(server.disturbed());
+    }
+
+    #[test]
+    fn overload_beyond_what_the_host_took_is_not_its_doing() {
+        let took = |share: f64| Steal {
+            server: share,
+            generator: share / 2.0,
+            server_worst: share,
+            generator_worst: share,
+        };
+        // Kept up, or fell short by about the host's share: may be it.
+        assert!(took(0.20).may_explain(8_000.0, 8_000.0, 0.95));
+        assert!(took(0.20).may_explain(10_000.0, 7_700.0, 0.95));
+        // Half the offer with a fifth of the CPUs taken: overload.
+        assert!(!took(0.20).may_explain(128_000.0, 60_000.0, 0.95));
+        // Not disturbed: never the host's doing.
+        assert!(!took(0.05).may_explain(8_000.0, 8_000.0, 0.95));
     }
 
     #[test]
