@@ -42,8 +42,8 @@ pub struct Probe {
     pub sustainable: bool,
     /// Whether the load generator was saturated during the step.
     pub generator_bound: bool,
-    /// Whether the host took enough of the CPUs during the step to make
-    /// its figures doubtful.
+    /// Whether the host took enough of the CPUs during the step that it
+    /// may be why the step failed (`runner::steal::Steal::may_explain`).
     pub disturbed: bool,
 }
 
@@ -130,7 +130,11 @@ pub fn verdict(p: &Params, steps: &[Probe], end: End) -> Bracket {
         end,
         resolution: p.resolution,
         generator_bound: hi.is_some_and(|h| h.generator_bound),
-        disturbed: hi.is_some_and(|h| h.disturbed),
+        disturbed: hi.is_some_and(|h| {
+            at(steps, h.offered)
+                .filter(|x| !x.sustainable)
+                .all(|x| x.disturbed)
+        }),
         non_monotonic: hi.is_some_and(|h| {
             steps
                 .iter()
@@ -440,6 +444,27 @@ mod tests {
         });
         assert_eq!(at(&steps, 4_000.0).count(), 2, "{steps:?}");
         assert!(!b.disturbed && b.unsustainable_rps.unwrap() <= 4_000.0);
+        // The bracket is not flagged when any failure at its end was
+        // measured undisturbed, whichever came first.
+        let failed = |disturbed| Probe {
+            offered: 4_000.0,
+            achieved: 4_000.0,
+            sustainable: false,
+            generator_bound: false,
+            disturbed,
+        };
+        let steps = [
+            Probe {
+                offered: 1_000.0,
+                sustainable: true,
+                ..failed(false)
+            },
+            failed(true),
+            failed(false),
+        ];
+        let b = verdict(&params(), &steps, End::Converged);
+        assert_eq!(b.unsustainable_rps, Some(4_000.0));
+        assert!(!b.disturbed, "{b:?}");
     }
 
     #[test]

@@ -112,6 +112,8 @@ pub fn online_cpus() -> Vec<usize> {
 pub struct Watch {
     server: Track,
     generator: Track,
+    /// When the counters were last read.
+    last_sample: Instant,
 }
 
 struct Track {
@@ -132,9 +134,12 @@ impl Track {
         }
     }
 
-    fn sample(&mut self) {
+    /// Reads the counters; `worst` says whether the time since the last
+    /// reading is a whole sample (a sliver of a few ticks at the end of
+    /// the window would make a share of 0 or 50 % out of one tick).
+    fn sample(&mut self, worst: bool) {
         let now = Ticks::now(&self.cpus);
-        if let (Some(now), Some(last)) = (now, self.last) {
+        if let (Some(now), Some(last), true) = (now, self.last, worst) {
             if let Some(share) = now.share_since(&last) {
                 self.worst = self.worst.max(share);
             }
@@ -153,6 +158,7 @@ impl Watch {
         Watch {
             server: Track::new(server_cpus),
             generator: Track::new(generator_cpus),
+            last_sample: Instant::now(),
         }
     }
 
@@ -162,21 +168,22 @@ impl Watch {
         while !done() {
             std::thread::sleep(Duration::from_millis(5));
             if Instant::now() >= next {
-                self.sample();
+                self.sample(true);
                 next += SAMPLE;
             }
         }
+        self.last_sample = next - SAMPLE;
     }
 
-    fn sample(&mut self) {
-        self.server.sample();
-        self.generator.sample();
+    fn sample(&mut self, worst: bool) {
+        self.server.sample(worst);
+        self.generator.sample(worst);
     }
 
     /// What the host took over the window (call when it ended); `None`
     /// where the kernel does not count steal.
     pub fn finish(mut self) -> Option<Steal> {
-        self.sample();
+        self.sample(self.last_sample.elapsed() >= SAMPLE / 2);
         Some(Steal {
             server: self.server.share()?,
             generator: self.generator.share()?,
