@@ -517,40 +517,30 @@ mod tests {
         }
     }
 
+    /// Which measurement (1-based) was kept, and how many were made, when
+    /// the host took `shares` of the CPUs in turn.
+    fn kept_of(shares: &[f64]) -> (usize, usize) {
+        let mut n = 0;
+        let (kept, _, tries) = least_disturbed(true, || {
+            n += 1;
+            Ok(Some((n, stolen(shares[n - 1]))))
+        })
+        .unwrap()
+        .unwrap();
+        (kept, tries)
+    }
+
     #[test]
     fn a_disturbed_window_is_measured_again_and_the_calmest_kept() {
         // 30 %, 40 %, then 5 %: three measurements, the third kept.
-        let shares = [0.30, 0.40, 0.05];
-        let mut n = 0;
-        let got = least_disturbed(true, || {
-            n += 1;
-            Ok(Some((n, stolen(shares[n - 1]))))
-        })
-        .unwrap()
-        .unwrap();
-        assert_eq!((got.0, got.2), (3, 3));
+        assert_eq!(kept_of(&[0.30, 0.40, 0.05]), (3, 3));
         // Disturbed every time: three tries, the least disturbed kept.
-        let shares = [0.30, 0.20, 0.40];
-        let mut n = 0;
-        let got = least_disturbed(true, || {
-            n += 1;
-            Ok(Some((n, stolen(shares[n - 1]))))
-        })
-        .unwrap()
-        .unwrap();
-        assert_eq!((got.0, got.2), (2, 3));
+        assert_eq!(kept_of(&[0.30, 0.20, 0.40]), (2, 3));
     }
 
     #[test]
     fn a_calm_window_or_a_run_that_cannot_repeat_is_measured_once() {
-        let mut n = 0;
-        let got = least_disturbed(true, || {
-            n += 1;
-            Ok(Some((n, stolen(0.02))))
-        })
-        .unwrap()
-        .unwrap();
-        assert_eq!(got.2, 1);
+        assert_eq!(kept_of(&[0.02]), (1, 1));
         let got = least_disturbed(false, || Ok(Some(((), stolen(0.5)))))
             .unwrap()
             .unwrap();
