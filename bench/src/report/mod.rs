@@ -47,7 +47,7 @@ pub(crate) fn host_interference(runs: &[crate::results::RunRecord]) -> Option<St
             .into_iter()
             .chain(steps)
             .filter(|s| s.disturbed())
-            .map(|s| s.server.max(s.generator))
+            .map(|s| s.share())
             .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
     };
     let worst: Vec<f64> = runs.iter().filter_map(stolen).collect();

@@ -352,7 +352,7 @@ impl RunRecord {
             m.memory_cache_bytes
                 .map_or(String::new(), |v| v.to_string()),
             opt(m.throttled_s),
-            opt(m.host_steal.map(|s| s.server.max(s.generator))),
+            opt(m.host_steal.map(|s| s.share())),
             m.server_connections_peak
                 .map_or(String::new(), |v| v.to_string()),
             m.server_workers_peak

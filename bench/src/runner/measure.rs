@@ -404,26 +404,21 @@ fn least_disturbed<R>(
     remeasure: bool,
     mut measure: impl FnMut() -> Result<Option<(R, Metrics)>, String>,
 ) -> Result<Option<(R, Metrics, usize)>, String> {
-    let stolen = |m: &Metrics| m.host_steal.map_or(0.0, |s| s.server.max(s.generator));
-    let mut kept: Option<(R, Metrics)> = None;
-    for tries in 1..=search::DISTURBED_TRIES {
+    let stolen = |m: &Metrics| m.host_steal.map_or(0.0, |s| s.share());
+    let Some(mut kept) = measure()? else {
+        return Ok(None);
+    };
+    let mut tries = 1;
+    while remeasure && tries < search::DISTURBED_TRIES && stolen(&kept.1) >= steal::DISTURBED {
         let Some(measured) = measure()? else {
             return Ok(None);
         };
-        if kept
-            .as_ref()
-            .map_or(true, |k| stolen(&measured.1) < stolen(&k.1))
-        {
-            kept = Some(measured);
-        }
-        let calm = kept
-            .as_ref()
-            .is_some_and(|k| !k.1.host_steal.is_some_and(|s| s.disturbed()));
-        if calm || !remeasure || tries == search::DISTURBED_TRIES {
-            return Ok(kept.map(|(r, m)| (r, m, tries)));
+        tries += 1;
+        if stolen(&measured.1) < stolen(&kept.1) {
+            kept = measured;
         }
     }
-    unreachable!("the last try returns")
+    Ok(Some((kept.0, kept.1, tries)))
 }
 
 /// Most a server may be busy (CPU-seconds per second) and count as quiet.

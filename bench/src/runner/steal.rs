@@ -60,6 +60,15 @@ impl Ticks {
     }
 }
 
+/// The `cpuN` lines of a `/proc/stat` text: N and the line's numbers.
+fn per_cpu(stat: &str) -> impl Iterator<Item = (usize, std::str::SplitAsciiWhitespace<'_>)> {
+    stat.lines().filter_map(|line| {
+        let mut fields = line.split_ascii_whitespace();
+        let cpu = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
+        Some((cpu, fields))
+    })
+}
+
 /// The summed counters of `cpus` in a `/proc/stat` text.
 fn parse(stat: &str, cpus: &[usize]) -> Option<Ticks> {
     if cpus.is_empty() {
@@ -67,18 +76,7 @@ fn parse(stat: &str, cpus: &[usize]) -> Option<Ticks> {
     }
     let mut sum = Ticks::default();
     let mut found = 0;
-    for line in stat.lines() {
-        let mut fields = line.split_ascii_whitespace();
-        let Some(cpu) = fields
-            .next()
-            .and_then(|name| name.strip_prefix("cpu"))
-            .and_then(|n| n.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        if !cpus.contains(&cpu) {
-            continue;
-        }
+    for (_, fields) in per_cpu(stat).filter(|(cpu, _)| cpus.contains(cpu)) {
         // user nice system idle iowait irq softirq steal [guest guest_nice]:
         // guest time is already inside user time, so the first eight add up
         // to the CPU's whole time.
@@ -96,15 +94,7 @@ fn parse(stat: &str, cpus: &[usize]) -> Option<Ticks> {
 /// Every CPU the kernel counts in `/proc/stat` (online ones).
 pub fn online_cpus() -> Vec<usize> {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    stat.lines()
-        .filter_map(|l| {
-            l.split_ascii_whitespace()
-                .next()?
-                .strip_prefix("cpu")?
-                .parse()
-                .ok()
-        })
-        .collect()
+    per_cpu(&stat).map(|(cpu, _)| cpu).collect()
 }
 
 /// Watches the steal of the server's and the generator's CPUs over one
@@ -162,11 +152,13 @@ impl Watch {
         }
     }
 
-    /// Waits until `done` says the window ended, sampling every [`SAMPLE`].
-    pub fn until(&mut self, done: impl Fn() -> bool) {
+    /// Waits until `done` says the window ended, sampling every
+    /// [`SAMPLE`]. Sleeps in between: whoever sets `done` unparks this
+    /// thread, so the window's end is seen at once.
+    pub fn until(&mut self, done: &AtomicBool) {
         let mut next = Instant::now() + SAMPLE;
-        while !done() {
-            std::thread::sleep(Duration::from_millis(5));
+        while !done.load(Ordering::SeqCst) {
+            std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
             if Instant::now() >= next {
                 self.sample(true);
                 next += SAMPLE;
@@ -214,14 +206,21 @@ pub fn watched<T: Send, A>(
     mut mark: impl FnMut(bool) -> A,
 ) -> Watched<T, A> {
     let measuring = AtomicBool::new(false);
+    let finished = AtomicBool::new(false);
+    let watcher = std::thread::current();
     std::thread::scope(|s| {
-        let generator = s.spawn(|| generate(&measuring));
-        while !measuring.load(Ordering::SeqCst) && !generator.is_finished() {
+        let generator = s.spawn(|| {
+            let result = generate(&measuring);
+            finished.store(true, Ordering::SeqCst);
+            watcher.unpark();
+            result
+        });
+        while !measuring.load(Ordering::SeqCst) && !finished.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(1));
         }
         let start = mark(true);
         let mut watch = Watch::start(cpus.0, cpus.1);
-        watch.until(|| generator.is_finished());
+        watch.until(&finished);
         let end = mark(false);
         let steal = watch.finish();
         Watched {
@@ -233,9 +232,15 @@ pub fn watched<T: Send, A>(
 }
 
 impl Steal {
+    /// The larger of the two sides' shares over the window: what the
+    /// judgements use.
+    pub fn share(&self) -> f64 {
+        self.server.max(self.generator)
+    }
+
     /// Whether the host took enough to make the step's figures doubtful.
     pub fn disturbed(&self) -> bool {
-        self.server.max(self.generator) >= DISTURBED
+        self.share() >= DISTURBED
     }
 
     /// Whether the host may be why a search step failed: it disturbed the
@@ -244,7 +249,7 @@ impl Steal {
     /// server that achieved 60k of 128k offered while the host took 20 %
     /// was overloaded whatever the host did: that failure is believed.
     pub fn may_explain(&self, offered: f64, achieved: f64, keep_up: f64) -> bool {
-        let left = 1.0 - self.server.max(self.generator);
+        let left = 1.0 - self.share();
         self.disturbed() && achieved >= keep_up * offered * left
     }
 
@@ -353,8 +358,16 @@ ctxt 99
             panic!("/proc/stat has no steal column for CPUs {cpus:?}");
         };
         let mut watch = Watch::start(&cpus, &cpus);
-        let started = Instant::now();
-        watch.until(|| started.elapsed() >= Duration::from_millis(450));
+        let ended = AtomicBool::new(false);
+        let watcher = std::thread::current();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(450));
+                ended.store(true, Ordering::SeqCst);
+                watcher.unpark();
+            });
+            watch.until(&ended);
+        });
         let steal = watch.finish().expect("ticks passed in 450 ms");
         assert!((0.0..=1.0).contains(&steal.server), "{steal:?}");
         assert!(steal.server_worst >= 0.0 && steal.server_worst <= 1.0);
