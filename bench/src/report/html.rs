@@ -64,7 +64,7 @@ pub fn page(suite: &str, env: &Env, runs: &[RunRecord]) -> String {
     // The answer first.
     let _ = writeln!(
         h,
-        "<h2 id=\"answer\">The answer</h2>\n<p>Objective: {} with under 1 % errors (open loop: achieved ≥ 95 % of offered). A run with a starved connection (no answer in the whole window) never meets it. Sustainable throughput is the best load level at which every repetition met it (only open-loop and auto levels count when there are any); its capacity is the range the measurements allow (an auto search's bracket over every repetition), and contestants whose ranges overlap are not told apart. A figure limited by the load generator is only a lower bound. Requests per CPU-second are compared at one offered rate every contestant sustained; memory is the server's own (anonymous + shared, no page cache), never compared without a cgroup.</p>",
+        "<h2 id=\"answer\">The answer</h2>\n<p>Objective: {} with under 1 % errors (open loop: achieved ≥ 95 % of offered). A run with a starved connection (no answer in the whole window) never meets it. Sustainable throughput is the best load level at which every repetition met it (only open-loop and auto levels count when there are any); its capacity is the range the measurements allow (an auto search's bracket over every repetition), and contestants whose ranges overlap are not told apart. A figure limited by the load generator is only a lower bound. Requests per CPU-second are compared at one offered rate every contestant sustained, from the measurements during which the virtual machine's host took less than 1 % of the CPUs; a figure marked ≥ had none such and is only a lower bound (the host lowers this figure by up to half), and a contestant below the best on such figures alone is not compared; memory is the server's own (anonymous + shared, no page cache), never compared without a cgroup.</p>",
         esc(&objective.describe())
     );
     h.push_str("<table id=\"answer-table\"><tr><th>workload</th><th>most throughput at the objective</th><th>most requests per CPU-second</th><th>least memory</th></tr>\n");
@@ -140,7 +140,7 @@ fn group_section(
             .per_cpu_at_common
             .iter()
             .find(|(n, _)| *n == b.contestant)
-            .map(|(_, s)| *s);
+            .map(|(_, p)| *p);
         let win = |i: usize| {
             if answer.wins(i, &b.contestant) {
                 " class=\"win\""
@@ -168,7 +168,7 @@ fn group_section(
             b.load.map_or("none".into(), |i| g.loads[i].label()),
             spread_text(b.objective_latency, |v| format!("{v:.2}")),
             win(1),
-            spread_text(per_cpu, rps),
+            super::per_cpu_text(per_cpu, |v| spread_text(v, rps)),
             win(2),
             spread_text(b.memory, mib),
             spread_text(cache, mib),

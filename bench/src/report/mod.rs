@@ -132,16 +132,24 @@ pub(crate) fn answer_cells(a: &analysis::Answer, html: bool) -> [String; 3] {
         }
     };
     let per_cpu = match (a.per_cpu.first(), &a.common) {
-        (Some((n, s)), Some(common)) => {
+        (Some((n, p)), Some(common)) => {
             let mut text = format!(
-                "{} ({} req/CPU-s {}, the highest load every ranked contestant sustained)",
+                "{} ({}{} req/CPU-s {}, the highest load every ranked contestant sustained)",
                 bold(n),
-                rps(s.mean),
+                if p.lower_bound { "at least " } else { "" },
+                rps(p.spread.mean),
                 e(&common.describe())
             );
             if a.per_cpu.len() > 1 {
                 let names: Vec<String> = a.per_cpu[1..].iter().map(|(n, _)| n.clone()).collect();
                 text.push_str(&format!("; tied with {}", others(&names)));
+            }
+            if !a.per_cpu_uncompared.is_empty() {
+                text.push_str(&format!(
+                    "; not compared: {} (measured only while the host took {:.0} % or more of the CPUs, which lowers this figure by up to half)",
+                    others(&a.per_cpu_uncompared),
+                    analysis::EFFICIENCY_STEAL * 100.0
+                ));
             }
             text
         }
@@ -167,6 +175,19 @@ pub(crate) fn answer_cells(a: &analysis::Answer, html: bool) -> [String; 3] {
         }
     };
     [throughput, per_cpu, memory]
+}
+
+/// A contestant's requests per CPU-second for a table cell, formatted by
+/// `f` (given `None` when there is none): `≥` before a lower bound (every
+/// figure measured while the host took the CPUs).
+pub(crate) fn per_cpu_text(
+    p: Option<analysis::PerCpu>,
+    f: impl Fn(Option<analysis::Spread>) -> String,
+) -> String {
+    match p {
+        Some(p) if p.lower_bound => format!("≥{}", f(Some(p.spread))),
+        p => f(p.map(|p| p.spread)),
+    }
 }
 
 /// Formats bytes as MiB.

@@ -35,7 +35,7 @@ pub fn answer_table(runs: &[RunRecord]) -> String {
             a.per_cpu_at_common
                 .iter()
                 .find(|(n, _)| n == name)
-                .map(|(_, s)| *s)
+                .map(|(_, p)| *p)
         };
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED);
@@ -67,14 +67,25 @@ pub fn answer_table(runs: &[RunRecord]) -> String {
                 Cell::new(star(0, s(b.throughput, rps))),
                 Cell::new(b.capacity.map_or("none".into(), |c| capacity_text(&c))),
                 Cell::new(s(b.objective_latency, |v| format!("{v:.2}"))),
-                Cell::new(star(1, s(per_cpu_at(&b.contestant), rps))),
+                Cell::new(star(
+                    1,
+                    super::per_cpu_text(per_cpu_at(&b.contestant), |v| s(v, rps)),
+                )),
                 Cell::new(star(2, s(b.memory, mib))),
                 Cell::new(summarise(&b.failures)),
             ]);
         }
         let [throughput, per_cpu, memory] = answer_cells(&a, false);
+        let legend = if a.per_cpu_at_common.iter().any(|(_, p)| p.lower_bound) {
+            format!(
+                "  ≥ req/CPU-s: measured only while the host took {:.0} % or more of the CPUs (a lower bound)\n",
+                analysis::EFFICIENCY_STEAL * 100.0
+            )
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "\n{} ({}, limits {}, state {})\n{t}\n  most throughput: {throughput}\n  most requests per CPU-second: {per_cpu}\n  least memory: {memory}\n",
+            "\n{} ({}, limits {}, state {})\n{t}\n  most throughput: {throughput}\n  most requests per CPU-second: {per_cpu}\n  least memory: {memory}\n{legend}",
             g.key.workload, g.path, g.key.limits, g.key.state
         ));
     }

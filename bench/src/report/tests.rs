@@ -572,3 +572,58 @@ fn host_interference_is_announced_in_the_table_and_the_page() {
     let html = super::html::page("s", &Env::default(), &runs);
     assert!(html.contains("id=\"host\""), "banner in the page");
 }
+
+#[test]
+fn efficiency_disturbed_by_the_host_is_a_lower_bound_never_beaten() {
+    let stolen = |share: f64| crate::results::Steal {
+        server: share,
+        generator: 0.0,
+        server_worst: share,
+        generator_worst: 0.0,
+    };
+    let run = |arch: &str, rep: u32, rpcs: f64, steal: f64| {
+        let mut r = auto_run(arch, rep, 16_000.0, Some(17_000.0), false, rpcs);
+        for s in &mut r.auto_steps {
+            s.host_steal = Some(stolen(steal));
+        }
+        r
+    };
+    let mut runs = vec![
+        run("a", 1, 80_000.0, 0.0),
+        run("a", 2, 80_000.0, 0.005),
+        // b's disturbed repetition does not drag its quiet one down.
+        run("b", 1, 40_000.0, 0.0),
+        run("b", 2, 20_000.0, 0.05),
+        // c was measured only while the host took the CPUs.
+        run("c", 1, 30_000.0, 0.03),
+        run("c", 2, 30_000.0, 0.20),
+    ];
+    let a = analysis::groups(&runs)[0].answer();
+    let of =
+        |a: &analysis::Answer, n: &str| a.per_cpu_at_common.iter().find(|(c, _)| c == n).unwrap().1;
+    assert_eq!(a.common, Some(analysis::Common::Rate(16_000.0)));
+    assert_eq!((of(&a, "a").spread.n, of(&a, "a").lower_bound), (2, false));
+    let b = of(&a, "b");
+    assert_eq!(
+        (b.spread.mean, b.spread.n, b.lower_bound),
+        (40_000.0, 1, false)
+    );
+    let c = of(&a, "c");
+    assert_eq!((c.spread.mean, c.lower_bound), (30_000.0, true));
+    let names: Vec<&str> = a.per_cpu.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a"], "b is beaten on quiet figures");
+    assert_eq!(a.per_cpu_uncompared, ["c"], "c is neither beaten nor tied");
+    let text = super::answer_table(&runs);
+    assert!(text.contains("not compared: c"), "{text}");
+    assert!(text.contains("≥30"), "c's figure is marked: {text}");
+    let html = super::html::page("s", &Env::default(), &runs);
+    assert!(html.contains("not compared: c"));
+    // A lower bound above everyone is a real win: the host only lowers it.
+    runs.push(run("d", 1, 200_000.0, 0.15));
+    runs.push(run("d", 2, 200_000.0, 0.15));
+    let a = analysis::groups(&runs)[0].answer();
+    let names: Vec<&str> = a.per_cpu.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["d"]);
+    assert_eq!(a.per_cpu_uncompared, ["c"]);
+    assert!(super::answer_table(&runs).contains("at least 200"));
+}

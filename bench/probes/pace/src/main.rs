@@ -28,7 +28,10 @@ fn pin(cpu: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
-            panic!("cannot run on CPU {cpu}: {}", std::io::Error::last_os_error());
+            panic!(
+                "cannot run on CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
@@ -138,10 +141,16 @@ impl Work {
 fn main() {
     let cpus: Vec<usize> = std::env::args()
         .skip(1)
-        .map(|a| a.parse().unwrap_or_else(|_| panic!("not a CPU number: {a}")))
+        .map(|a| {
+            a.parse()
+                .unwrap_or_else(|_| panic!("not a CPU number: {a}"))
+        })
         .collect();
     let cpus = if cpus.is_empty() { vec![0, 1] } else { cpus };
-    let reps: u32 = std::env::var("REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let reps: u32 = std::env::var("REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     let mut work = Work::new(cpus[0]);
     let mut line = Vec::new();
     for (i, &cpu) in cpus.iter().enumerate() {
