@@ -59,8 +59,14 @@ fn every_lab_shows_its_claims_in_fast_mode() {
                 ))
             })
             .unwrap_or_else(|| panic!("lab {n}: no summary in {out}"));
+        // A claim missed while the host took the CPUs is "not judged":
+        // the lab says so, and it is no evidence that the claim is wrong.
+        let not_judged = out.matches("not judged (host interference)").count() as u32;
+        if not_judged > 0 {
+            eprintln!("lab {n}: {not_judged} claims not judged: the host took the CPUs");
+        }
         if root {
-            assert_eq!(held, total, "lab {n}: {out}");
+            assert_eq!(held + not_judged, total, "lab {n}: {out}");
         }
         // Found again without naming the folder, with the same verdict.
         let check = serverlab(&dir.0, &["lab", "check", n]);

@@ -25,6 +25,7 @@
 
 use crate::report::analysis;
 use crate::results::{RunRecord, Status};
+use crate::runner::steal;
 use serde::{Deserialize, Serialize};
 
 /// What a claim measures.
@@ -253,6 +254,10 @@ pub enum Verdict {
     NotHeld,
     /// Why it could not be evaluated.
     Unknown(String),
+    /// The figures missed, but the virtual machine's host took this share
+    /// (the most of any run behind them) of the CPUs while they were
+    /// measured: not evidence either way.
+    Disturbed(f64),
 }
 
 /// A claim with its verdict and the figures behind it.
@@ -264,9 +269,25 @@ pub struct Checked {
 }
 
 impl Claim {
-    /// The figure one selector picks: `Err` says why there is none.
-    fn value(&self, metric: Metric, side: &Selector, runs: &[RunRecord]) -> Result<f64, String> {
+    /// The figure one selector picks, with the most the host took of the
+    /// CPUs during any run behind it: `Err` says why there is none.
+    fn value(
+        &self,
+        metric: Metric,
+        side: &Selector,
+        runs: &[RunRecord],
+    ) -> Result<(f64, f64), String> {
         let picked: Vec<&RunRecord> = runs.iter().filter(|r| side.matches(r)).collect();
+        let stolen = picked.iter().map(|r| host_steal(r)).fold(0.0, f64::max);
+        self.figure(metric, side, &picked).map(|v| (v, stolen))
+    }
+
+    fn figure(
+        &self,
+        metric: Metric,
+        side: &Selector,
+        picked: &[&RunRecord],
+    ) -> Result<f64, String> {
         if picked.is_empty() {
             return Err(format!("no run matches {}", side.describe()));
         }
@@ -283,7 +304,7 @@ impl Claim {
             ));
         }
         if metric == Metric::Sustainable {
-            return sustainable(side, &picked);
+            return sustainable(side, picked);
         }
         let mut levels: Vec<String> = picked.iter().map(|r| r.spec.group_key()).collect();
         levels.sort();
@@ -318,7 +339,7 @@ impl Claim {
     /// Checks the claim against a results folder's runs.
     pub fn check(&self, runs: &[RunRecord]) -> Checked {
         let unit = self.metric.unit();
-        let of = match self.value(self.metric, &self.of, runs) {
+        let (of, mut stolen) = match self.value(self.metric, &self.of, runs) {
             Ok(v) => v,
             Err(why) => return unknown(why),
         };
@@ -335,7 +356,10 @@ impl Claim {
             Some(than) => {
                 let than_metric = self.than_metric.unwrap_or(self.metric);
                 let base = match self.value(than_metric, than, runs) {
-                    Ok(v) => v,
+                    Ok((v, than_stolen)) => {
+                        stolen = stolen.max(than_stolen);
+                        v
+                    }
                     Err(why) => return unknown(why),
                 };
                 let ratio = if base == 0.0 {
@@ -384,15 +408,31 @@ impl Claim {
             held &= (lo..=hi).contains(&value);
             wanted.push(format!("near {} ({}–{})", num(x), num(lo), num(hi)));
         }
-        Checked {
-            verdict: if held {
-                Verdict::Held
-            } else {
-                Verdict::NotHeld
-            },
-            figures: format!("{shown}; wanted {}", wanted.join(" and ")),
-        }
+        let mut figures = format!("{shown}; wanted {}", wanted.join(" and "));
+        let verdict = if held {
+            Verdict::Held
+        } else if stolen >= steal::DISTURBED {
+            figures.push_str(&format!(
+                "; the virtual machine's host took up to {:.0} % of the CPUs while these runs were measured, which slows servers and generator alike: run it again when the host is quieter",
+                stolen * 100.0
+            ));
+            Verdict::Disturbed(stolen)
+        } else {
+            Verdict::NotHeld
+        };
+        Checked { verdict, figures }
     }
+}
+
+/// The most the host took of the server's or the generator's CPUs over any
+/// measured window of a run (its kept measurement and every search step).
+fn host_steal(r: &RunRecord) -> f64 {
+    let kept = r.metrics.as_ref().and_then(|m| m.host_steal);
+    let steps = r.auto_steps.iter().filter_map(|s| s.host_steal);
+    kept.into_iter()
+        .chain(steps)
+        .map(|s| s.share())
+        .fold(0.0, f64::max)
 }
 
 fn unknown(why: String) -> Checked {
@@ -447,15 +487,17 @@ fn num(v: f64) -> String {
 /// Checks every claim; the text to print, and whether all held.
 pub fn report(claims: &[Claim], runs: &[RunRecord]) -> (String, bool) {
     let mut out = String::new();
-    let mut held = 0;
+    let (mut held, mut disturbed) = (0, 0);
     for (i, c) in claims.iter().enumerate() {
         let checked = c.check(runs);
         let word = match &checked.verdict {
             Verdict::Held => "held",
             Verdict::NotHeld => "DID NOT HOLD",
             Verdict::Unknown(_) => "could not be evaluated",
+            Verdict::Disturbed(_) => "not judged (host interference)",
         };
         held += usize::from(checked.verdict == Verdict::Held);
+        disturbed += usize::from(matches!(checked.verdict, Verdict::Disturbed(_)));
         out.push_str(&format!(
             "{}. {word}: {}\n   {}\n",
             i + 1,
@@ -463,7 +505,13 @@ pub fn report(claims: &[Claim], runs: &[RunRecord]) -> (String, bool) {
             checked.figures
         ));
     }
-    out.push_str(&format!("{held} of {} claims held\n", claims.len()));
+    out.push_str(&format!("{held} of {} claims held", claims.len()));
+    if disturbed > 0 {
+        out.push_str(&format!(
+            "; {disturbed} not judged: the host took the CPUs while they were measured"
+        ));
+    }
+    out.push('\n');
     (out, held == claims.len())
 }
 
@@ -499,6 +547,42 @@ mod tests {
             run("slow", 16, 1, 100.0, 3.0, 1.0, 4 << 20),
             run("slow", 16, 2, 100.0, 3.0, 1.0, 4 << 20),
         ]
+    }
+
+    #[test]
+    fn a_miss_measured_while_the_host_took_the_cpus_is_not_judged() {
+        let mut runs = runs();
+        let stolen = |share: f64| crate::results::Steal {
+            server: share,
+            generator: 0.0,
+            server_worst: share,
+            generator_worst: share,
+        };
+        let mut c = claim(Metric::Throughput, "fast", Some("slow"));
+        c.at_least = Some(12.0);
+        // Steal below the threshold: the miss stands.
+        runs[3].metrics.as_mut().unwrap().host_steal = Some(stolen(0.05));
+        assert_eq!(c.check(&runs).verdict, Verdict::NotHeld);
+        // On the `than` side too: a search step counts as much as the
+        // kept measurement.
+        runs[3].auto_steps.push(crate::results::AutoStep {
+            host_steal: Some(stolen(0.25)),
+            ..Default::default()
+        });
+        let checked = c.check(&runs);
+        assert_eq!(checked.verdict, Verdict::Disturbed(0.25));
+        assert!(
+            checked.figures.contains("took up to 25 %"),
+            "{}",
+            checked.figures
+        );
+        let (text, all) = report(std::slice::from_ref(&c), &runs);
+        assert!(!all);
+        assert!(text.contains("not judged (host interference)"), "{text}");
+        assert!(text.ends_with("0 of 1 claims held; 1 not judged: the host took the CPUs while they were measured\n"), "{text}");
+        // A claim that held is believed, whatever the host did.
+        c.at_least = Some(11.0);
+        assert_eq!(c.check(&runs).verdict, Verdict::Held);
     }
 
     #[test]

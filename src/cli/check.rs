@@ -22,7 +22,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Prints how each of `suite`'s claims fares in `dir`; whether none failed
-/// (a claim that could not be evaluated, say for want of root, does not).
+/// (a claim that could not be evaluated, say for want of root, or that
+/// missed while the host took the CPUs, does not).
 pub fn print_checks(suite: &Suite, dir: &Path) -> anyhow::Result<bool> {
     if suite.claims.is_empty() {
         anyhow::bail!("suite {:?} states no claims ([[claim]])", suite.name);
